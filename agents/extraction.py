@@ -1,0 +1,151 @@
+"""Extraction agent: named entities with character spans, and schema-driven extraction.
+
+* :class:`ExtractionAgent` finds entities of a configurable set of types. The model names each
+  entity's text and type (constrained JSON); moa locates the text in the input to give exact
+  character spans, and drops any entity whose text does not occur in the input (a model cannot
+  invent an entity).
+* :func:`extract_into` fills a user's pydantic model from a text (constrained to its JSON
+  schema, validated, one repair).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal, TypeVar
+
+import structlog
+from pydantic import BaseModel, Field, create_model
+
+from moa import Capabilities, Generation, GenerateRequest, Message, ModelAgent, RunContext, generate_structured
+from moa.settings import Tier
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TYPES = ("person", "organization", "location", "product", "date")
+
+_SHOTS = (
+    ("Tim Cook presented the new iPhone in Cupertino on Monday.",
+     [("Tim Cook", "person"), ("iPhone", "product"), ("Cupertino", "location"), ("Monday", "date")]),
+    ("I ordered a Kindle from Amazon and it never arrived.", [("Kindle", "product"), ("Amazon", "organization")]),
+    ("The weather was nice.", []),
+    ("Maria flew from Lisbon to Berlin with Lufthansa in March 2024.",
+     [("Maria", "person"), ("Lisbon", "location"), ("Berlin", "location"), ("Lufthansa", "organization"), ("March 2024", "date")]),
+)
+
+
+class ExtractionInput(BaseModel):
+    """A text to find entities in."""
+
+    text: str = Field(min_length=1)
+    """The text."""
+    types: list[str] = Field(default_factory=lambda: list(DEFAULT_TYPES), min_length=1)
+    """Entity types to look for."""
+
+
+class Entity(BaseModel):
+    """One entity mention."""
+
+    text: str
+    """The exact text of the mention."""
+    type: str
+    """One of the requested types."""
+    start: int = Field(ge=0)
+    """Character offset where the mention starts in the input."""
+    end: int = Field(ge=0)
+    """Character offset just past the mention's end."""
+
+
+class Entities(BaseModel):
+    """Entities found in a text."""
+
+    entities: list[Entity] = Field(default_factory=list)
+
+
+class ExtractionAgent(ModelAgent[ExtractionInput, Entities, BaseModel]):
+    name = "extraction"
+    description = "Extracts named entities (people, organizations, locations, products, dates) and key facts from each text, with character spans."
+    examples = (
+        "extract the entities mentioned",
+        "which people, companies and places are mentioned",
+        "find the product names and dates in these messages",
+        "pull out names and key details",
+    )
+    input_type = ExtractionInput
+    output_type = Entities
+    max_tokens = 160
+
+    def decode_type(self, data: ExtractionInput, caps: Capabilities) -> type[BaseModel]:
+        mention = create_model(
+            "Mention", text=(str, Field(min_length=1, max_length=80)), type=(Literal[tuple(data.types)], ...)  # type: ignore[valid-type]
+        )
+        return create_model("Mentions", entities=(list[mention], Field(max_length=12)))  # type: ignore[valid-type]
+
+    def completion_prompt(self, data: ExtractionInput) -> str:
+        lines = [f"List the named entities in each text. Types: {', '.join(data.types)}.", ""]
+        for text, ents in _SHOTS:
+            kept = [{"text": t, "type": ty} for t, ty in ents if ty in data.types]
+            lines += [f"Text: {text}", "Output: " + json.dumps({"entities": kept}, separators=(",", ":")), ""]
+        return "\n".join([*lines, f"Text: {' '.join(data.text.split())}", "Output: "])
+
+    def chat_messages(self, data: ExtractionInput) -> list[Message]:
+        return [
+            Message(
+                role="system",
+                content=f"List the named entities in the user's text. Allowed types: {', '.join(data.types)}. "
+                "Copy each entity's text exactly as it appears. Reply with JSON.",
+            ),
+            Message(role="user", content=data.text),
+        ]
+
+    def finish(self, data: ExtractionInput, decoded: BaseModel, gen: Generation, probs: dict[str, float] | None) -> Entities:
+        found: list[Entity] = []
+        taken: set[tuple[int, int]] = set()
+        for mention in decoded.entities:  # type: ignore[attr-defined]
+            start = _locate(data.text, mention.text, taken)
+            if start is None:
+                log.debug("entity_not_in_text", text=mention.text)
+                continue
+            span = (start, start + len(mention.text))
+            taken.add(span)
+            found.append(Entity(text=data.text[span[0] : span[1]], type=mention.type, start=span[0], end=span[1]))
+        return Entities(entities=sorted(found, key=lambda e: e.start))
+
+
+def _locate(text: str, mention: str, taken: set[tuple[int, int]]) -> int | None:
+    """First occurrence of ``mention`` in ``text`` (case-insensitive) not already used."""
+    lowered, needle = text.lower(), mention.lower().strip()
+    if not needle:
+        return None
+    start = lowered.find(needle)
+    while start >= 0:
+        if (start, start + len(needle)) not in taken:
+            return start
+        start = lowered.find(needle, start + 1)
+    return None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tier = "slm") -> M:
+    """Fill ``schema`` (a pydantic model) from ``text``: constrained decoding, validation, one repair.
+
+    Raises :class:`moa.RunError` (``INVALID_OUTPUT``) when the model cannot produce a valid value.
+    """
+    backend = ctx.models.tier(tier)
+    schema_text = json.dumps(schema.model_json_schema())
+    if backend.capabilities.chat:
+        request = GenerateRequest(
+            messages=[
+                Message(role="system", content=f"Extract the information from the user's text as JSON matching this schema: {schema_text}"),
+                Message(role="user", content=text),
+            ],
+            max_tokens=400,
+        )
+    else:
+        request = GenerateRequest(prompt=f"JSON schema: {schema_text}\n\nText: {' '.join(text.split())}\n\nJSON: ", max_tokens=400)
+    result = await generate_structured(backend, request, schema, tier=tier, agent="extraction", purpose="extract")
+    return result.value
+
+
+agent = ExtractionAgent()

@@ -1,0 +1,291 @@
+"""The ``moa`` command line (typer + rich). All printing in moa happens here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from moa.api import RunResult, arun
+from moa.context import Event, RunContext
+from moa.errors import MoaError
+from moa.logs import configure_logging
+from moa.models.registry import Models
+from moa.registry import agent_catalog, builtin_graphs
+from moa.report import item_table
+from moa.settings import Settings, load_settings
+
+app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run small models in parallel, account.", no_args_is_help=True)
+memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _Options:
+    log_json: bool = False
+    verbose: bool = False
+
+
+_opts = _Options()
+
+
+@app.callback()
+def _main(
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log info-level events.")] = False,
+) -> None:
+    _opts.log_json, _opts.verbose = log_json, verbose
+    configure_logging(json=log_json, level="info" if verbose else "warning")
+
+
+def _fail(exc: MoaError, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"status": "error", "error": exc.to_dict()}))
+    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**overrides)
+
+
+class _Progress:
+    """A live table of subtasks on stderr, fed by run events."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.started = time.perf_counter()
+        self.live: Live | None = None
+
+    def table(self) -> Table:
+        t = Table(title=f"moa · {time.perf_counter() - self.started:.1f}s", title_justify="left")
+        for col in ("subtask", "agent", "status", "items", "time"):
+            t.add_column(col)
+        for sid, row in self.rows.items():
+            t.add_row(sid, row.get("agent", ""), row["status"], f"{row.get('done', 0)}/{row.get('items', '?')}", f"{row.get('seconds', 0):.1f}s")
+        return t
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "planned":
+            for s in event.data["plan"].subtasks:
+                self.rows[s.id] = {"agent": s.agent, "status": "waiting"}
+        elif event.subtask in self.rows:
+            row = self.rows[event.subtask]
+            if event.kind == "subtask_started":
+                row.update(status="running", items=event.data.get("items"), t0=time.perf_counter())
+            elif event.kind == "item_done":
+                row["done"] = row.get("done", 0) + 1
+            elif event.kind == "subtask_done":
+                row.update(status=event.data.get("status", "done"))
+            if "t0" in row:
+                row["seconds"] = time.perf_counter() - row["t0"] if row["status"] == "running" else row.get("seconds", 0)
+        if self.live is not None:
+            self.live.update(self.table())
+
+
+def _render(result: RunResult) -> None:
+    if result.plan:
+        out.print(f"[bold]Plan[/] ({result.planner.name if result.planner else '?'}): " + " → ".join(
+            f"{s.id}:{s.agent}" + (f"[{','.join(s.depends_on)}]" if s.depends_on else "") for s in result.plan.subtasks
+        ), highlight=False)
+        if result.planner:
+            out.print(f"[dim]{result.planner.reason}[/]", highlight=False)
+    header, rows = item_table(result)
+    if rows:
+        table = Table(title="Results", title_justify="left", show_lines=False)
+        for h in header:
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            table.add_row(*(c[:70] for c in row[:1]), *row[1:])
+        out.print(table)
+    if result.answer:
+        out.print("[bold]Answer[/]")
+        out.print(result.answer, highlight=False)
+    s = result.summary
+    usage = Table(title="Usage", title_justify="left")
+    for col in ("tier", "calls", "prompt tok", "completion tok", "cost $", "model time s"):
+        usage.add_column(col)
+    for tier, t in s.per_tier.items():
+        usage.add_row(tier, str(t.calls), str(t.prompt_tokens), str(t.completion_tokens), f"{t.cost:.4f}", f"{t.latency_s:.1f}")
+    out.print(usage)
+    out.print(
+        f"status [bold]{result.status}[/] · {result.seconds:.1f}s wall · {s.calls} calls · "
+        f"slm share {s.slm_call_share:.0%} of calls, {s.slm_token_share:.0%} of tokens · "
+        f"{s.completion_tokens / max(s.latency_s, 1e-9):.1f} completion tok/s of model time",
+        highlight=False,
+    )
+    for e in result.errors:
+        line = f"in {e.get('subtask')}: [{e.get('code')}] {e.get('message')}"
+        err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What to do, in words.")],
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text file, one item per line.")] = None,
+    graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run (see `moa graphs`).")] = "plan_execute",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result to stdout.")] = False,
+    slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
+    planner: Annotated[Optional[str], typer.Option(help="auto | router | llm")] = None,
+    memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
+) -> None:
+    """Plan TASK, run its subtasks on small models in parallel, print the report."""
+    try:
+        settings = _settings(slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout)
+        progress = _Progress() if err.is_terminal and not as_json else None
+        if progress is not None:
+            with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
+                progress.live = live
+                result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, on_event=progress))
+        else:
+            result = asyncio.run(arun(task, input=input, graph=graph, settings=settings))
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        out.print_json(result.model_dump_json(), highlight=False)
+        for e in result.errors:
+            err.print(f"error in {e.get('subtask')}: [{e.get('code')}] {e.get('message')}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        _render(result)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def agents() -> None:
+    """List the available agents."""
+    table = Table(title="Agents")
+    for col in ("name", "tier", "input", "output", "description"):
+        table.add_column(col, overflow="fold")
+    for name, a in sorted(agent_catalog().items()):
+        table.add_row(name, a.tier, a.input_type.__name__, a.output_type.__name__, a.description)
+    out.print(table)
+
+
+@app.command()
+def graphs() -> None:
+    """List the available graphs."""
+    table = Table(title="Graphs")
+    table.add_column("name")
+    table.add_column("description", overflow="fold")
+    for name, module in sorted(builtin_graphs().items()):
+        table.add_row(name, (module.__doc__ or "").strip().splitlines()[0])
+    out.print(table)
+
+
+@app.command()
+def models(
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Contact each backend.")] = True,
+) -> None:
+    """Show which model each tier uses, and whether its backend is reachable."""
+    try:
+        settings = _settings()
+    except MoaError as exc:
+        _fail(exc, False)
+        return
+
+    async def probe() -> list[tuple[str, str, str, str]]:
+        registry = Models(settings)
+        rows = []
+        try:
+            for tier in ("slm", "llm"):
+                spec = settings.tier_spec(tier)  # type: ignore[arg-type]
+                try:
+                    backend = registry.tier(tier)  # type: ignore[arg-type]
+                    status = await backend.check() if check else "not checked"
+                    caps = backend.capabilities
+                    kind = "chat" if caps.chat else "completion (base model)"
+                    rows.append((tier, spec, kind, f"ok: {status}"))
+                except MoaError as exc:
+                    rows.append((tier, spec, "?", f"[red]{exc.code}[/]: {exc.message}"))
+        finally:
+            await registry.aclose()
+        return rows
+
+    table = Table(title="Models")
+    for col in ("tier", "spec", "kind", "status"):
+        table.add_column(col, overflow="fold")
+    rows = asyncio.run(probe())
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    if any("ok:" not in r[3] for r in rows):
+        raise typer.Exit(3)
+
+
+@memory_app.command("add")
+def memory_add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (*.txt, *.md) to add.")],
+    memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
+    max_chars: Annotated[int, typer.Option(help="Chunk size in characters.")] = 800,
+) -> None:
+    """Chunk files and add them to the shared memory."""
+    from moa.memory import add_files
+
+    try:
+        ctx = RunContext.create(_settings(memory_dir=memory_dir))
+        report = asyncio.run(add_files(ctx.memory(), paths, max_chars=max_chars))
+    except MoaError as exc:
+        _fail(exc, False)
+        return
+    out.print(f"added {report.chunks} chunks from {report.files} files to {ctx.settings.memory_url or ctx.settings.memory_dir}", highlight=False)
+
+
+@memory_app.command("query")
+def memory_query(
+    text: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", help="How many passages.")] = 5,
+    memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search the shared memory."""
+    try:
+        ctx = RunContext.create(_settings(memory_dir=memory_dir))
+        passages = asyncio.run(ctx.memory().aquery(text, k=k))
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        out.print_json(json.dumps([p.model_dump() for p in passages]))
+        return
+    table = Table(title=f"Memory: {text}")
+    for col in ("score", "source", "text"):
+        table.add_column(col, overflow="fold")
+    for p in passages:
+        table.add_row(f"{p.score:.3f}", p.source or "", p.text[:300])
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (for tests: ``main(["agents"])``)."""
+    try:
+        code = app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:  # pragma: no cover - click's own exits
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""OpenAI-compatible backend: OpenAI, vLLM, llama.cpp server, LM Studio, Gemini / Anthropic compat.
+
+One :class:`OpenAIBackend` talks to one model behind an OpenAI-style HTTP API through the official
+``openai`` client (:class:`openai.AsyncOpenAI`):
+
+- chat requests (``GenerateRequest.messages``) go to ``/chat/completions``, with tools, tool
+  calls / tool results, JSON-schema constrained output and per-token logprobs;
+- completion requests (``GenerateRequest.prompt``, for base models without a chat template) go to
+  ``/completions``, only when the backend was built with ``completion=True``.
+
+Structured output on chat uses ``response_format={"type": "json_schema", ...}``. Some servers
+reject that type (llama-cpp-python's server accepts only ``{"type": "json_object", "schema": ...}``);
+with ``schema_mode="auto"`` the first 400 answer to a schema request is retried once in the
+``json_object`` form and that choice is remembered for the backend's later calls. On the
+completions endpoint the schema is sent as ``extra_body={"json_schema": schema}`` (llama.cpp
+server convention).
+
+The output length is sent as ``max_tokens``: some servers (llama.cpp) ignore
+``max_completion_tokens``. The client retries nothing (``max_retries=0``): moa applies its own
+retry / escalation policy, and an unreachable host must fail fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar, cast
+
+import openai
+import structlog
+from openai.types.chat import ChatCompletion
+
+from moa.errors import ErrorCode, RunError, UserError
+from moa.models.base import (
+    Capabilities,
+    GenerateRequest,
+    Generation,
+    Message,
+    ModelBackend,
+    TokenLogprob,
+    ToolCall,
+    ToolSpec,
+)
+
+__all__ = ["OpenAIBackend", "SchemaMode"]
+
+SchemaMode = Literal["json_schema", "json_object", "auto"]
+"""How a JSON schema is sent on chat requests: ``json_schema`` (OpenAI, vLLM, llama.cpp server),
+``json_object`` + ``schema`` (llama-cpp-python's server), or ``auto`` (``json_schema`` first, then
+``json_object`` once if the server answers 400)."""
+
+_T = TypeVar("_T")
+
+_log = structlog.get_logger(__name__)
+
+_START_HINT = (
+    "Start it (e.g. `llama-server -m model.gguf --port 8080`, `vllm serve MODEL`, LM Studio's "
+    "server) or point MOA_SLM / MOA_LLM elsewhere."
+)
+
+
+class OpenAIBackend(ModelBackend):
+    """A model served behind an OpenAI-compatible HTTP API.
+
+    Args:
+        spec: The spec string that built this backend (kept for usage records).
+        model: The model name sent with every request (local servers often ignore it).
+        base_url: The API root, e.g. ``http://127.0.0.1:8080/v1``; ``None`` means OpenAI itself
+            (or ``OPENAI_BASE_URL``).
+        api_key: The API key; defaults to ``OPENAI_API_KEY``, else ``"not-needed"`` when
+            ``base_url`` is set (local servers take any key).
+        timeout: Seconds allowed for one HTTP request (connect, write, read).
+        max_concurrency: In-flight requests allowed through :meth:`agenerate`.
+        chat: The model has a chat template (instruction-tuned); enables chat requests.
+        completion: Raw text completion (``/completions``) is available, for base models.
+        schema_mode: How JSON schemas are sent on chat requests, see :data:`SchemaMode`.
+        price_per_1k: (prompt, completion) price in $ per 1k tokens.
+
+    Raises:
+        UserError: ``BAD_CONFIG`` when no API key can be found for OpenAI itself.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_concurrency: int = 4,
+        chat: bool = True,
+        completion: bool = False,
+        schema_mode: SchemaMode = "auto",
+        price_per_1k: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        super().__init__(spec, max_concurrency=max_concurrency)
+        if schema_mode not in ("json_schema", "json_object", "auto"):
+            raise UserError(
+                ErrorCode.BAD_MODEL_SPEC,
+                f"{spec}: schema_mode must be 'json_schema', 'json_object' or 'auto', not {schema_mode!r}",
+            )
+        key = api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if base_url else None)
+        if key is None:
+            raise UserError(
+                ErrorCode.BAD_CONFIG,
+                f"{spec}: no API key for OpenAI. Set OPENAI_API_KEY, or give a base_url for a local "
+                "OpenAI-compatible server (llama.cpp, vLLM, LM Studio), which needs no key.",
+            )
+        self.model = model
+        self.timeout = timeout
+        self.price_per_1k = price_per_1k
+        self._chat = chat
+        self._completion = completion
+        self._schema_mode: SchemaMode = schema_mode
+        self._use_json_object = schema_mode == "json_object"
+        self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.base_url = str(self._client.base_url).rstrip("/")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Chat / completion as configured; JSON schema, logprobs; tools on chat models."""
+        return Capabilities(
+            chat=self._chat,
+            completion=self._completion,
+            json_schema=True,
+            logprobs=True,
+            tools=self._chat,
+            embeddings=False,
+        )
+
+    @property
+    def schema_format(self) -> Literal["json_schema", "json_object"]:
+        """The ``response_format`` type chat schema requests use now (``auto`` may have fallen back)."""
+        return "json_object" if self._use_json_object else "json_schema"
+
+    async def generate(self, request: GenerateRequest) -> Generation:
+        """Send one chat or completion request; see the module docstring for the mapping.
+
+        Raises:
+            UserError: ``BAD_MODEL_SPEC`` when the request style is not enabled for this model,
+                ``INVALID_INPUT`` when the request is malformed.
+            RunError: ``MODEL_UNREACHABLE``, ``MODEL_TIMEOUT`` or ``MODEL_ERROR``.
+        """
+        if (request.prompt is None) == (request.messages is None):
+            raise UserError(
+                ErrorCode.INVALID_INPUT,
+                "a GenerateRequest needs exactly one of `prompt` (completion) or `messages` (chat)",
+            )
+        started = time.perf_counter()
+        if request.prompt is not None:
+            generation = await self._complete(request, request.prompt)
+        else:
+            generation = await self._chat_complete(request, request.messages or [])
+        generation.latency_s = time.perf_counter() - started
+        _log.debug(
+            "model_call",
+            spec=self.spec,
+            style="completion" if request.prompt is not None else "chat",
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            latency_s=round(generation.latency_s, 4),
+            finish_reason=generation.finish_reason,
+        )
+        return generation
+
+    async def check(self) -> str:
+        """List the server's models and describe the endpoint; raise RunError if unreachable."""
+        page = await self._call(self._client.models.list)
+        ids = [m.id for m in page.data]
+        listed = "listed" if self.model in ids else "not listed; local servers usually serve any name"
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        return f"{self.spec}: {self.base_url} serves {len(ids)} model(s) [{shown}]; model {self.model!r} {listed}"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    async def _chat_complete(self, request: GenerateRequest, messages: Sequence[Message]) -> Generation:
+        if not self._chat:
+            raise UserError(
+                ErrorCode.BAD_MODEL_SPEC,
+                f"{self.spec}: {self.model!r} is configured as a completion-only (base) model, so it "
+                "cannot take chat messages. Send a `prompt` instead, or enable chat for this model.",
+            )
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_message_to_openai(m) for m in messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.stop:
+            kwargs["stop"] = request.stop
+        if request.tools:
+            kwargs["tools"] = [_tool_to_openai(t) for t in request.tools]
+        if request.top_logprobs > 0:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = request.top_logprobs
+        schema = request.json_schema
+        if schema is None:
+            response = await self._call(lambda: self._create_chat(kwargs))
+        else:
+            response = await self._chat_with_schema(kwargs, schema)
+
+        if not response.choices:
+            raise RunError(ErrorCode.MODEL_ERROR, f"{self.base_url} returned no choices for {self.model!r}")
+        choice = response.choices[0]
+        message = choice.message
+        return Generation(
+            text=message.content or "",
+            prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
+            completion_tokens=response.usage.completion_tokens if response.usage else 0,
+            finish_reason=choice.finish_reason,
+            logprobs=_chat_logprobs(choice.logprobs) if request.top_logprobs > 0 else None,
+            tool_calls=self._parse_tool_calls(message.tool_calls or []),
+        )
+
+    async def _chat_with_schema(self, kwargs: dict[str, Any], schema: dict[str, Any]) -> ChatCompletion:
+        """Chat with a schema-constrained output, falling back to ``json_object`` once in auto mode."""
+        json_object: dict[str, Any] = {"type": "json_object", "schema": schema}
+        if self._use_json_object:
+            return await self._call(lambda: self._create_chat({**kwargs, "response_format": json_object}))
+        json_schema: dict[str, Any] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": False},
+        }
+        try:
+            return await self._call(
+                lambda: self._create_chat({**kwargs, "response_format": json_schema}),
+                passthrough=(openai.BadRequestError, openai.UnprocessableEntityError),
+            )
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            if self._schema_mode != "auto":
+                raise self._status_error(exc) from exc
+            _log.warning(
+                "json_schema_rejected",
+                spec=self.spec,
+                base_url=self.base_url,
+                status=exc.status_code,
+                server_message=_server_message(exc),
+                retry_with="json_object",
+            )
+        response = await self._call(lambda: self._create_chat({**kwargs, "response_format": json_object}))
+        self._use_json_object = True  # remembered: later calls go straight to json_object
+        return response
+
+    async def _create_chat(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        response = await self._client.chat.completions.create(**kwargs)
+        return cast(ChatCompletion, response)
+
+    def _parse_tool_calls(self, raw_calls: Sequence[Any]) -> list[ToolCall]:
+        calls: list[ToolCall] = []
+        for raw in raw_calls:
+            function = getattr(raw, "function", None)
+            if function is None:
+                raise RunError(
+                    ErrorCode.MODEL_ERROR,
+                    f"{self.base_url} returned a {getattr(raw, 'type', 'non-function')!r} tool call; "
+                    "moa only handles function tools",
+                )
+            arguments_text = function.arguments or ""
+            try:
+                arguments = json.loads(arguments_text) if arguments_text.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise RunError(
+                    ErrorCode.MODEL_ERROR,
+                    f"{self.model!r} at {self.base_url} called tool {function.name!r} with arguments that "
+                    f"are not valid JSON ({exc.msg}): {arguments_text[:200]!r}. Use a model with reliable "
+                    "tool calling, or let the router escalate.",
+                    details={"tool": function.name, "arguments": arguments_text[:2000]},
+                ) from exc
+            if not isinstance(arguments, dict):
+                raise RunError(
+                    ErrorCode.MODEL_ERROR,
+                    f"{self.model!r} at {self.base_url} called tool {function.name!r} with JSON arguments "
+                    f"that are not an object: {arguments_text[:200]!r}",
+                    details={"tool": function.name, "arguments": arguments_text[:2000]},
+                )
+            calls.append(ToolCall(id=raw.id or f"call_{len(calls)}", name=function.name, arguments=arguments))
+        return calls
+
+    # -- completion ---------------------------------------------------------------------------
+
+    async def _complete(self, request: GenerateRequest, prompt: str) -> Generation:
+        if not self._completion:
+            raise UserError(
+                ErrorCode.BAD_MODEL_SPEC,
+                f"{self.spec}: {self.model!r} is configured as chat-only, so it cannot take a raw "
+                "completion `prompt`. Send chat `messages` instead, or enable completion for this "
+                "model if its server offers /v1/completions (llama.cpp, vLLM).",
+            )
+        if request.tools:
+            raise UserError(
+                ErrorCode.INVALID_INPUT,
+                "tools need a chat request (`messages`); the completions endpoint cannot call tools",
+            )
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.stop:
+            kwargs["stop"] = request.stop
+        if request.top_logprobs > 0:
+            kwargs["logprobs"] = request.top_logprobs
+        if request.json_schema is not None:
+            kwargs["extra_body"] = {"json_schema": request.json_schema}
+        response = await self._call(lambda: self._client.completions.create(**kwargs))
+        if not response.choices:
+            raise RunError(ErrorCode.MODEL_ERROR, f"{self.base_url} returned no choices for {self.model!r}")
+        choice = response.choices[0]
+        return Generation(
+            text=choice.text or "",
+            prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
+            completion_tokens=response.usage.completion_tokens if response.usage else 0,
+            finish_reason=choice.finish_reason,
+            logprobs=_completion_logprobs(choice.logprobs) if request.top_logprobs > 0 else None,
+        )
+
+    # -- errors -------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        make: Callable[[], Awaitable[_T]],
+        *,
+        passthrough: tuple[type[openai.APIStatusError], ...] = (),
+    ) -> _T:
+        """Await one client call, turning the client's exceptions into :class:`RunError`."""
+        try:
+            return await make()
+        except openai.APITimeoutError as exc:
+            raise RunError(
+                ErrorCode.MODEL_TIMEOUT,
+                f"the OpenAI-compatible server at {self.base_url} did not answer within "
+                f"{self.timeout:g} s (model {self.model!r}). Raise the timeout (setting MOA_TIMEOUT), "
+                "lower max_tokens, or use a faster model.",
+                details={"base_url": self.base_url, "timeout_s": self.timeout},
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise RunError(
+                ErrorCode.MODEL_UNREACHABLE,
+                f"cannot reach the OpenAI-compatible server at {self.base_url}: {_root_cause(exc)}. " + _START_HINT,
+                details={"base_url": self.base_url},
+            ) from exc
+        except openai.APIStatusError as exc:
+            if isinstance(exc, passthrough):
+                raise
+            raise self._status_error(exc) from exc
+        except openai.APIError as exc:  # e.g. a response body that is not what the API promises
+            raise RunError(
+                ErrorCode.MODEL_ERROR,
+                f"the OpenAI-compatible server at {self.base_url} sent an unusable answer: {exc.message}",
+                details={"base_url": self.base_url},
+            ) from exc
+
+    def _status_error(self, exc: openai.APIStatusError) -> RunError:
+        status = exc.status_code
+        hint = ""
+        if status in (401, 403):
+            hint = " Check the API key (OPENAI_API_KEY, or the key configured for this model)."
+        elif status == 404:
+            hint = f" Check the model name ({self.model!r}) and that base_url ends with the API root (often /v1)."
+        elif status == 429:
+            hint = " The server is rate-limiting; lower max_concurrency or retry later."
+        return RunError(
+            ErrorCode.MODEL_ERROR,
+            f"the OpenAI-compatible server at {self.base_url} answered HTTP {status} for model "
+            f"{self.model!r}: {_server_message(exc)}.{hint}",
+            details={"base_url": self.base_url, "status": status},
+        )
+
+
+def _message_to_openai(message: Message) -> dict[str, Any]:
+    """One moa :class:`Message` as an OpenAI chat message dict."""
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise UserError(
+                ErrorCode.INVALID_INPUT,
+                "a tool message needs the `tool_call_id` of the call it answers",
+            )
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}
+
+
+def _tool_to_openai(tool: ToolSpec) -> dict[str, Any]:
+    """One :class:`ToolSpec` as an OpenAI function tool."""
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }
+
+
+def _chat_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    """Chat ``choice.logprobs.content`` → :class:`TokenLogprob` list (None if the server sent none)."""
+    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    if not content:
+        return None
+    return [_token_logprob(entry) for entry in content]
+
+
+def _completion_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    """Completion logprobs → :class:`TokenLogprob` list.
+
+    OpenAI's legacy shape has parallel lists ``tokens`` / ``token_logprobs`` / ``top_logprobs``;
+    llama.cpp's server sends the chat shape (``content``: one entry per token) instead.
+    """
+    if logprobs is None:
+        return None
+    tokens = getattr(logprobs, "tokens", None)
+    if tokens:
+        values = getattr(logprobs, "token_logprobs", None) or []
+        tops = getattr(logprobs, "top_logprobs", None) or []
+        result: list[TokenLogprob] = []
+        for index, token in enumerate(tokens):
+            value = values[index] if index < len(values) and values[index] is not None else 0.0
+            top: dict[str, float] = dict(tops[index]) if index < len(tops) and tops[index] else {}
+            top.setdefault(token, value)
+            result.append(TokenLogprob(token=token, logprob=value, top=top))
+        return result
+    extra = getattr(logprobs, "model_extra", None) or {}
+    content = extra.get("content") if isinstance(extra, Mapping) else None
+    if content is None:
+        content = getattr(logprobs, "content", None)
+    if not content:
+        return None
+    return [_token_logprob(entry) for entry in content]
+
+
+def _token_logprob(entry: Any) -> TokenLogprob:
+    """One per-token entry (an SDK object or a plain dict) → :class:`TokenLogprob`."""
+    token = str(_field(entry, "token", ""))
+    value = float(_field(entry, "logprob", 0.0))
+    top: dict[str, float] = {}
+    for alternative in _field(entry, "top_logprobs", None) or []:
+        top.setdefault(str(_field(alternative, "token", "")), float(_field(alternative, "logprob", 0.0)))
+    top.setdefault(token, value)
+    return TokenLogprob(token=token, logprob=value, top=top)
+
+
+def _field(obj: Any, name: str, default: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    value = getattr(obj, name, default)
+    return default if value is None else value
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    """The server's own error message, from the common body shapes, else the client's summary."""
+    body = exc.body
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str) and error:
+            return error
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("detail"):
+            return str(body["detail"])
+    text = exc.response.text if exc.response is not None else ""
+    return text[:500] if text else exc.message
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of a connection error, e.g. 'Connection refused'."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return str(cause) or type(cause).__name__

@@ -1,0 +1,111 @@
+"""Spec string → model backend, and tier → backend for one run.
+
+Spec strings::
+
+    embedded:                      the default GGUF (Gemma 3 270M) in-process
+    embedded:/path/to/model.gguf   any GGUF in-process
+    ollama:llama3.2:1b             an Ollama model (host from settings / OLLAMA_HOST)
+    ollama:phi3@http://gpu:11434   ... on a given host
+    openai:gpt-4o-mini             an OpenAI model (key from OPENAI_API_KEY)
+    openai:qwen2.5@http://127.0.0.1:8080/v1   any OpenAI-compatible server
+    openai+completion:gemma@http://127.0.0.1:8080/v1   ... serving a base model (completion prompts)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moa.errors import ErrorCode, UserError
+from moa.models.base import ModelBackend
+from moa.settings import Settings, Tier
+
+SPEC_HELP = (
+    "use 'embedded:' (or 'embedded:/path/model.gguf'), 'ollama:<tag>[@host]' "
+    "or 'openai:<model>[@base_url]'"
+)
+
+
+def _split_at(rest: str) -> tuple[str, str | None]:
+    if "@" in rest:
+        name, url = rest.rsplit("@", 1)
+        return name, url
+    return rest, None
+
+
+def create_backend(spec: str, settings: Settings) -> ModelBackend:
+    """Build the backend a spec string names (no network call happens here)."""
+    kind, sep, rest = spec.partition(":")
+    if not sep:
+        raise UserError(ErrorCode.BAD_MODEL_SPEC, f"model spec {spec!r} has no backend prefix; {SPEC_HELP}")
+    price = settings.prices.get(spec)
+    price_per_1k = (price.prompt, price.completion) if price else (0.0, 0.0)
+    backend: ModelBackend
+    if kind == "embedded":
+        from moa.models.embedded import EmbeddedBackend
+
+        backend = EmbeddedBackend(
+            spec,
+            model_path=Path(rest).expanduser() if rest else None,
+            n_ctx=settings.embedded_ctx,
+            parallel=settings.embedded_parallel,
+            threads=settings.embedded_threads,
+            cache_dir=settings.model_cache_dir,
+        )
+    elif kind == "ollama":
+        from moa.models.ollama import OllamaBackend
+
+        model, host = _split_at(rest)
+        if not model:
+            raise UserError(ErrorCode.BAD_MODEL_SPEC, f"model spec {spec!r} names no model; e.g. 'ollama:llama3.2:1b'")
+        backend = OllamaBackend(spec, model=model, host=host or settings.ollama_host, timeout=settings.timeout, max_concurrency=settings.concurrency)
+    elif kind in ("openai", "openai+completion"):
+        from moa.models.openai import OpenAIBackend
+
+        model, url = _split_at(rest)
+        if not model:
+            raise UserError(ErrorCode.BAD_MODEL_SPEC, f"model spec {spec!r} names no model; e.g. 'openai:gpt-4o-mini'")
+        backend = OpenAIBackend(
+            spec,
+            model=model,
+            base_url=url or settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            timeout=settings.timeout,
+            max_concurrency=settings.concurrency,
+            chat=kind == "openai",
+            completion=kind == "openai+completion",
+            price_per_1k=price_per_1k,
+        )
+    else:
+        raise UserError(ErrorCode.BAD_MODEL_SPEC, f"unknown model backend {kind!r} in spec {spec!r}; {SPEC_HELP}")
+    backend.price_per_1k = price_per_1k
+    return backend
+
+
+class Models:
+    """The backends of one run: resolves tiers to backends, building each spec once.
+
+    Pass backends directly (e.g. ``moa.testing.FakeModel``) to bypass spec strings.
+    """
+
+    def __init__(self, settings: Settings, *, slm: ModelBackend | None = None, llm: ModelBackend | None = None) -> None:
+        self.settings = settings
+        self._by_spec: dict[str, ModelBackend] = {}
+        self._tiers: dict[Tier, ModelBackend] = {}
+        if slm is not None:
+            self._tiers["slm"] = slm
+        if llm is not None:
+            self._tiers["llm"] = llm
+
+    def get(self, spec: str) -> ModelBackend:
+        if spec not in self._by_spec:
+            self._by_spec[spec] = create_backend(spec, self.settings)
+        return self._by_spec[spec]
+
+    def tier(self, tier: Tier) -> ModelBackend:
+        if tier not in self._tiers:
+            self._tiers[tier] = self.get(self.settings.tier_spec(tier))
+        return self._tiers[tier]
+
+    async def aclose(self) -> None:
+        for backend in {id(b): b for b in [*self._by_spec.values(), *self._tiers.values()]}.values():
+            await backend.aclose()

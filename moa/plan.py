@@ -1,0 +1,106 @@
+"""The plan: a DAG of subtasks, each assigned to an agent, and its validation.
+
+A subtask's items come from the run's input (``items="input"``) or from the items an earlier
+subtask passed on (``items="<subtask id>"``, e.g. the messages a filter kept). That earlier
+subtask must be among its ``depends_on``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from moa.errors import ErrorCode, UserError
+
+INPUT = "input"
+
+
+class Subtask(BaseModel):
+    """One step of a plan."""
+
+    id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$")
+    """Unique id within the plan, e.g. ``s1``."""
+    agent: str
+    """Name of the agent that runs this step."""
+    instruction: str = ""
+    """What this step should do, in words (e.g. the filter criterion)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Extra fields of the agent's input model (e.g. ``{"labels": ["pos", "neg"]}``)."""
+    items: str = INPUT
+    """Where the items come from: ``input`` or the id of an earlier subtask."""
+    depends_on: list[str] = Field(default_factory=list)
+    """Ids of subtasks that must finish first."""
+
+
+class Plan(BaseModel):
+    """A DAG of subtasks."""
+
+    subtasks: list[Subtask] = Field(min_length=1)
+    rationale: str = ""
+    """Why the planner chose these steps."""
+
+    def get(self, subtask_id: str) -> Subtask:
+        return next(s for s in self.subtasks if s.id == subtask_id)
+
+    def order(self) -> list[list[str]]:
+        """Subtask ids in layers: each layer depends only on earlier layers."""
+        remaining = {s.id: set(s.depends_on) for s in self.subtasks}
+        layers: list[list[str]] = []
+        done: set[str] = set()
+        while remaining:
+            layer = sorted(i for i, deps in remaining.items() if deps <= done)
+            if not layer:
+                raise UserError(ErrorCode.INVALID_PLAN, f"the plan has a cycle among {sorted(remaining)}")
+            layers.append(layer)
+            done.update(layer)
+            for i in layer:
+                del remaining[i]
+        return layers
+
+
+def plan_problems(plan: Plan, agents: Collection[str]) -> list[str]:
+    """Every reason the plan cannot run (empty when it is valid)."""
+    problems: list[str] = []
+    ids = [s.id for s in plan.subtasks]
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            problems.append(f"subtask id {i!r} is used twice")
+        seen.add(i)
+    for s in plan.subtasks:
+        if s.agent not in agents:
+            problems.append(f"subtask {s.id!r} uses unknown agent {s.agent!r} (known: {', '.join(sorted(agents))})")
+        if s.id in s.depends_on:
+            problems.append(f"subtask {s.id!r} depends on itself")
+        for d in s.depends_on:
+            if d not in seen:
+                problems.append(f"subtask {s.id!r} depends on {d!r}, which is not in the plan")
+        if s.items != INPUT:
+            if s.items not in seen:
+                problems.append(f"subtask {s.id!r} takes items from {s.items!r}, which is not in the plan")
+            elif s.items not in s.depends_on:
+                problems.append(f"subtask {s.id!r} takes items from {s.items!r} but does not list it in depends_on")
+    if not problems:
+        try:
+            plan.order()
+        except UserError as exc:
+            problems.append(exc.message)
+    return problems
+
+
+def validate_plan(plan: Plan | dict[str, Any] | str, agents: Collection[str]) -> Plan:
+    """Parse and check a plan; raise :class:`UserError` (``INVALID_PLAN``) listing every problem."""
+    try:
+        if isinstance(plan, str):
+            plan = Plan.model_validate_json(plan)
+        elif isinstance(plan, dict):
+            plan = Plan.model_validate(plan)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:8])
+        raise UserError(ErrorCode.INVALID_PLAN, f"the plan is malformed: {details}") from exc
+    problems = plan_problems(plan, agents)
+    if problems:
+        raise UserError(ErrorCode.INVALID_PLAN, "the plan is invalid: " + "; ".join(problems), details={"problems": problems})
+    return plan

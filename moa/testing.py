@@ -1,0 +1,94 @@
+"""Test doubles for moa users' own tests: models that answer instantly, deterministically.
+
+``FakeModel`` answers every request with a handler (a function of the request) or canned
+texts, records every request, can simulate latency (to test parallelism) and faults::
+
+    from moa.testing import FakeModel
+    slm = FakeModel(lambda req: '{"label": "positive"}')
+    result = await moa.arun("classify the sentiment", input=["great"], slm=slm, llm=slm)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moa.errors import ErrorCode, RunError
+from moa.models.base import Capabilities, Generation, GenerateRequest, ModelBackend
+
+Handler = Callable[[GenerateRequest], str | Generation]
+
+
+class FakeModel(ModelBackend):
+    """A model that answers from a handler or a cycle of canned texts.
+
+    Args:
+        handler: ``request -> text`` (or a full :class:`Generation`); or an iterable of texts
+            answered in turn (cycled).
+        chat: pretend to be an instruction-tuned chat model (else a base, completion model).
+        delay: seconds each call takes (``asyncio.sleep``), to test concurrency.
+        fail_with: raise this error on every call (fault injection).
+    """
+
+    def __init__(
+        self,
+        handler: Handler | Iterable[str] = ("{}",),
+        *,
+        spec: str = "fake:",
+        chat: bool = False,
+        logprobs: bool = False,
+        tools: bool = False,
+        delay: float = 0.0,
+        fail_with: RunError | None = None,
+        max_concurrency: int = 64,
+    ) -> None:
+        super().__init__(spec, max_concurrency=max_concurrency)
+        if callable(handler):
+            self._handler: Handler = handler
+        else:
+            texts = itertools.cycle(list(handler))
+            self._handler = lambda _request: next(texts)
+        self._caps = Capabilities(chat=chat, completion=True, json_schema=True, logprobs=logprobs, tools=tools)
+        self.delay = delay
+        self.fail_with = fail_with
+        self.requests: list[GenerateRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    async def generate(self, request: GenerateRequest) -> Generation:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.fail_with is not None:
+                raise self.fail_with
+            answer = self._handler(request)
+        finally:
+            self.in_flight -= 1
+        if isinstance(answer, Generation):
+            return answer
+        prompt = request.prompt or " ".join(m.content for m in request.messages or [])
+        return Generation(text=answer, prompt_tokens=len(prompt.split()), completion_tokens=len(answer.split()), latency_s=self.delay)
+
+
+def unreachable(spec: str = "fake:down", url: str = "http://127.0.0.1:9") -> FakeModel:
+    """A model whose server is down (every call raises ``MODEL_UNREACHABLE``)."""
+    return FakeModel(
+        spec=spec, fail_with=RunError(ErrorCode.MODEL_UNREACHABLE, f"cannot reach the model server at {url}; start it or fix the URL")
+    )
+
+
+def prompt_of(request: GenerateRequest) -> str:
+    """The text of a request (prompt or joined messages), for handlers that branch on it."""
+    return request.prompt or "\n".join(m.content for m in request.messages or [])
+
+
+__all__: list[Any] = ["FakeModel", "prompt_of", "unreachable"]

@@ -1,0 +1,52 @@
+"""Test configuration.
+
+* Unit tests cannot reach a real model by accident: unless a test is marked ``real``, every real
+  backend's ``generate`` raises (the pydantic-ai ``ALLOW_MODEL_REQUESTS = False`` idea).
+* Settings never come from the developer's machine: ``MOA_CONFIG`` points at no file and the
+  memory lives in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moa.models.embedded import EmbeddedBackend
+from moa.models.ollama import OllamaBackend
+from moa.models.openai import OpenAIBackend
+
+REAL_BACKENDS = (EmbeddedBackend, OllamaBackend, OpenAIBackend)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MOA_CONFIG", str(tmp_path / "no-moa.toml"))
+    monkeypatch.setenv("MOA_MEMORY_DIR", str(tmp_path / "memory"))
+    for name in ("MOA_SLM", "MOA_LLM", "MOA_PLANNER", "MOA_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    if request.node.get_closest_marker("real") is None:
+
+        async def refuse(self: object, request: object) -> None:
+            raise AssertionError(f"{self!r} was called from a unit test; use moa.testing.FakeModel or mark the test @pytest.mark.real")
+
+        for cls in REAL_BACKENDS:
+            monkeypatch.setattr(cls, "generate", refuse)
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[EmbeddedBackend]:
+    """The default embedded model, loaded once per test session."""
+    backend = EmbeddedBackend()
+    yield backend
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 with nothing listening."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,154 @@
+"""Orchestration with fake models: fan-out, reducer merge, failures, partial results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import moa
+from moa.errors import ErrorCode, RunError, UserError
+from moa.models.base import GenerateRequest
+from moa.testing import FakeModel, prompt_of, unreachable
+
+
+def _answers(request: GenerateRequest) -> str:
+    prompt = prompt_of(request)
+    if "spam or ham" in prompt:
+        return '{"label":"spam"}' if "WIN" in prompt.rsplit("Message:", 1)[-1] else '{"label":"ham"}'
+    if "named entities" in prompt:
+        return '{"entities":[{"text":"Paris","type":"location"},{"text":"Atlantis","type":"location"}]}'
+    return '{"label":"positive","confidence":0.9}'
+
+
+TRIAGE = {
+    "subtasks": [
+        {"id": "f", "agent": "filtering", "options": {"criterion": "spam"}},
+        {"id": "s", "agent": "sentiment", "items": "f", "depends_on": ["f"]},
+        {"id": "e", "agent": "extraction", "items": "f", "depends_on": ["f"]},
+    ]
+}
+ITEMS = ["WIN a prize now", "Lovely hotel in Paris", "Great food"]
+
+
+async def test_dag_runs_filter_then_parallel_agents_on_kept_items() -> None:
+    model = FakeModel(_answers)
+    result = await moa.arun("triage", input=ITEMS, plan=TRIAGE, slm=model, llm=model)
+    assert result.status == "ok"
+    assert result.results["f"].forwarded == ["Lovely hotel in Paris", "Great food"]
+    assert [i.item for i in result.results["s"].items] == ["Lovely hotel in Paris", "Great food"]
+    entities = result.results["e"].items[0].output.entities  # type: ignore[union-attr]
+    # "Atlantis" is not in the text: dropped; "Paris" gets its exact span
+    assert [(e.text, e.start, e.end) for e in entities] == [("Paris", 16, 21)]
+    assert result.summary.calls == 3 + 2 + 2
+    assert result.summary.slm_call_share == 1.0
+
+
+async def test_independent_subtasks_run_concurrently() -> None:
+    model = FakeModel(['{"label":"positive","confidence":0.9}'], delay=0.05)
+    plan = {"subtasks": [{"id": f"s{i}", "agent": "sentiment"} for i in range(3)]}
+    result = await moa.arun("sentiment", input=["a", "b", "c", "d"], plan=plan, slm=model, llm=model)
+    assert result.status == "ok"
+    assert model.max_in_flight == 12  # 3 subtasks x 4 items, all in flight at once
+
+
+async def test_backend_concurrency_limit_is_respected() -> None:
+    model = FakeModel(['{"label":"positive","confidence":0.9}'], delay=0.02, max_concurrency=2)
+    plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
+    await moa.arun("sentiment", input=[str(i) for i in range(6)], plan=plan, slm=model, llm=model)
+    assert model.max_in_flight == 2
+
+
+async def test_invalid_output_twice_is_a_typed_error_and_keeps_other_results() -> None:
+    def handler(request: GenerateRequest) -> str:
+        return "not json at all" if "broken" in prompt_of(request).rsplit("Text:", 1)[-1] else '{"label":"negative","confidence":0.8}'
+
+    model = FakeModel(handler)
+    plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
+    result = await moa.arun("sentiment", input=["fine", "broken item"], plan=plan, slm=model, llm=model)
+    assert result.status == "partial"
+    items = result.results["s1"].items
+    assert items[0].output is not None and items[0].output.label == "negative"  # type: ignore[attr-defined]
+    assert items[1].error is not None and items[1].error["code"] == ErrorCode.INVALID_OUTPUT
+    assert len(model.requests) == 3  # fine + broken + one repair
+    assert result.exit_code == 3
+    json.loads(result.model_dump_json())  # the partial result serialises
+
+
+async def test_failed_subtask_skips_dependents_and_keeps_finished_work() -> None:
+    good = FakeModel(_answers)
+    down = unreachable()
+    plan = {
+        "subtasks": [
+            {"id": "a", "agent": "sentiment"},
+            {"id": "f", "agent": "filtering", "options": {"criterion": "spam"}},
+            {"id": "x", "agent": "extraction", "items": "f", "depends_on": ["f"]},
+        ]
+    }
+
+    class DownFilter(type(moa.registry.builtin_agents()["filtering"])):  # type: ignore[misc]
+        def backend(self, ctx: moa.RunContext) -> moa.ModelBackend:
+            return down
+
+    result = await moa.arun("t", input=ITEMS, plan=plan, slm=good, llm=good, agents=[DownFilter()])
+    assert result.results["a"].status == "ok"
+    assert result.results["f"].status == "failed"
+    assert result.results["x"].status == "skipped"
+    assert "depends on f" in (result.results["x"].reason or "")
+    assert result.status == "partial"
+    codes = {e["code"] for e in result.errors}
+    assert ErrorCode.MODEL_UNREACHABLE in codes
+    # an unreachable model stops the batch: one call, not one per item
+    assert len(down.requests) == 1
+
+
+async def test_plan_with_cycle_is_rejected_before_any_model_call() -> None:
+    model = FakeModel(_answers)
+    plan = {"subtasks": [{"id": "a", "agent": "sentiment", "depends_on": ["a"]}]}
+    with pytest.raises(UserError) as info:
+        await moa.arun("t", input=ITEMS, plan=plan, slm=model, llm=model)
+    assert info.value.code == ErrorCode.INVALID_PLAN
+    assert model.requests == []
+
+
+async def test_router_planner_builds_the_triage_dag() -> None:
+    model = FakeModel(_answers)
+    result = await moa.arun("Filter out spam, then give the sentiment and the entities of the rest", input=ITEMS, slm=model, llm=model)
+    assert result.planner is not None and result.planner.name == "router"
+    assert "no chat template" in result.planner.reason  # FakeModel(chat=False) is a base model
+    agents = {s.agent: s for s in result.plan.subtasks}  # type: ignore[union-attr]
+    assert set(agents) == {"filtering", "sentiment", "extraction"}
+    assert agents["filtering"].options == {"criterion": "spam", "mode": "drop"}
+    assert agents["sentiment"].depends_on == [agents["filtering"].id]
+    assert agents["extraction"].depends_on == [agents["filtering"].id]
+    assert result.status == "ok"
+
+
+async def test_llm_planner_is_used_for_chat_models_and_repairs_once() -> None:
+    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment", "depends_on": ["s1"]}]})
+    good = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment"}]})
+    llm = FakeModel([bad, good, "The reviews are positive."], chat=True)
+    slm = FakeModel(['{"label":"positive","confidence":0.9}'])
+    result = await moa.arun("how do people feel?", input=["nice"], slm=slm, llm=llm)
+    assert result.planner is not None and result.planner.name == "llm"
+    assert "depends on itself" in prompt_of(llm.requests[1])
+    assert result.answer == "The reviews are positive."
+    assert result.summary.per_tier["llm"].calls == 3
+    assert result.summary.slm_call_share == pytest.approx(1 / 4)
+
+
+async def test_llm_planner_invalid_twice_is_a_user_error() -> None:
+    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "nope"}]})
+    llm = FakeModel([bad], chat=True)
+    with pytest.raises(UserError) as info:
+        await moa.arun("t", input=["x"], slm=llm, llm=llm)
+    assert info.value.code == ErrorCode.INVALID_PLAN and "twice" in info.value.message
+
+
+async def test_synthesizer_failure_keeps_the_report() -> None:
+    llm = FakeModel(chat=True, fail_with=RunError(ErrorCode.MODEL_TIMEOUT, "slow"))
+    slm = FakeModel(['{"label":"positive","confidence":0.9}'])
+    plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
+    result = await moa.arun("t", input=["x"], plan=plan, slm=slm, llm=llm)
+    assert result.answer is None and "failed" in (result.synthesizer or "")
+    assert result.status == "ok"

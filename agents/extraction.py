@@ -134,7 +134,7 @@ async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tie
     """
     backend = ctx.models.tier(tier)
     schema_text = json.dumps(schema.model_json_schema())
-    if backend.capabilities.chat:
+    if (await backend.acapabilities()).chat:
         request = GenerateRequest(
             messages=[
                 Message(role="system", content=f"Extract the information from the user's text as JSON matching this schema: {schema_text}"),

@@ -62,7 +62,7 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
     )
     input_type = SentimentInput
     output_type = Sentiment
-    max_tokens = 16
+    max_tokens = 32
 
     def decode_type(self, data: SentimentInput, caps: Capabilities) -> type[BaseModel]:
         label_type = Literal[tuple(data.labels)]  # type: ignore[valid-type]

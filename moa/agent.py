@@ -15,9 +15,10 @@ concurrently; each backend bounds its in-flight requests.
 from __future__ import annotations
 
 import asyncio
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import structlog
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
@@ -28,6 +29,7 @@ from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.models.base import Capabilities, Generation, GenerateRequest, Message, ModelBackend
 from moa.settings import Tier
 from moa.structured import generate_structured
+from moa.tools import Tool, run_tool_loop
 from moa.usage import Usage
 
 log = structlog.get_logger(__name__)
@@ -128,6 +130,16 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     max_tokens: ClassVar[int] = 128
     logprobs: ClassVar[int] = 10
 
+    def __init__(self, *, tools: Sequence[Tool] = ()) -> None:
+        self.tools: tuple[Tool, ...] = tuple(tools)
+        """Tools this agent may call (its allowlist); used with chat models that support tool calls."""
+
+    def with_tools(self, *tools: Tool) -> Self:
+        """A copy of this agent that may call ``tools`` (e.g. ``agent_tool(other)``, ``memory_search``)."""
+        clone = copy.copy(self)
+        clone.tools = (*self.tools, *tools)
+        return clone
+
     @abstractmethod
     def decode_type(self, data: InputT, caps: Capabilities) -> type[DecodeT]:
         """The pydantic model the model is constrained to produce."""
@@ -193,26 +205,44 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             return None, usage
         return {c: sum(p[c] for p in priors) / len(priors) for c in choices}, usage
 
+    async def _use_tools(
+        self, ctx: RunContext, backend: ModelBackend, data: InputT, caps: Capabilities, subtask: str | None
+    ) -> tuple[list[Message] | None, list[ToolCallRecord], list[Usage]]:
+        """Run the tool loop first when this agent has tools and the model can call them."""
+        if not self.tools:
+            return None, [], []
+        if not (caps.chat and caps.tools):
+            log.info("tools_unavailable", agent=self.name, model=backend.spec, reason="the model has no tool-calling API")
+            return None, [], []
+        messages, calls, usage = await run_tool_loop(
+            ctx, backend, self.chat_messages(data), self.tools, tier=self.tier, agent=self.name, subtask=subtask
+        )
+        if calls:
+            messages = [*messages, Message(role="user", content="Now give your final answer as JSON.")]
+        return messages, calls, usage
+
     def backend(self, ctx: RunContext) -> ModelBackend:
         return ctx.models.tier(self.tier)
 
-    def request(self, data: InputT, caps: Capabilities) -> GenerateRequest:
+    def request(self, data: InputT, caps: Capabilities, messages: list[Message] | None = None) -> GenerateRequest:
         schema = self.decode_type(data, caps).model_json_schema()
         top = self.logprobs if caps.logprobs else 0
         if caps.chat:
-            return GenerateRequest(messages=self.chat_messages(data), json_schema=schema, max_tokens=self.max_tokens, top_logprobs=top)
+            messages = messages or self.chat_messages(data)
+            return GenerateRequest(messages=messages, json_schema=schema, max_tokens=self.max_tokens, top_logprobs=top)
         return GenerateRequest(prompt=self.completion_prompt(data), json_schema=schema, max_tokens=self.max_tokens, top_logprobs=top)
 
     async def run(self, ctx: RunContext, data: InputT, *, subtask: str | None = None) -> AgentRun:
         try:
             backend = self.backend(ctx)
-            caps = backend.capabilities
+            caps = await backend.acapabilities()
+            messages, calls, tool_usage = await self._use_tools(ctx, backend, data, caps, subtask)
             result = await generate_structured(
-                backend, self.request(data, caps), self.decode_type(data, caps), tier=self.tier, agent=self.name, subtask=subtask
+                backend, self.request(data, caps, messages), self.decode_type(data, caps), tier=self.tier, agent=self.name, subtask=subtask
             )
             probs, calibration = await self._choice_probs(ctx, backend, data, caps, result.value, result.generation)
             output = self.finish(data, result.value, result.generation, probs)
-            return AgentRun(output=output, usage=[*calibration, *result.usage])
+            return AgentRun(output=output, usage=[*tool_usage, *calibration, *result.usage], tool_calls=calls)
         except MoaError as exc:
             log.warning("agent_failed", agent=self.name, subtask=subtask, code=str(exc.code), error=exc.message)
             usage = [Usage.model_validate(u) for u in exc.details.get("usage", [])]

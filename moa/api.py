@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from langgraph.pregel import Pregel
 from pydantic import BaseModel, Field
 
 from moa.agent import Agent
@@ -81,7 +82,7 @@ async def arun(
     task: str,
     *,
     input: Path | str | Iterable[str] | None = None,
-    graph: str = "plan_execute",
+    graph: str | Pregel = "plan_execute",
     agents: Iterable[Agent] | None = None,  # type: ignore[type-arg]
     plan: Plan | dict[str, Any] | str | None = None,
     settings: Settings | None = None,
@@ -93,6 +94,8 @@ async def arun(
     """Run ``task`` over ``input`` items (a text file with one item per line, or a list of texts).
 
     Args:
+        graph: a built-in graph's name (``moa graphs``) or a compiled LangGraph graph over
+            :class:`moa.executor.RunState` with :class:`moa.executor.RunDeps` as its context.
         agents: extra agents (replace built-ins of the same name).
         plan: a plan to run instead of planning.
         slm, llm: backends to use for the tiers instead of the configured specs (e.g. fakes).
@@ -107,14 +110,15 @@ async def arun(
     else:
         items = check_items([str(i) for i in input], settings)
     catalog = agent_catalog(agents)
-    builder = get_graph(graph)
+    compiled = get_graph(graph).build() if isinstance(graph, str) else graph
+    graph_name = graph if isinstance(graph, str) else (getattr(graph, "name", None) or "custom")
     own_context = context is None
     ctx = context or RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event)
     started = time.perf_counter()
     try:
         with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
-            log.info("run_started", task=task[:200], items=len(items), graph=graph)
-            state = await builder.build().ainvoke({"task": task, "items": items}, context=RunDeps(ctx=ctx, agents=catalog, plan=plan))
+            log.info("run_started", task=task[:200], items=len(items), graph=graph_name)
+            state = await compiled.ainvoke({"task": task, "items": items}, context=RunDeps(ctx=ctx, agents=catalog, plan=plan))
     finally:
         if own_context:
             await ctx.aclose()
@@ -123,7 +127,7 @@ async def arun(
     result = RunResult(
         run_id=ctx.run_id,
         task=task,
-        graph=graph,
+        graph=graph_name,
         status=_status(results),
         plan=state.get("plan"),
         planner=state.get("planner"),

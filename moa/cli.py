@@ -206,7 +206,7 @@ def models(
                 try:
                     backend = registry.tier(tier)  # type: ignore[arg-type]
                     status = await backend.check() if check else "not checked"
-                    caps = backend.capabilities
+                    caps = await backend.acapabilities()
                     kind = "chat" if caps.chat else "completion (base model)"
                     rows.append((tier, spec, kind, f"ok: {status}"))
                 except MoaError as exc:

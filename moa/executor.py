@@ -97,7 +97,7 @@ async def plan_node(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any
     if deps.plan is not None:
         outcome: PlanOutcome = given_plan(deps.plan, deps.agents)
     else:
-        planner, reason = choose_planner(deps.ctx)
+        planner, reason = await choose_planner(deps.ctx)
         outcome = await planner.plan(deps.ctx, state["task"], deps.agents, has_input=bool(state.get("items")), reason=reason)
     deps.ctx.emit("planned", plan=outcome.plan, planner=outcome.info)
     log.info("planned", planner=outcome.info.name, subtasks=[s.id for s in outcome.plan.subtasks])
@@ -178,7 +178,7 @@ async def synthesize(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, An
     """Write the answer with the ``llm`` tier when it is a chat model; else leave the structured report."""
     ctx = runtime.context.ctx
     backend = ctx.models.tier("llm")
-    if not backend.capabilities.chat:
+    if not (await backend.acapabilities()).chat:
         return {"answer": None, "synthesizer": f"report (no model: the llm tier {backend.spec} is a base model)"}
     request = GenerateRequest(
         messages=[

@@ -173,7 +173,7 @@ class LLMPlanner(Planner):
         problems: list[str] = []
         for attempt in range(2):
             text = prompt if not problems else prompt + "\nYour previous plan was invalid: " + "; ".join(problems) + "\nFix it.\n"
-            if backend.capabilities.chat:
+            if (await backend.acapabilities()).chat:
                 request = GenerateRequest(messages=[Message(role="user", content=text + "Reply with the plan as JSON.")], max_tokens=1024)
             else:
                 request = GenerateRequest(prompt=text + "Plan (JSON): ", max_tokens=512)
@@ -190,7 +190,7 @@ class LLMPlanner(Planner):
         )
 
 
-def choose_planner(ctx: RunContext) -> tuple[Planner, str]:
+async def choose_planner(ctx: RunContext) -> tuple[Planner, str]:
     """The planner for this run and the reason (recorded in the run)."""
     choice = ctx.settings.planner
     if choice == "router":
@@ -198,7 +198,7 @@ def choose_planner(ctx: RunContext) -> tuple[Planner, str]:
     if choice == "llm":
         return LLMPlanner(), "planner=llm was requested"
     llm = ctx.models.tier("llm")
-    if llm.capabilities.chat:
+    if (await llm.acapabilities()).chat:
         return LLMPlanner(), f"the llm tier ({llm.spec}) is an instruction-tuned chat model"
     return RouterPlanner(), (
         f"the llm tier ({llm.spec}) is a base model with no chat template (its plans were measured to be "

@@ -79,7 +79,7 @@ async def generate_structured(
     purpose: str = "agent",
 ) -> Structured[T]:
     """Generate a value of ``output_type`` (see module docstring for the policy)."""
-    if request.json_schema is None and backend.capabilities.json_schema:
+    if request.json_schema is None and (await backend.acapabilities()).json_schema:
         request = request.model_copy(update={"json_schema": output_type.model_json_schema()})
     gen = await backend.agenerate(request)
     usage = [usage_of(backend, gen, tier=tier, agent=agent, subtask=subtask, purpose=purpose)]

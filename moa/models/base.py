@@ -122,6 +122,14 @@ class ModelBackend(ABC):
     def capabilities(self) -> Capabilities:
         """What this model can do."""
 
+    async def acapabilities(self) -> Capabilities:
+        """:attr:`capabilities`, after asking the server where that is needed (e.g. Ollama's /api/show).
+
+        Callers that choose a prompt style use this; the property may return a conservative
+        default until the backend has been probed.
+        """
+        return self.capabilities
+
     @abstractmethod
     async def generate(self, request: GenerateRequest) -> Generation:
         """Run one request. Raise :class:`moa.errors.RunError` (MODEL_UNREACHABLE,

@@ -122,6 +122,9 @@ class OllamaBackend(ModelBackend):
                 details={"host": self.host, "model": self.model},
             ) from exc
 
+    async def acapabilities(self) -> Capabilities:
+        return await self._probe()
+
     async def _probe(self) -> Capabilities:
         """Read the model's capabilities from ``/api/show`` (once; cached)."""
         if self._capabilities is not None:

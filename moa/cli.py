@@ -17,7 +17,7 @@ from rich.table import Table
 
 from moa.api import RunResult, arun
 from moa.context import Event, RunContext
-from moa.errors import MoaError
+from moa.errors import ErrorCode, MoaError, UserError
 from moa.logs import configure_logging
 from moa.models.registry import Models
 from moa.registry import agent_catalog, builtin_graphs
@@ -130,6 +130,13 @@ def _render(result: RunResult) -> None:
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
+def _read_plan(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(ErrorCode.INPUT_FILE, f"cannot read the plan file {path}: {exc}; give a JSON file like docs/concepts.md shows") from exc
+
+
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="What to do, in words.")],
@@ -141,17 +148,19 @@ def run(
     planner: Annotated[Optional[str], typer.Option(help="auto | router | llm")] = None,
     memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="Run this plan (JSON file) instead of planning.")] = None,
 ) -> None:
     """Plan TASK, run its subtasks on small models in parallel, print the report."""
     try:
         settings = _settings(slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout)
+        given = _read_plan(plan) if plan is not None else None
         progress = _Progress() if err.is_terminal and not as_json else None
         if progress is not None:
             with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
                 progress.live = live
-                result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, on_event=progress))
+                result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, plan=given, on_event=progress))
         else:
-            result = asyncio.run(arun(task, input=input, graph=graph, settings=settings))
+            result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, plan=given))
     except MoaError as exc:
         _fail(exc, as_json)
         return

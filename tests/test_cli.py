@@ -68,3 +68,33 @@ def test_memory_dir_not_writable_exits_2(tmp_path: Path) -> None:
 def test_main_returns_exit_codes() -> None:
     assert main(["agents"]) == 0
     assert main(["run", ""]) == 2
+
+
+def test_run_with_unreachable_ollama_fails_fast_with_json(monkeypatch: pytest.MonkeyPatch, free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}"
+    monkeypatch.setenv("MOA_SLM", f"ollama:llama3.2:1b@{url}")
+    monkeypatch.setenv("MOA_LLM", f"ollama:llama3.2:1b@{url}")
+    result = runner.invoke(app, ["run", "classify the sentiment", "--json"])
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)
+    assert payload["error"]["code"] == "model_unreachable"
+    assert url in payload["error"]["message"] and "ollama serve" in payload["error"]["message"]
+
+
+@pytest.mark.real  # the real openai client against a closed port (no model is loaded)
+def test_run_keeps_partial_results_when_the_slm_is_down(monkeypatch: pytest.MonkeyPatch, free_port: int, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port}/v1"
+    monkeypatch.setenv("MOA_SLM", f"openai+completion:m@{url}")  # model agents: down
+    monkeypatch.setenv("MOA_LLM", f"openai+completion:m@{url}")
+    reviews = tmp_path / "r.txt"
+    reviews.write_text("great\nawful\n")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"subtasks": [{"id": "r", "agent": "retrieval"}, {"id": "s", "agent": "sentiment"}]}))
+    result = runner.invoke(app, ["run", "look up and classify", "--input", str(reviews), "--plan", str(plan), "--json"])
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "partial"
+    by_agent = {r["agent"]: r for r in payload["results"].values()}
+    assert by_agent["retrieval"]["status"] == "ok"  # computed before the failure, kept
+    assert by_agent["sentiment"]["status"] == "failed"
+    assert any(e["code"] == "model_unreachable" and url in e["message"] for e in payload["errors"])

@@ -115,7 +115,7 @@ class ModelBackend(ABC):
     def __init__(self, spec: str, *, max_concurrency: int = 4) -> None:
         self.spec = spec
         self.max_concurrency = max_concurrency
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
     @property
     @abstractmethod
@@ -137,9 +137,11 @@ class ModelBackend(ABC):
 
     async def agenerate(self, request: GenerateRequest) -> Generation:
         """:meth:`generate`, bounded by this backend's concurrency limit."""
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
-        async with self._semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:  # one per event loop: a backend may outlive a `moa.run()` loop
+            self._semaphores = {loop: (semaphore := asyncio.Semaphore(self.max_concurrency))}
+        async with semaphore:
             return await self.generate(request)
 
     async def check(self) -> str:

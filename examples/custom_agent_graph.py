@@ -123,4 +123,7 @@ def main(messages: list[str] = MESSAGES) -> moa.RunResult:
 
 
 if __name__ == "__main__":
+    from moa.logs import configure_logging
+
+    configure_logging()
     main()

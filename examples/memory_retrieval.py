@@ -44,4 +44,7 @@ def main(memory_dir: Path | None = None) -> moa.RunResult:
 
 
 if __name__ == "__main__":
+    from moa.logs import configure_logging
+
+    configure_logging()
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -96,22 +96,21 @@ class _Progress:
 
 def _render(result: RunResult) -> None:
     if result.plan:
-        out.print(f"[bold]Plan[/] ({result.planner.name if result.planner else '?'}): " + " → ".join(
-            f"{s.id}:{s.agent}" + (f"[{','.join(s.depends_on)}]" if s.depends_on else "") for s in result.plan.subtasks
-        ), highlight=False)
+        steps = " → ".join(f"{s.id}:{s.agent}" + (f"[{','.join(s.depends_on)}]" if s.depends_on else "") for s in result.plan.subtasks)
+        out.print(f"[bold]Plan[/] ({result.planner.name if result.planner else '?'}): {escape(steps)}", highlight=False)
         if result.planner:
-            out.print(f"[dim]{result.planner.reason}[/]", highlight=False)
+            out.print(f"[dim]{escape(result.planner.reason)}[/]", highlight=False)
     header, rows = item_table(result)
     if rows:
         table = Table(title="Results", title_justify="left", show_lines=False)
         for h in header:
             table.add_column(h, overflow="fold")
         for row in rows:
-            table.add_row(*(c[:70] for c in row[:1]), *row[1:])
+            table.add_row(escape(row[0][:70]), *(escape(c) for c in row[1:]))
         out.print(table)
     if result.answer:
         out.print("[bold]Answer[/]")
-        out.print(result.answer, highlight=False)
+        out.print(result.answer, markup=False, highlight=False)
     s = result.summary
     usage = Table(title="Usage", title_justify="left")
     for col in ("tier", "calls", "prompt tok", "completion tok", "cost $", "model time s"):
@@ -122,7 +121,7 @@ def _render(result: RunResult) -> None:
     out.print(
         f"status [bold]{result.status}[/] · {result.seconds:.1f}s wall · {s.calls} calls · "
         f"slm share {s.slm_call_share:.0%} of calls, {s.slm_token_share:.0%} of tokens · "
-        f"{s.completion_tokens / max(s.latency_s, 1e-9):.1f} completion tok/s of model time",
+        f"{s.prompt_tokens / max(result.seconds, 1e-9):.0f} prompt + {s.completion_tokens / max(result.seconds, 1e-9):.1f} completion tok/s (wall)",
         highlight=False,
     )
     for e in result.errors:
@@ -149,8 +148,12 @@ def run(
     memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Run this plan (JSON file) instead of planning.")] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log info-level events.")] = False,
 ) -> None:
     """Plan TASK, run its subtasks on small models in parallel, print the report."""
+    if log_json or verbose:
+        configure_logging(json=log_json or _opts.log_json, level="info" if verbose or _opts.verbose else "warning")
     try:
         settings = _settings(slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout)
         given = _read_plan(plan) if plan is not None else None
@@ -250,7 +253,8 @@ def memory_add(
     except MoaError as exc:
         _fail(exc, False)
         return
-    out.print(f"added {report.chunks} chunks from {report.files} files to {ctx.settings.memory_url or ctx.settings.memory_dir}", highlight=False)
+    where = ctx.settings.memory_url or ctx.settings.memory_dir
+    out.print(f"added {report.chunks} chunks from {len(report.files)} files to {where}", highlight=False)
 
 
 @memory_app.command("query")
@@ -274,26 +278,17 @@ def memory_query(
     for col in ("score", "source", "text"):
         table.add_column(col, overflow="fold")
     for p in passages:
-        table.add_row(f"{p.score:.3f}", p.source or "", p.text[:300])
+        table.add_row(f"{p.score:.3f}", escape(p.source or ""), escape(p.text[:300]))
     out.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (for tests: ``main(["agents"])``)."""
+    """Entry point; returns the exit code (for tests: ``main(["agents"])``). Usage errors exit 2."""
     try:
-        code = app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
-        return code if isinstance(code, int) else 0
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except SystemExit as exc:  # pragma: no cover - click's own exits
-        return int(exc.code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="moa")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

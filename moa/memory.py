@@ -239,7 +239,7 @@ class ChromaMemory(Memory):
                 raise UserError(
                     ErrorCode.BAD_CONFIG,
                     f"collection {self.collection_name!r} at {self.location} was filled by embedder {stored}, "
-                    f"not {identity}; use --embedder {stored} or another collection",
+                    f"not {identity}; set MOA_EMBEDDER={stored} (or `embedder` in moa.toml) or use another collection",
                 )
             self._client, self._collection = client, collection
             log.debug("memory_opened", location=self.location, collection=self.collection_name, embedder=identity)

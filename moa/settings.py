@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     slm: str = "embedded:"
     """Model spec of the small-model tier (``embedded:``, ``ollama:llama3.2:1b``, ``openai:gpt-4o-mini``)."""
     llm: str = "embedded:"
-    """Model spec of the large-model tier (planner, synthesizer, escalation)."""
+    """Model spec of the large-model tier (planner and synthesizer when it is a chat model)."""
     planner: PlannerChoice = "auto"
     """``router`` (embedding match, no generative model), ``llm``, or ``auto`` (llm when capable)."""
     timeout: float = Field(60.0, gt=0)

@@ -24,7 +24,7 @@ class Usage(BaseModel):
     agent: str | None = None
     subtask: str | None = None
     purpose: str = "agent"
-    """What the call was for: ``agent``, ``repair``, ``plan``, ``synthesize``, ``tool``."""
+    """What the call was for: ``agent``, ``repair``, ``calibrate``, ``extract``, ``plan``, ``synthesize``, ``tool``."""
 
     @property
     def tokens(self) -> int:

@@ -12,12 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from moa.models.embedded import EmbeddedBackend
 from moa.models.ollama import OllamaBackend
 from moa.models.openai import OpenAIBackend
 
 REAL_BACKENDS = (EmbeddedBackend, OllamaBackend, OpenAIBackend)
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """CLI tests configure structlog (to a captured stderr); undo that after each test."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

@@ -152,3 +152,15 @@ async def test_synthesizer_failure_keeps_the_report() -> None:
     result = await moa.arun("t", input=["x"], plan=plan, slm=slm, llm=llm)
     assert result.answer is None and "failed" in (result.synthesizer or "")
     assert result.status == "ok"
+
+
+async def test_events_are_logged_with_run_and_subtask_ids() -> None:
+    from structlog.testing import capture_logs
+
+    model = FakeModel(['{"label":"positive","confidence":0.9}'])
+    plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
+    with capture_logs() as logs:
+        result = await moa.arun("t", input=["x"], plan=plan, slm=model, llm=model)
+    done = [e for e in logs if e["event"] == "subtask_done"]
+    assert done and done[0]["run_id"] == result.run_id and done[0]["subtask"] == "s1"
+    assert any(e["event"] == "run_finished" and e["status"] == "ok" for e in logs)

@@ -75,6 +75,7 @@ class EmbeddedBackend(ModelBackend):
         n_ctx: context tokens per slot.
         parallel: llama.cpp slots (requests decoded together by continuous batching).
         threads: CPU threads.
+        timeout: seconds to wait for one request (the engine finishes it in the background).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class EmbeddedBackend(ModelBackend):
         parallel: int = 2,
         threads: int = 2,
         cache_dir: Path | None = None,
+        timeout: float | None = None,
     ) -> None:
         super().__init__(spec, max_concurrency=parallel)
         self._model_path = model_path
@@ -93,6 +95,7 @@ class EmbeddedBackend(ModelBackend):
         self._n_ctx = n_ctx
         self._parallel = parallel
         self._threads = threads
+        self._timeout = timeout
         self._server: Any = None
         self._chat: bool | None = None
         self._lock = threading.Lock()
@@ -149,7 +152,7 @@ class EmbeddedBackend(ModelBackend):
         started = time.perf_counter()
         if request.prompt is not None:
             body["prompt"] = request.prompt
-            response = await asyncio.to_thread(server.handle_completions, body)
+            response = await self._call(server.handle_completions, body)
         else:
             if not self.capabilities.chat:
                 raise UserError(
@@ -161,9 +164,18 @@ class EmbeddedBackend(ModelBackend):
             body["max_tokens"] = request.max_tokens
             if request.top_logprobs:
                 body.update(logprobs=True, top_logprobs=request.top_logprobs)
-            response = await asyncio.to_thread(server.handle_chat_completions, body)
+            response = await self._call(server.handle_chat_completions, body)
         latency = time.perf_counter() - started
         return _parse(response, latency, self.spec)
+
+    async def _call(self, handler: Any, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(handler, body), self._timeout)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise RunError(
+                ErrorCode.MODEL_TIMEOUT,
+                f"the embedded model did not answer within {self._timeout} s; raise MOA_TIMEOUT or shorten the input",
+            ) from None
 
     async def aclose(self) -> None:
         with self._lock:

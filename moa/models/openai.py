@@ -17,7 +17,7 @@ server convention).
 
 The output length is sent as ``max_tokens``: some servers (llama.cpp) ignore
 ``max_completion_tokens``. The client retries nothing (``max_retries=0``): moa applies its own
-retry / escalation policy, and an unreachable host must fail fast.
+retry policy, and an unreachable host must fail fast.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ class OpenAIBackend(ModelBackend):
                     ErrorCode.MODEL_ERROR,
                     f"{self.model!r} at {self.base_url} called tool {function.name!r} with arguments that "
                     f"are not valid JSON ({exc.msg}): {arguments_text[:200]!r}. Use a model with reliable "
-                    "tool calling, or let the router escalate.",
+                    "tool calling, or point this tier at a model that supports tool calls.",
                     details={"tool": function.name, "arguments": arguments_text[:2000]},
                 ) from exc
             if not isinstance(arguments, dict):
@@ -366,7 +366,7 @@ class OpenAIBackend(ModelBackend):
         elif status == 404:
             hint = f" Check the model name ({self.model!r}) and that base_url ends with the API root (often /v1)."
         elif status == 429:
-            hint = " The server is rate-limiting; lower max_concurrency or retry later."
+            hint = " The server is rate-limiting; lower MOA_CONCURRENCY or retry later."
         return RunError(
             ErrorCode.MODEL_ERROR,
             f"the OpenAI-compatible server at {self.base_url} answered HTTP {status} for model "

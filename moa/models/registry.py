@@ -50,6 +50,7 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
             parallel=settings.embedded_parallel,
             threads=settings.embedded_threads,
             cache_dir=settings.model_cache_dir,
+            timeout=settings.timeout,
         )
     elif kind == "ollama":
         from moa.models.ollama import OllamaBackend

@@ -85,3 +85,14 @@ async def test_retrieval_writes_and_reads_memory(embedded: EmbeddedBackend, tmp_
     (passage,) = run.output.passages  # type: ignore[union-attr]
     assert "warranty" in passage.text and passage.source == "faq.md"
     assert retrieval.forward("q", run.output) == [passage.text]  # type: ignore[arg-type]
+
+
+async def test_embedded_timeout_is_a_typed_error() -> None:
+    from moa.errors import ErrorCode, RunError
+    from moa.models.base import GenerateRequest
+
+    slow = EmbeddedBackend(timeout=0.001)  # loading the model is not timed; decoding 200 tokens is
+    with pytest.raises(RunError) as info:
+        await slow.agenerate(GenerateRequest(prompt="Count to one hundred: 1, 2, 3,", max_tokens=200))
+    assert info.value.code == ErrorCode.MODEL_TIMEOUT and "MOA_TIMEOUT" in info.value.message
+    await slow.aclose()

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     INVALID_OUTPUT = "invalid_output"
     EMBEDDER_UNAVAILABLE = "embedder_unavailable"
     MEMORY_UNWRITABLE = "memory_unwritable"
+    MEMORY_UNREACHABLE = "memory_unreachable"
     TOOL_REFUSED = "tool_refused"
     NESTED_EVENT_LOOP = "nested_event_loop"
     SUBTASK_FAILED = "subtask_failed"

@@ -204,7 +204,7 @@ class ChromaMemory(Memory):
     def _unreachable(self, exc: BaseException) -> RunError:
         port = urlsplit(self.url or "").port or 8000
         return RunError(
-            ErrorCode.MEMORY_UNWRITABLE,
+            ErrorCode.MEMORY_UNREACHABLE,
             f"cannot use the Chroma server at {self.url} ({exc}); start it with "
             f"`chroma run --path <dir> --port {port}` or use a local memory directory",
         )

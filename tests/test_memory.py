@@ -338,4 +338,5 @@ def test_unreachable_chroma_server(minilm: MiniLMEmbedder) -> None:
     memory = ChromaMemory(url=url, embedder=minilm)
     with pytest.raises(RunError) as info:
         asyncio.run(memory.aquery("anything"))
+    assert info.value.code == ErrorCode.MEMORY_UNREACHABLE
     assert url in info.value.message and "chroma run" in info.value.message

@@ -30,7 +30,7 @@ def ollama_url() -> Iterator[str]:
 
 
 async def test_run_over_ollama_with_tool_calls(ollama_url: str) -> None:
-    backend = OllamaBackend(f"ollama:{CHAT_MODEL}@{ollama_url}", model=CHAT_MODEL, host=ollama_url)
+    backend = OllamaBackend(f"ollama:{CHAT_MODEL}@{ollama_url}", model=CHAT_MODEL, host=ollama_url, timeout=600)
     agent = builtin_agents()["sentiment"].with_tools(order_status)
     plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
     result = await moa.arun(

@@ -16,7 +16,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -66,11 +66,12 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
 
     def wrap(f: Callable[..., Any]) -> Tool:
         params = inspect.signature(f).parameters
+        hints = get_type_hints(f)  # resolves string annotations (`from __future__ import annotations`)
         fields: dict[str, Any] = {}
         for p in params.values():
-            if p.annotation is inspect.Parameter.empty:
+            if p.name not in hints:
                 raise UserError(ErrorCode.UNKNOWN_TOOL, f"tool {f.__name__!r}: parameter {p.name!r} needs a type annotation")
-            fields[p.name] = (p.annotation, ... if p.default is inspect.Parameter.empty else p.default)
+            fields[p.name] = (hints[p.name], ... if p.default is inspect.Parameter.empty else p.default)
         args_type = create_model(f"{f.__name__}_args", **fields)
 
         async def call(ctx: RunContext, args: BaseModel) -> Any:

@@ -535,6 +535,30 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
 
     acc: dict[tuple[str, str, str], dict[str, Any]] = {}
 
+    def assemble() -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for (phase, vname, agent), slot in acc.items():
+            s = summarize(slot["rows"], slot["seconds"])
+            s["cpu_ms_per_item"] = round(1000 * slot["cpu_s"] / max(1, len(slot["rows"])), 1)
+            if agent == "all":  # per-agent quality within the mixed phase
+                s["agents"] = {a: summarize([r for r in slot["rows"] if r["agent"] == a], 0) for a in AGENTS}
+            results.setdefault(phase, {}).setdefault(vname, {})[agent] = s | {"rows": slot["rows"]}
+        return {
+            "n": args.n, "n_extraction": args.n_extraction, "block": args.block,
+            "variants": {"seq": [v.__dict__ for v in seq], "mixed": [v.__dict__ for v in mixed]},
+            "machine": {"cores": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+                        "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+                        "platform": platform.platform()},
+            "engines": info, "phases": results,
+        }
+
+    def checkpoint() -> None:
+        for key, w in workers.items():
+            info[key].update(w.call({"cmd": "stats"}))
+        if args.json:
+            args.json.write_text(json.dumps(assemble(), indent=1, default=float))
+
+
     def run_blocks(phase: str, agent: str, items: list[list[Any]], variants: list[Variant], size: int) -> None:
         for b, start in enumerate(range(0, len(items), size)):
             block = items[start : start + size]
@@ -546,34 +570,23 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 slot["cpu_s"] += out["cpu_s"]
                 slot["rows"] += out["rows"]
             print(f"  {phase}/{agent} block {b}: load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+            checkpoint()
 
     phases = args.phases.split(",")
     if "seq" in phases:
         for agent in AGENTS:
-            run_blocks("seq", agent, [[agent, i] for i in range(args.n)], seq, args.block)
+            n = min(args.n, args.n_extraction or args.n) if agent == "extraction" else args.n
+            run_blocks("seq", agent, [[agent, i] for i in range(n)], seq, args.block)
     if "mixed" in phases:
         m = min(args.n, args.mixed_n)
         trios = [[a, i] for i in range(m) for a in AGENTS]
         run_blocks("mixed", "all", trios, mixed, 3 * max(1, args.block // 4))
 
-    results: dict[str, Any] = {}
-    for (phase, vname, agent), slot in acc.items():
-        s = summarize(slot["rows"], slot["seconds"])
-        s["cpu_ms_per_item"] = round(1000 * slot["cpu_s"] / max(1, len(slot["rows"])), 1)
-        if agent == "all":  # per-agent quality within the mixed phase
-            s["agents"] = {a: summarize([r for r in slot["rows"] if r["agent"] == a], 0) for a in AGENTS}
-        results.setdefault(phase, {}).setdefault(vname, {})[agent] = s | {"rows": slot["rows"]}
     for key, w in workers.items():
         info[key].update(w.call({"cmd": "stats"}))
         if isinstance(w, Remote):
             w.close()
-    return {
-        "n": args.n, "block": args.block, "variants": {"seq": [v.__dict__ for v in seq], "mixed": [v.__dict__ for v in mixed]},
-        "machine": {"cores": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "engines": info, "phases": results,
-    }
+    return assemble()
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -611,7 +624,7 @@ def table(res: dict[str, Any]) -> str:
         lp = "yes" if e["engine"] == "xllamacpp" or "logits_all" in key else "not requested"
         lines.append(f"| {key} | {e['engine']} {e['version']} | {e['load_s']} | {e['rss_after_load_mb']} | {e['peak_rss_mb']} | {lp}{' — ' + err if err else ''} |")
     m = res["machine"]
-    lines.append(f"\n{m['cores']} cores, load average {m['loadavg_before']} before → {m['loadavg_after']} after; N={res['n']} per agent, blocks of {res['block']}.")
+    lines.append(f"\n{m['cores']} cores, load average {m['loadavg_before']} before → {m['loadavg_after']} after; N={res['n']} per agent{' (extraction ' + str(res['n_extraction']) + ')' if res.get('n_extraction') else ''}, blocks of {res['block']}.")
     return "\n".join(lines)
 
 
@@ -621,6 +634,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=48, help="items per agent")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--phases", default="seq,mixed")
+    ap.add_argument("--n-extraction", type=int, help="fewer extraction items (its outputs are ~10x longer)")
     ap.add_argument("--block", type=int, default=8, help="items per interleaved block")
     ap.add_argument("--mixed-n", type=int, default=16, help="items per agent in the mixed (round-robin) phase")
     ap.add_argument("--python-xllamacpp", default="/tmp/venv/bin/python", help="a python with xllamacpp (both-engine mode)")

@@ -1,6 +1,6 @@
 """The embedded backend: llama.cpp in-process through ``xllamacpp``; no server, no network.
 
-Engine choice (measured on 2 cores, see docs/backends.md): ``xllamacpp`` ships a prebuilt CPU
+Engine choice (measured on 2 cores, see docs/backends.md and benchmarks/README.md): ``xllamacpp`` ships a prebuilt CPU
 wheel (installs in seconds) and runs llama.cpp's own server engine in-process — continuous
 batching over parallel slots, JSON-schema-constrained completions, per-token logprobs.
 ``llama-cpp-python`` compiles for ~9 minutes on these machines. The engine is hidden behind

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 from pydantic import BaseModel, ValidationError, create_model
+from pydantic_core import to_jsonable_python
 
 from moa.context import RunContext
 from moa.errors import ErrorCode, MoaError, UserError
@@ -48,9 +49,9 @@ class Tool:
         return ToolSpec(name=self.name, description=self.description, parameters=self.args_type.model_json_schema())
 
     async def call(self, ctx: RunContext, arguments: dict[str, Any]) -> Any:
+        """Validate ``arguments``, run the tool, return its result as JSON-ready data."""
         args = self.args_type.model_validate(arguments)
-        result = await self.fn(ctx, args)
-        return result.model_dump() if isinstance(result, BaseModel) else result
+        return to_jsonable_python(await self.fn(ctx, args), fallback=str)
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None) -> Any:
@@ -106,7 +107,7 @@ class MemorySearch(BaseModel):
 
 async def _memory_search(ctx: RunContext, args: BaseModel) -> Any:
     search = MemorySearch.model_validate(args.model_dump())
-    return [p.model_dump() for p in await ctx.memory().aquery(search.query, k=search.k)]
+    return await ctx.memory().aquery(search.query, k=search.k)
 
 
 memory_search = Tool("memory_search", "Search the shared memory for passages relevant to a query.", MemorySearch, _memory_search)
@@ -119,16 +120,9 @@ def as_langchain_tool(agent: Agent, ctx: RunContext) -> StructuredTool:  # type:
     t = agent_tool(agent)
 
     async def coroutine(**kwargs: Any) -> Any:
-        out = await t.call(ctx, kwargs)
-        return out.model_dump() if isinstance(out, BaseModel) else out
+        return await t.call(ctx, kwargs)
 
     return StructuredTool.from_function(coroutine=coroutine, name=agent.name, description=agent.description, args_schema=agent.input_type)
-
-
-def _result_text(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, default=str)
 
 
 async def run_tool_loop(
@@ -175,8 +169,8 @@ async def run_tool_loop(
             else:
                 try:
                     value = await chosen.call(ctx, call.arguments)
-                    records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=json.loads(_result_text(value))))
-                    content = _result_text(value)
+                    records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=value))
+                    content = json.dumps(value)
                 except (ValidationError, MoaError) as exc:
                     err = exc.to_dict() if isinstance(exc, MoaError) else {"code": str(ErrorCode.INVALID_INPUT), "message": str(exc)}
                     records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, error=err))

@@ -19,6 +19,7 @@ from moa.errors import ErrorCode, UserError
 
 Tier = Literal["slm", "llm"]
 PlannerChoice = Literal["auto", "router", "llm"]
+ConfidenceMethod = Literal["auto", "logprobs", "samples", "self"]
 
 
 class Price(BaseModel):
@@ -30,6 +31,10 @@ class Price(BaseModel):
 
 def _default_memory_dir() -> Path:
     return Path(platformdirs.user_data_dir("moa")) / "memory"
+
+
+def _default_state_dir() -> Path:
+    return Path(platformdirs.user_data_dir("moa"))
 
 
 class Settings(BaseSettings):
@@ -73,6 +78,52 @@ class Settings(BaseSettings):
     ollama_host: str = Field(default_factory=lambda: os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434"))
     prices: dict[str, Price] = Field(default_factory=dict)
     """Price per model spec, e.g. ``{"openai:gpt-4o" = {prompt = 0.0025, completion = 0.01}}``."""
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    """Where moa keeps what it learns: the call cache, calibrations, specialists, escalated examples."""
+
+    # escalation
+    escalate: bool = True
+    """Re-run weak or invalid answers on the next step of the cascade."""
+    threshold: float | None = Field(None, ge=0, le=1)
+    """Confidence below which an answer escalates, for every agent (default: each agent's own)."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Per-agent thresholds, e.g. ``{sentiment = 0.8}`` (override ``threshold``)."""
+    cascade: list[str] = Field(default_factory=list)
+    """Ordered steps answers climb: ``specialist``, ``slm``, ``llm`` or any model spec
+    (default: ``specialist`` when one is trained, then ``slm``, then ``llm``)."""
+    confidence: ConfidenceMethod = "auto"
+    """How confidence is measured: ``logprobs``, ``samples`` (agreement of k samples), ``self``
+    (the model's own score), or ``auto`` (logprobs where the backend has them, else self)."""
+    samples: int = Field(5, ge=2, le=20)
+    """k for ``confidence = "samples"``."""
+    shots_from_examples: int = Field(4, ge=0, le=16)
+    """How many stored examples (answers of a higher tier) join an agent's few-shot prompt."""
+
+    # budgets (None: unlimited)
+    budget_tokens: int | None = Field(None, gt=0)
+    """Most prompt + completion tokens one run may use."""
+    budget_cost: float | None = Field(None, gt=0)
+    """Most $ one run may spend."""
+    budget_seconds: float | None = Field(None, gt=0)
+    """Longest wall time of one run."""
+    slm_concurrency: int | None = Field(None, gt=0)
+    """In-flight agent calls on the slm tier (default: no tier limit beyond each backend's)."""
+    llm_concurrency: int | None = Field(None, gt=0)
+    """In-flight agent calls on the llm tier."""
+
+    # caching
+    cache: bool = True
+    """Cache model calls on disk (sqlite under state_dir) by model, prompt, decoding and schema."""
+    cache_ttl: float = Field(7 * 24 * 3600, gt=0)
+    """Seconds a cached call stays valid."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"thresholds must be between 0 and 1, got {bad}")
+        return value
 
     @field_validator("slm", "llm")
     @classmethod

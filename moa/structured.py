@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from moa.errors import ErrorCode, RunError
 from moa.models.base import Generation, GenerateRequest, Message, ModelBackend
-from moa.settings import Tier
 from moa.usage import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -32,7 +31,7 @@ class Structured(Generic[T]):
     repaired: bool = False
 
 
-def usage_of(backend: ModelBackend, gen: Generation, *, tier: Tier | None, agent: str | None, subtask: str | None, purpose: str) -> Usage:
+def usage_of(backend: ModelBackend, gen: Generation, *, tier: str | None, agent: str | None, subtask: str | None, purpose: str) -> Usage:
     """The accounting record of one call, priced with the backend's $/1k tokens."""
     prompt_price, completion_price = backend.price_per_1k
     return Usage(
@@ -41,7 +40,8 @@ def usage_of(backend: ModelBackend, gen: Generation, *, tier: Tier | None, agent
         prompt_tokens=gen.prompt_tokens,
         completion_tokens=gen.completion_tokens,
         latency_s=gen.latency_s,
-        cost=(gen.prompt_tokens * prompt_price + gen.completion_tokens * completion_price) / 1000,
+        cost=0.0 if gen.cached else (gen.prompt_tokens * prompt_price + gen.completion_tokens * completion_price) / 1000,
+        cached=gen.cached,
         agent=agent,
         subtask=subtask,
         purpose=purpose,
@@ -73,7 +73,7 @@ async def generate_structured(
     request: GenerateRequest,
     output_type: type[T],
     *,
-    tier: Tier | None = None,
+    tier: str | None = None,
     agent: str | None = None,
     subtask: str | None = None,
     purpose: str = "agent",

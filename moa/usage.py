@@ -6,7 +6,6 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
-from moa.settings import Tier
 
 
 class Usage(BaseModel):
@@ -14,8 +13,9 @@ class Usage(BaseModel):
 
     model: str
     """Model spec that served the call."""
-    tier: Tier | None = None
-    """Tier the call ran on (``None`` for direct, tier-less calls)."""
+    tier: str | None = None
+    """Cascade step the call ran on: ``slm``, ``llm``, ``specialist``, or another model spec
+    (``None`` for direct, tier-less calls)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
@@ -23,6 +23,8 @@ class Usage(BaseModel):
     """Cost in $ (price per 1k tokens x tokens; local models 0)."""
     agent: str | None = None
     subtask: str | None = None
+    cached: bool = False
+    """Served from the call cache (cost 0, latency of the lookup)."""
     purpose: str = "agent"
     """What the call was for: ``agent``, ``repair``, ``calibrate``, ``extract``, ``plan``, ``synthesize``, ``tool``."""
 

@@ -32,6 +32,7 @@ def _structlog_defaults() -> Iterator[None]:
 def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MOA_CONFIG", str(tmp_path / "no-moa.toml"))
     monkeypatch.setenv("MOA_MEMORY_DIR", str(tmp_path / "memory"))
+    monkeypatch.setenv("MOA_STATE_DIR", str(tmp_path / "state"))
     for name in ("MOA_SLM", "MOA_LLM", "MOA_PLANNER", "MOA_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     if request.node.get_closest_marker("real") is None:

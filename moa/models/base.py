@@ -68,6 +68,8 @@ class GenerateRequest(BaseModel):
     tools: list[ToolSpec] | None = None
     max_tokens: int = 256
     temperature: float = 0.0
+    seed: int | None = None
+    """Sampling seed (for reproducible samples at temperature > 0, e.g. k-sample agreement)."""
     top_logprobs: int = 0
     """Return this many alternatives per generated token (0: no logprobs)."""
     stop: list[str] | None = None
@@ -83,6 +85,8 @@ class Generation(BaseModel):
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    cached: bool = False
+    """Served from the model-call cache (no model ran; ``latency_s`` is the lookup time)."""
 
 
 class Capabilities(BaseModel):

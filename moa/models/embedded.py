@@ -145,6 +145,8 @@ class EmbeddedBackend(ModelBackend):
         body: dict[str, Any] = {"n_predict": request.max_tokens, "temperature": request.temperature}
         if request.stop:
             body["stop"] = request.stop
+        if request.seed is not None:
+            body["seed"] = request.seed
         if request.top_logprobs:
             body["n_probs"] = request.top_logprobs
         if request.json_schema is not None:

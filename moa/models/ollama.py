@@ -173,6 +173,8 @@ class OllamaBackend(ModelBackend):
         """Run one chat (``/api/chat``) or raw completion (``/api/generate``) request."""
         caps = await self._probe()
         options: dict[str, Any] = {"temperature": request.temperature, "num_predict": request.max_tokens}
+        if request.seed is not None:
+            options["seed"] = request.seed
         if request.stop:
             options["stop"] = request.stop
         extra: dict[str, Any] = {}

@@ -193,6 +193,8 @@ class OpenAIBackend(ModelBackend):
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
         if request.stop:
             kwargs["stop"] = request.stop
         if request.tools:
@@ -304,6 +306,8 @@ class OpenAIBackend(ModelBackend):
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
         if request.stop:
             kwargs["stop"] = request.stop
         if request.top_logprobs > 0:

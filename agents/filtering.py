@@ -17,7 +17,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from collections.abc import Sequence
+
 from moa import Capabilities, Generation, Message, ModelAgent
+from moa.learned import Example
 
 _SPAM_SHOTS = (
     ("WINNER!! You have won a £1000 prize. Call 09061701461 now to claim.", True),
@@ -80,25 +83,33 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
     output_type = FilterDecision
     max_tokens = 16
     calibration_inputs = ("N/A", "", "[MASK]")
+    threshold = 0.7
 
     def choices(self, data: FilterInput) -> list[str]:
         return ["spam", "ham"] if _is_spam(data.criterion) else ["yes", "no"]
 
     def decode_type(self, data: FilterInput, caps: Capabilities) -> type[BaseModel]:
         label = (Literal[tuple(self.choices(data))], ...)  # type: ignore[valid-type]
+        score = {} if caps.logprobs else {"confidence": (float, Field(ge=0, le=1))}
         if caps.chat:
-            return create_model("FilterAnswer", reason=(str, Field(max_length=300)), label=label)
-        return create_model("FilterAnswer", label=label)
+            return create_model("FilterAnswer", reason=(str, Field(max_length=300)), label=label, **score)  # type: ignore[call-overload]
+        return create_model("FilterAnswer", label=label, **score)  # type: ignore[call-overload]
 
     def completion_prompt(self, data: FilterInput) -> str:
+        return self.completion_prompt_with(data, ())
+
+    def completion_prompt_with(self, data: FilterInput, examples: Sequence[Example]) -> str:
         text = " ".join(data.text.split())
+        first, second = self.choices(data)
+        stored = [(" ".join(e.text.split()), e.label == first) for e in examples if e.label in (first, second)]
         if _is_spam(data.criterion):
             lines = ["Label each message as spam or ham.", ""]
-            for shot, spam in _SPAM_SHOTS:
+            for shot, spam in [*_SPAM_SHOTS, *stored]:  # stored examples after the fixed shots: the shared prefix stays cached
                 lines += [f"Message: {shot}", f'Output: {{"label":"{"spam" if spam else "ham"}"}}', ""]
             return "\n".join([*lines, f"Message: {text}", "Output: "])
         lines = ["Does the message match the criterion? Answer yes or no.", ""]
-        for shot, criterion, match in _GENERIC_SHOTS:
+        shots = [*_GENERIC_SHOTS, *((shot, data.criterion, match) for shot, match in stored)]
+        for shot, criterion, match in shots:
             lines += [f"Criterion: {criterion}", f"Message: {shot}", f'Output: {{"label":"{"yes" if match else "no"}"}}', ""]
         return "\n".join([*lines, f"Criterion: {data.criterion}", f"Message: {text}", "Output: "])
 
@@ -113,10 +124,26 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
             Message(role="user", content=data.text),
         ]
 
+    def specialist_key(self, data: FilterInput) -> str:
+        return f"criterion={' '.join(data.criterion.lower().split())}"
+
+    def label_of(self, data: FilterInput, output: BaseModel) -> str:
+        first, second = self.choices(data)
+        return first if output.matches else second  # type: ignore[attr-defined]
+
+    def from_label(self, data: FilterInput, label: str, confidence: float) -> FilterDecision:
+        matches = label == self.choices(data)[0]
+        return FilterDecision(
+            keep=matches if data.mode == "keep" else not matches,
+            matches=matches,
+            reason=f"specialist: {label} (p={confidence:.2f})",
+            confidence=confidence,
+        )
+
     def finish(self, data: FilterInput, decoded: BaseModel, gen: Generation, probs: dict[str, float] | None) -> FilterDecision:
         label = max(probs, key=probs.__getitem__) if probs else str(decoded.label)  # type: ignore[attr-defined]
         matches = label == self.choices(data)[0]
-        confidence = probs[label] if probs else 0.5
+        confidence = probs[label] if probs else float(getattr(decoded, "confidence", 0.5))
         reason = getattr(decoded, "reason", None) or (
             f"{'matches' if matches else 'does not match'} '{data.criterion}' (p={confidence:.2f})"
         )

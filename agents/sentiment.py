@@ -12,7 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
+from collections.abc import Sequence
+from typing import Any
+
 from moa import Capabilities, Generation, Message, ModelAgent
+from moa.learned import Example
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
 
@@ -63,6 +67,7 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
     input_type = SentimentInput
     output_type = Sentiment
     max_tokens = 32
+    threshold = 0.7
 
     def decode_type(self, data: SentimentInput, caps: Capabilities) -> type[BaseModel]:
         label_type = Literal[tuple(data.labels)]  # type: ignore[valid-type]
@@ -71,7 +76,11 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
         return create_model("SentimentDecision", label=(label_type, ...), confidence=(float, Field(ge=0, le=1)))
 
     def completion_prompt(self, data: SentimentInput) -> str:
+        return self.completion_prompt_with(data, ())
+
+    def completion_prompt_with(self, data: SentimentInput, examples: Sequence[Example]) -> str:
         shots = [(t, lab) for t, lab in _SHOTS if lab in data.labels]
+        shots += [(" ".join(e.text.split()), e.label) for e in examples if e.label in data.labels]  # after the fixed shots: the shared prefix stays cached
         lines = [f"Classify the sentiment of each text as one of: {', '.join(data.labels)}.", ""]
         for text, label in shots:
             lines += [f"Text: {text}", f'Output: {{"label":"{label}"}}', ""]
@@ -90,6 +99,13 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
 
     def choices(self, data: SentimentInput) -> list[str]:
         return data.labels
+
+    def from_label(self, data: SentimentInput, label: str, confidence: float) -> Sentiment:
+        return Sentiment(label=label, confidence=confidence)
+
+    def options_for_labels(self, labels: Sequence[str]) -> dict[str, Any]:
+        known = [lab for lab in DEFAULT_LABELS if lab in labels]
+        return {"labels": known + sorted(set(labels) - set(known))}
 
     def finish(self, data: SentimentInput, decoded: BaseModel, gen: Generation, probs: dict[str, float] | None) -> Sentiment:
         if probs:

@@ -1,24 +1,37 @@
 """Run-scoped dependencies, injected into agents and graph nodes (never global).
 
 A :class:`RunContext` holds the settings, the model backends, the shared memory and the
-embedder of one run, plus an event sink for progress views. The memory and embedder are built
-lazily, so a run that uses neither never loads them.
+embedder of one run, its budget and per-tier concurrency limits, what moa learned (specialists,
+calibrations, the example store), and an event sink for progress views. Everything heavy is built
+lazily, so a run that uses none of it never loads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
+from moa.budget import Budget
+from moa.errors import MoaError
+from moa.escalation import Policy, Step, resolve_cascade, threshold_for
+from moa.learned import ExampleStore, calibration_path, specialist_path
+from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.settings import Settings
 
 if TYPE_CHECKING:
+    from moa.calibration import Calibration
     from moa.embedder import Embedder
     from moa.memory import Memory
+    from moa.specialist import Specialist
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,14 @@ class RunContext:
     on_event: EventSink = _ignore
     _memory: Memory | None = None
     _embedder: Embedder | None = None
+    budget: Budget = field(default_factory=Budget)
+    journal: list[tuple[str | None, int, Any]] = field(default_factory=list)
+    """``(subtask, index, AgentRun)`` of every finished item, in finishing order (partial results
+    survive an interrupted run through it)."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _examples: ExampleStore | None = None
 
     @classmethod
     def create(
@@ -59,11 +79,12 @@ class RunContext:
         embedder: Embedder | None = None,
         on_event: EventSink | None = None,
     ) -> RunContext:
-        settings = settings or Settings()
+        settings = settings or (models.settings if models is not None else Settings())
         return cls(
             settings=settings,
             models=models or Models(settings),
             on_event=on_event or _ignore,
+            budget=Budget.from_settings(settings),
             _memory=memory,
             _embedder=embedder,
         )
@@ -97,8 +118,85 @@ class RunContext:
             future = self._cache[key] = asyncio.ensure_future(compute())
         return await asyncio.shield(future), first
 
+    def policy(self, agent: str, default_threshold: float | None, cascade: Sequence[str | ModelBackend] | None = None) -> Policy:
+        """The escalation policy of ``agent`` in this run: its own ``cascade`` if given, else the
+        run's (validated once per run); consecutive steps on the same model are merged."""
+        cache_key = ("cascade", *(e if isinstance(e, str) else f"{e.spec}#{id(e)}" for e in cascade or ()))
+        steps = self._learned.get(cache_key)
+        if steps is None:
+            entries: list[str] = []
+            known: set[str] = set()
+            for entry in cascade or self.settings.cascade:
+                if isinstance(entry, ModelBackend):
+                    self.models.register(entry)
+                    known.add(entry.spec)
+                    entry = entry.spec
+                entries.append(entry)
+            merged: list[Step] = []
+            for step in resolve_cascade(self.settings, entries, known):
+                if merged and step.spec is not None and merged[-1].spec is not None and self.backend_for(merged[-1]) is self.backend_for(step):
+                    continue  # the same model twice in a row: one step
+                merged.append(step)
+            steps = self._learned[cache_key] = tuple(merged)
+        return Policy(steps=steps, threshold=threshold_for(self.settings, agent, default_threshold), escalate=self.settings.escalate)
+
+    def backend_for(self, step: Step) -> ModelBackend:
+        """The backend a model step runs on (tiers honour backends injected into :class:`Models`)."""
+        if step.name in ("slm", "llm"):
+            return self.models.tier(step.name)  # type: ignore[arg-type]
+        return self.models.get(step.spec or step.name)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, step: str) -> AsyncIterator[None]:
+        """Hold one of the step's concurrency slots (``slm_concurrency`` / ``llm_concurrency``)."""
+        limit = {"slm": self.settings.slm_concurrency, "llm": self.settings.llm_concurrency}.get(step)
+        if limit is None:
+            yield
+            return
+        semaphore = self._slots.setdefault(step, asyncio.Semaphore(limit))
+        async with semaphore:
+            yield
+
+    def specialist(self, agent: str, key: str) -> Specialist | None:
+        """The trained specialist for ``agent`` on the task ``key``, if there is one (loaded once)."""
+        if ("specialist", agent, key) not in self._learned:
+            from moa.specialist import Specialist
+
+            path = specialist_path(self.settings, agent, key)
+            found: Specialist | None = None
+            if path.exists():
+                try:
+                    found = Specialist.load(path)
+                except MoaError as exc:
+                    log.warning("specialist_unusable", agent=agent, path=str(path), error=exc.message)
+            self._learned[("specialist", agent, key)] = found
+        return self._learned[("specialist", agent, key)]  # type: ignore[no-any-return]
+
+    def calibration(self, agent: str, model: str) -> Calibration | None:
+        """The confidence calibration of ``agent`` on ``model`` (``moa calibrate``), if there is one."""
+        if ("calibration", agent, model) not in self._learned:
+            from moa.calibration import Calibration
+
+            path = calibration_path(self.settings, agent, model)
+            found: Calibration | None = None
+            if path.exists():
+                try:
+                    found = Calibration.load(path)
+                except MoaError as exc:
+                    log.warning("calibration_unusable", agent=agent, path=str(path), error=exc.message)
+            self._learned[("calibration", agent, model)] = found
+        return self._learned[("calibration", agent, model)]  # type: ignore[no-any-return]
+
+    def examples(self) -> ExampleStore:
+        """The store of examples answered by higher steps."""
+        if self._examples is None:
+            self._examples = ExampleStore(self.settings, self.embedder())
+        return self._examples
+
     def emit(self, kind: str, subtask: str | None = None, **data: Any) -> None:
         self.on_event(Event(kind, subtask, data))
 
     async def aclose(self) -> None:
+        if self._examples is not None:
+            self._examples.close()
         await self.models.aclose()

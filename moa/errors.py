@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     TOOL_REFUSED = "tool_refused"
     NESTED_EVENT_LOOP = "nested_event_loop"
     SUBTASK_FAILED = "subtask_failed"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    BAD_DATA = "bad_data"
+    NOT_TRAINED = "not_trained"
 
 
 class MoaError(Exception):

@@ -324,20 +324,19 @@ class ChromaMemory(Memory):
         docs = (result.get("documents") or [[]])[0]
         metas = (result.get("metadatas") or [[]])[0]
         dists = (result.get("distances") or [[]])[0]
-        passages: list[Passage] = []
-        for pid, doc, meta, dist in zip(result["ids"][0], docs, metas, dists, strict=True):
-            fields: dict[str, Any] = dict(meta or {})
-            source = fields.pop("source", None)
-            passages.append(
-                Passage(
-                    id=pid,
-                    text=doc or "",
-                    score=1.0 - float(dist),
-                    source=None if source is None else str(source),
-                    metadata=fields,
-                )
-            )
-        return passages
+        return [_passage(pid, doc, meta, 1.0 - float(dist)) for pid, doc, meta, dist in zip(result["ids"][0], docs, metas, dists, strict=True)]
+
+    def all(self) -> list[Passage]:
+        """Every stored passage (blocking; score 1.0). For small collections such as example stores."""
+        collection = self._get_collection()
+        try:
+            result = collection.get(include=["documents", "metadatas"])
+        except Exception as exc:
+            if (error := self._translate(exc)) is None:
+                raise
+            raise error from exc
+        metas = result.get("metadatas") or [None] * len(result["ids"])
+        return [_passage(pid, doc, meta, 1.0) for pid, doc, meta in zip(result["ids"], result.get("documents") or [], metas, strict=True)]
 
     def count(self) -> int:
         """How many passages the collection holds (blocking)."""
@@ -355,6 +354,12 @@ class ChromaMemory(Memory):
             client, self._client, self._collection = self._client, None, None
         if client is not None and hasattr(client, "close"):
             client.close()
+
+
+def _passage(pid: str, doc: str | None, meta: Mapping[str, Any] | None, score: float) -> Passage:
+    fields: dict[str, Any] = dict(meta or {})
+    source = fields.pop("source", None)
+    return Passage(id=pid, text=doc or "", score=score, source=None if source is None else str(source), metadata=fields)
 
 
 # --- chunking -----------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_costs_use_configured_prices() -> None:
     settings = moa.load_settings(prices={"fake:": {"prompt": 1.0, "completion": 2.0}})
     model = FakeModel([ANSWER])
     model.price_per_1k = (1.0, 2.0)
-    result = moa.run("sentiment", input=["good"], plan=PLAN, settings=settings, slm=model, llm=FakeModel())
+    result = moa.run("sentiment", input=["good"], plan=PLAN, settings=settings, slm=model, llm=model)
     usage = result.usage[0]
     assert usage.cost == pytest.approx((usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1000)
     assert result.summary.cost == pytest.approx(usage.cost)

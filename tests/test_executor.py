@@ -15,7 +15,7 @@ from moa.testing import FakeModel, prompt_of, unreachable
 def _answers(request: GenerateRequest) -> str:
     prompt = prompt_of(request)
     if "spam or ham" in prompt:
-        return '{"label":"spam"}' if "WIN" in prompt.rsplit("Message:", 1)[-1] else '{"label":"ham"}'
+        return '{"label":"spam","confidence":0.9}' if "WIN" in prompt.rsplit("Message:", 1)[-1] else '{"label":"ham","confidence":0.9}'
     if "named entities" in prompt:
         return '{"entities":[{"text":"Paris","type":"location"},{"text":"Atlantis","type":"location"}]}'
     return '{"label":"positive","confidence":0.9}'
@@ -86,11 +86,8 @@ async def test_failed_subtask_skips_dependents_and_keeps_finished_work() -> None
         ]
     }
 
-    class DownFilter(type(moa.registry.builtin_agents()["filtering"])):  # type: ignore[misc]
-        def backend(self, ctx: moa.RunContext) -> moa.ModelBackend:
-            return down
-
-    result = await moa.arun("t", input=ITEMS, plan=plan, slm=good, llm=good, agents=[DownFilter()])
+    down_filter = moa.registry.builtin_agents()["filtering"].with_policy(cascade=[down])
+    result = await moa.arun("t", input=ITEMS, plan=plan, slm=good, llm=good, agents=[down_filter])
     assert result.results["a"].status == "ok"
     assert result.results["f"].status == "failed"
     assert result.results["x"].status == "skipped"
@@ -129,7 +126,8 @@ async def test_llm_planner_is_used_for_chat_models_and_repairs_once() -> None:
     good = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment"}]})
     llm = FakeModel([bad, good, "The reviews are positive."], chat=True)
     slm = FakeModel(['{"label":"positive","confidence":0.9}'])
-    result = await moa.arun("how do people feel?", input=["nice"], slm=slm, llm=llm)
+    settings = moa.load_settings(confidence="self")  # one call per item (agreement sampling is tested in test_escalation)
+    result = await moa.arun("how do people feel?", input=["nice"], slm=slm, llm=llm, settings=settings)
     assert result.planner is not None and result.planner.name == "llm"
     assert "depends on itself" in prompt_of(llm.requests[1])
     assert result.answer == "The reviews are positive."

@@ -62,7 +62,7 @@ async def test_allowed_tools_run_and_disallowed_are_refused_not_executed() -> No
     model = _script()
     agent = SENTIMENT.with_tools(order_status)
     plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
-    result = await moa.arun("how does the customer feel?", input=["Where is order A-17? Love the shop."], plan=plan, agents=[agent], slm=model, llm=FakeModel(chat=True))
+    result = await moa.arun("how does the customer feel?", input=["Where is order A-17? Love the shop."], plan=plan, agents=[agent], slm=model, llm=FakeModel(chat=True), settings=moa.load_settings(escalate=False))
     calls = result.results["s1"].tool_calls
     assert [(c["name"], c["allowed"]) for c in calls] == [("order_status", True), ("delete_everything", False), ("order_status", True)]
     assert calls[0]["result"] == {"order_id": "A-17", "status": "shipped"}
@@ -81,13 +81,13 @@ async def test_allowed_tools_run_and_disallowed_are_refused_not_executed() -> No
 async def test_tools_are_skipped_for_models_without_tool_calling() -> None:
     model = FakeModel(['{"label":"negative","confidence":0.7}'])  # base completion model
     agent = SENTIMENT.with_tools(order_status)
-    run = await agent.run(moa.RunContext.create(models=moa.Models(moa.Settings(), slm=model)), SENTIMENT.make_input("bad"))
+    run = await agent.run(moa.RunContext.create(models=moa.Models(moa.Settings(escalate=False), slm=model)), SENTIMENT.make_input("bad"))
     assert run.ok and run.tool_calls == [] and len(model.requests) == 1
 
 
 async def test_agent_as_langchain_tool_has_typed_args() -> None:
     model = FakeModel(['{"label":"positive","confidence":0.9}'])
-    ctx = moa.RunContext.create(models=moa.Models(moa.Settings(), slm=model))
+    ctx = moa.RunContext.create(models=moa.Models(moa.Settings(escalate=False), slm=model))
     lc_tool = moa.as_langchain_tool(SENTIMENT, ctx)
     assert lc_tool.name == "sentiment"
     assert set(lc_tool.args) >= {"text", "labels"}

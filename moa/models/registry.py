@@ -97,6 +97,10 @@ class Models:
         if llm is not None:
             self._tiers["llm"] = llm
 
+    def register(self, backend: ModelBackend) -> None:
+        """Use ``backend`` for its spec (e.g. a :class:`moa.testing.FakeModel` in an agent's cascade)."""
+        self._by_spec[backend.spec] = backend
+
     def get(self, spec: str) -> ModelBackend:
         if spec not in self._by_spec:
             self._by_spec[spec] = create_backend(spec, self.settings)

@@ -1,0 +1,279 @@
+"""Calibration: turning an agent's raw confidence into the chance that its answer is right.
+
+Raw confidences (token probabilities, sample agreement, a model's own score) are usually
+over-confident. :meth:`Calibration.fit` takes raw confidences with a 0/1 "was it correct"
+each (answers checked against labelled data) and fits an **isotonic regression** of
+correctness on confidence with the pool-adjacent-violators algorithm: sort by confidence,
+pool equal confidences, then merge neighbouring blocks while a block's accuracy is not
+above the previous one's. The result is the non-decreasing step function closest (least
+squares) to the 0/1 outcomes. It is stored as breakpoints (each block's lowest and highest
+confidence, both at the block's accuracy) and applied by linear interpolation between them,
+which stays monotone; confidences outside the fitted range take the nearest end value.
+
+After calibration a calibrated confidence is the accuracy of the answers around it, so
+keeping the answers at or above a threshold ``t`` keeps answers whose mean calibrated
+confidence is their precision, and that precision is at least ``t`` on the fitting data
+(every kept block has accuracy >= t). :attr:`Calibration.table` lists, for common thresholds,
+the share of answers kept (coverage) and their precision.
+
+:func:`reliability` bins confidences for reliability diagrams and
+:func:`expected_calibration_error` summarises them (the count-weighted mean gap between
+confidence and accuracy per bin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from moa.errors import ErrorCode, UserError
+
+log = structlog.get_logger(__name__)
+
+#: Fewest checked answers a calibration is fitted on.
+MIN_POINTS = 20
+#: Thresholds reported in :attr:`Calibration.table`.
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+class ThresholdRow(BaseModel):
+    """Answers with calibrated confidence >= ``threshold``: their share and their accuracy."""
+
+    threshold: float
+    coverage: float
+    precision: float | None
+    """``None`` when no answer reaches the threshold."""
+
+
+class Bin(BaseModel):
+    """One bin of a reliability diagram: confidences in ``[lo, hi)`` (the last bin includes 1)."""
+
+    lo: float
+    hi: float
+    confidence: float | None
+    """Mean confidence of the bin's items (``None`` when empty)."""
+    accuracy: float | None
+    """Share of the bin's items that were correct (``None`` when empty)."""
+    count: int
+
+
+class Calibration(BaseModel):
+    """A fitted map from raw confidence to probability of being correct, for one agent and model."""
+
+    xs: list[float]
+    ys: list[float]
+    n: int
+    accuracy: float
+    agent: str
+    model: str
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    ece_raw: float | None = None
+    """Expected calibration error of the raw confidences on the fitting data."""
+    ece: float | None = None
+    """Expected calibration error after calibration, on the fitting data."""
+    table: list[ThresholdRow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _valid_breakpoints(self) -> Calibration:
+        if not self.xs or len(self.xs) != len(self.ys):
+            raise ValueError(f"need as many xs as ys, at least one ({len(self.xs)} xs, {len(self.ys)} ys)")
+        if any(b <= a for a, b in zip(self.xs, self.xs[1:], strict=False)):
+            raise ValueError("xs must be strictly increasing")
+        if any(b < a for a, b in zip(self.ys, self.ys[1:], strict=False)):
+            raise ValueError("ys must be non-decreasing")
+        return self
+
+    @classmethod
+    def fit(cls, confidences: Sequence[float], correct: Sequence[bool], *, agent: str, model: str) -> Calibration:
+        """Fit isotonic regression of ``correct`` on ``confidences`` (see the module docstring)."""
+        conf, hit = _check_points(confidences, correct)
+        if len(conf) < MIN_POINTS:
+            raise UserError(
+                ErrorCode.INVALID_INPUT,
+                f"calibrating {agent} on {model} needs at least {MIN_POINTS} checked answers, got {len(conf)}; "
+                "evaluate it on more labelled items",
+            )
+        n_right = int(hit.sum())
+        if n_right in (0, len(hit)):
+            which = "correct" if n_right else "wrong"
+            other = "wrong" if n_right else "correct"
+            raise UserError(
+                ErrorCode.INVALID_INPUT,
+                f"all {len(hit)} answers of {agent} on {model} were {which}: calibration needs some {other} ones too; "
+                "evaluate it on more (or more varied) labelled items",
+            )
+        xs, ys = _isotonic(conf, hit)
+        calibration = cls(xs=xs, ys=ys, n=len(conf), accuracy=float(hit.mean()), agent=agent, model=model)
+        calibrated = calibration.apply_many(conf)
+        calibration.ece_raw = expected_calibration_error(conf, hit)
+        calibration.ece = expected_calibration_error(calibrated, hit)
+        calibration.table = threshold_table(calibrated, hit)
+        log.debug(
+            "calibration_fitted",
+            agent=agent,
+            model=model,
+            n=calibration.n,
+            breakpoints=len(xs),
+            ece_raw=round(calibration.ece_raw, 4),
+            ece=round(calibration.ece, 4),
+        )
+        return calibration
+
+    def apply(self, confidence: float) -> float:
+        """The calibrated confidence of one raw confidence."""
+        if not math.isfinite(confidence):
+            raise UserError(ErrorCode.INVALID_INPUT, f"cannot calibrate confidence {confidence}; give a number in [0, 1]")
+        return float(np.interp(confidence, self.xs, self.ys))
+
+    def apply_many(self, confidences: Sequence[float] | npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """:meth:`apply` on many confidences at once."""
+        values = np.asarray(confidences, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise UserError(ErrorCode.INVALID_INPUT, "cannot calibrate NaN or infinite confidences; give numbers in [0, 1]")
+        out: npt.NDArray[np.float64] = np.interp(values, self.xs, self.ys)
+        return out
+
+    def threshold_for(self, precision: float) -> float | None:
+        """The lowest tabled threshold whose precision reaches ``precision`` (``None`` if none does)."""
+        for row in sorted(self.table, key=lambda r: r.threshold):
+            if row.precision is not None and row.precision >= precision:
+                return row.threshold
+        return None
+
+    def save(self, path: Path) -> None:
+        """Write as JSON (atomically: a temporary file, then a rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise UserError(
+                ErrorCode.BAD_CONFIG,
+                f"cannot write the calibration to {path}: {exc.strerror or exc}; set MOA_STATE_DIR to a writable directory",
+            ) from exc
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        again = "re-run `moa calibrate` to fit it again"
+        if not path.is_file():
+            raise UserError(ErrorCode.INPUT_FILE, f"no calibration at {path}; {again}")
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else f"{exc.error_count()} invalid field(s)"
+            raise UserError(ErrorCode.INPUT_FILE, f"the calibration file {path} is unreadable or corrupt ({detail}); {again}") from exc
+
+
+def _check_points(
+    confidences: Sequence[float] | npt.NDArray[np.float64], correct: Sequence[bool] | npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    hit = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if len(conf) != len(hit):
+        raise UserError(ErrorCode.INVALID_INPUT, f"{len(conf)} confidences but {len(hit)} outcomes; give one outcome per confidence")
+    if not np.all(np.isfinite(conf)) or np.any((conf < 0) | (conf > 1)):
+        raise UserError(ErrorCode.INVALID_INPUT, "confidences must be numbers between 0 and 1")
+    if np.any((hit != 0) & (hit != 1)):
+        raise UserError(ErrorCode.INVALID_INPUT, "outcomes must be true/false (1/0)")
+    return conf, hit
+
+
+def _isotonic(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[list[float], list[float]]:
+    """Pool-adjacent-violators: breakpoints of the non-decreasing least-squares fit of ``y`` on ``x``."""
+    order = np.argsort(x, kind="stable")
+    xs_sorted, ys_sorted = x[order], y[order]
+    unique_x, starts = np.unique(xs_sorted, return_index=True)
+    sums = np.add.reduceat(ys_sorted, starts)
+    counts = np.diff(np.append(starts, len(xs_sorted)))
+    # each block: [sum of y, count, lowest x, highest x]
+    blocks: list[list[float]] = []
+    for xv, total, count in zip(unique_x.tolist(), sums.tolist(), counts.tolist(), strict=True):
+        blocks.append([total, count, xv, xv])
+        while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] >= blocks[-1][0] * blocks[-2][1]:
+            last = blocks.pop()
+            blocks[-1][0] += last[0]
+            blocks[-1][1] += last[1]
+            blocks[-1][3] = last[3]
+    xs: list[float] = []
+    ys: list[float] = []
+    for total, count, lo, hi in blocks:
+        value = total / count
+        xs.append(lo)
+        ys.append(value)
+        if hi > lo:
+            xs.append(hi)
+            ys.append(value)
+    return xs, ys
+
+
+def threshold_table(
+    confidences: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_] | npt.NDArray[np.float64],
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> list[ThresholdRow]:
+    """Coverage and precision of the answers at or above each threshold."""
+    conf, hit = _check_points(confidences, correct)
+    rows = []
+    for t in thresholds:
+        kept = conf >= t
+        covered = int(kept.sum())
+        precision = float(hit[kept].mean()) if covered else None
+        rows.append(ThresholdRow(threshold=t, coverage=covered / len(conf) if len(conf) else 0.0, precision=precision))
+    return rows
+
+
+def reliability(
+    confidences: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_] | npt.NDArray[np.float64],
+    bins: int = 10,
+) -> list[Bin]:
+    """Equal-width bins over [0, 1] with each bin's mean confidence, accuracy and count."""
+    if bins < 1:
+        raise UserError(ErrorCode.BAD_CONFIG, f"reliability needs at least one bin, got {bins}")
+    conf, hit = _check_points(confidences, correct)
+    index = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    out = []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        out.append(
+            Bin(
+                lo=b / bins,
+                hi=(b + 1) / bins,
+                confidence=float(conf[members].mean()) if count else None,
+                accuracy=float(hit[members].mean()) if count else None,
+                count=count,
+            )
+        )
+    return out
+
+
+def expected_calibration_error(
+    confidences: Sequence[float] | npt.NDArray[np.float64],
+    correct: Sequence[bool] | npt.NDArray[np.bool_] | npt.NDArray[np.float64],
+    bins: int = 10,
+) -> float:
+    """Count-weighted mean |accuracy - confidence| over the :func:`reliability` bins (0 is perfect)."""
+    table = reliability(confidences, correct, bins)
+    total = sum(b.count for b in table)
+    if not total:
+        return 0.0
+    return float(
+        sum(b.count * abs(b.accuracy - b.confidence) for b in table if b.accuracy is not None and b.confidence is not None)
+        / total
+    )

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 
 from moa.cascade import run_cascade
 from moa.confidence import calibrate, choice_probs
-from moa.context import RunContext
+from moa.context import JournalEntry, RunContext
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import SPECIALIST, Attempt, Escalation, Policy, Step
 from moa.learned import Example
@@ -141,7 +141,7 @@ class Agent(ABC, Generic[InputT, OutputT]):
             else:
                 first[key] = asyncio.ensure_future(compute(data))
                 result = await asyncio.shield(first[key])
-            ctx.journal.append((subtask, index, result))
+            ctx.journal.append(JournalEntry(subtask, self.name, index, str(getattr(data, self.text_field, "")), result))
             ctx.emit("item_done", subtask, index=index, ok=result.ok, answered_by=result.answered_by)
             return result
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from moa.agent import Agent
 from moa.context import EventSink, RunContext
 from moa.errors import ErrorCode, UserError
-from moa.executor import RunDeps, SubtaskResult
+from moa.escalation import EscalationSummary, summarize_escalations
+from moa.executor import ItemResult, RunDeps, SubtaskResult
 from moa.inputs import check_items, check_task, read_items
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
@@ -27,7 +28,7 @@ from moa.usage import Usage, UsageSummary, summarize
 
 log = structlog.get_logger(__name__)
 
-RunStatus = Literal["ok", "partial", "failed"]
+RunStatus = Literal["ok", "partial", "failed", "stopped", "interrupted"]
 
 
 class RunResult(BaseModel):
@@ -37,7 +38,11 @@ class RunResult(BaseModel):
     task: str
     graph: str
     status: RunStatus
-    """``ok``: every subtask succeeded; ``partial``: some items or subtasks failed; ``failed``: none succeeded."""
+    """``ok``: every subtask succeeded; ``partial``: some items or subtasks failed; ``failed``: none
+    succeeded; ``stopped``: a budget ran out (see ``stopped``); ``interrupted``: cancelled (Ctrl-C),
+    results are what finished before."""
+    stopped: str | None = None
+    """Which budget stopped the run, in words."""
     plan: Plan | None = None
     planner: PlannerInfo | None = None
     results: dict[str, SubtaskResult] = Field(default_factory=dict)
@@ -46,6 +51,7 @@ class RunResult(BaseModel):
     synthesizer: str | None = None
     usage: list[Usage] = Field(default_factory=list)
     summary: UsageSummary
+    escalations: EscalationSummary = Field(default_factory=EscalationSummary)
     errors: list[dict[str, Any]] = Field(default_factory=list)
     seconds: float = 0.0
     input_items: int = 0
@@ -118,30 +124,56 @@ async def arun(
     try:
         with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
             log.info("run_started", task=task[:200], items=len(items), graph=graph_name)
-            state = await compiled.ainvoke({"task": task, "items": items}, context=RunDeps(ctx=ctx, agents=catalog, plan=plan))
+            try:
+                state = await compiled.ainvoke({"task": task, "items": items}, context=RunDeps(ctx=ctx, agents=catalog, plan=plan))
+            except asyncio.CancelledError:
+                ctx.partial = _record(ctx, task, graph_name, _journal_state(ctx), len(items), started, interrupted=True)
+                log.warning("run_interrupted", finished_items=len(ctx.journal))
+                raise
     finally:
         if own_context:
             await ctx.aclose()
+    result = _record(ctx, task, graph_name, state, len(items), started)
+    log.info("run_finished", status=result.status, seconds=result.seconds, calls=result.summary.calls)
+    return result
+
+
+def _journal_state(ctx: RunContext) -> dict[str, Any]:
+    """What an interrupted run finished, rebuilt from ``ctx.journal``."""
+    by_subtask: dict[str, SubtaskResult] = {}
+    usage: list[Usage] = []
+    for entry in sorted(ctx.journal, key=lambda e: (e.subtask or "", e.index)):
+        sid = entry.subtask or entry.agent
+        result = by_subtask.setdefault(sid, SubtaskResult(id=sid, agent=entry.agent, status="partial", reason="interrupted"))
+        result.items.append(ItemResult.of(entry.item, entry.run))
+        usage += entry.run.usage
+    return {"results": by_subtask, "usage": usage}
+
+
+def _record(ctx: RunContext, task: str, graph: str, state: Mapping[str, Any], n_items: int, started: float, *, interrupted: bool = False) -> RunResult:
     results: dict[str, SubtaskResult] = state.get("results", {})
     usage: list[Usage] = state.get("usage", [])
-    result = RunResult(
+    price = ctx.settings.prices.get(ctx.settings.llm)
+    items = [i for r in results.values() for i in r.items if not i.deduplicated]
+    status: RunStatus = "interrupted" if interrupted else ("stopped" if ctx.budget.stopped else _status(results))
+    return RunResult(
         run_id=ctx.run_id,
         task=task,
-        graph=graph_name,
-        status=_status(results),
+        graph=graph,
+        status=status,
+        stopped=ctx.budget.stopped,
         plan=state.get("plan"),
         planner=state.get("planner"),
         results=results,
         answer=state.get("answer"),
         synthesizer=state.get("synthesizer"),
         usage=usage,
-        summary=summarize(usage),
+        summary=summarize(usage, llm_price=(price.prompt, price.completion) if price else None),
+        escalations=summarize_escalations([(i.escalations, i.unverified) for i in items]),
         errors=_errors(results),
         seconds=round(time.perf_counter() - started, 3),
-        input_items=len(items),
+        input_items=n_items,
     )
-    log.info("run_finished", status=result.status, seconds=result.seconds, calls=result.summary.calls)
-    return result
 
 
 def _check_no_running_loop() -> None:

@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from moa.api import RunResult, arun
+from moa import cli_learn
+from moa.cli_output import err, fail, out
 from moa.context import Event, RunContext
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.logs import configure_logging
@@ -27,9 +29,8 @@ from moa.settings import Settings, load_settings
 app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run small models in parallel, account.", no_args_is_help=True)
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
+cli_learn.register(app)
 
-out = Console()
-err = Console(stderr=True)
 
 
 class _Options:
@@ -49,11 +50,7 @@ def _main(
     configure_logging(json=log_json, level="info" if verbose else "warning")
 
 
-def _fail(exc: MoaError, as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps({"status": "error", "error": exc.to_dict()}))
-    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False, soft_wrap=True)
-    raise typer.Exit(exc.exit_code)
+_fail = fail
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -70,10 +67,21 @@ class _Progress:
 
     def table(self) -> Table:
         t = Table(title=f"moa · {time.perf_counter() - self.started:.1f}s", title_justify="left")
-        for col in ("subtask", "agent", "status", "items", "time"):
+        for col in ("subtask", "agent", "status", "items", "items/s", "ETA", "time"):
             t.add_column(col)
         for sid, row in self.rows.items():
-            t.add_row(sid, row.get("agent", ""), row["status"], f"{row.get('done', 0)}/{row.get('items', '?')}", f"{row.get('seconds', 0):.1f}s")
+            done, total, seconds = row.get("done", 0), row.get("items"), row.get("seconds", 0.0)
+            rate = done / seconds if done and seconds > 0 else None
+            eta = (total - done) / rate if rate and isinstance(total, int) and row["status"] == "running" else None
+            t.add_row(
+                sid,
+                row.get("agent", ""),
+                row["status"],
+                f"{done}/{total if total is not None else '?'}",
+                f"{rate:.1f}" if rate else "",
+                f"{eta:.0f}s" if eta is not None else "",
+                f"{seconds:.1f}s",
+            )
         return t
 
     def __call__(self, event: Event) -> None:
@@ -94,6 +102,30 @@ class _Progress:
             self.live.update(self.table())
 
 
+def _usage_table(result: RunResult) -> Table:
+    s = result.summary
+    table = Table(title="Usage", title_justify="left")
+    for col in ("tier", "calls", "prompt tok", "completion tok", "cost $", "p50 s", "p95 s", "cache hits"):
+        table.add_column(col)
+    for tier, t in s.per_tier.items():
+        table.add_row(
+            tier, str(t.calls), str(t.prompt_tokens), str(t.completion_tokens), f"{t.cost:.4f}", f"{t.latency_p50:.2f}", f"{t.latency_p95:.2f}", str(t.cache_hits)
+        )
+    return table
+
+
+def _accounting(result: RunResult) -> str:
+    s, e = result.summary, result.escalations
+    parts = [f"escalations {e.count}" + (f" ({', '.join(f'{k} {v}' for k, v in e.by_reason.items())})" if e.by_reason else "")]
+    if e.unverified:
+        parts.append("unverified " + ", ".join(f"{k} {v}" for k, v in e.unverified.items()))
+    if s.all_llm_cost is not None:
+        parts.append(f"all-llm estimate ${s.all_llm_cost:.4f}, saved ${s.saving or 0:.4f} ({s.saving_pct or 0:.0%})")
+    else:
+        parts.append("saving vs all-llm: n/a (no price for the llm tier; set prices in moa.toml)")
+    return " · ".join(parts)
+
+
 def _render(result: RunResult) -> None:
     if result.plan:
         steps = " → ".join(f"{s.id}:{s.agent}" + (f"[{','.join(s.depends_on)}]" if s.depends_on else "") for s in result.plan.subtasks)
@@ -112,12 +144,10 @@ def _render(result: RunResult) -> None:
         out.print("[bold]Answer[/]")
         out.print(result.answer, markup=False, highlight=False)
     s = result.summary
-    usage = Table(title="Usage", title_justify="left")
-    for col in ("tier", "calls", "prompt tok", "completion tok", "cost $", "model time s"):
-        usage.add_column(col)
-    for tier, t in s.per_tier.items():
-        usage.add_row(tier, str(t.calls), str(t.prompt_tokens), str(t.completion_tokens), f"{t.cost:.4f}", f"{t.latency_s:.1f}")
-    out.print(usage)
+    out.print(_usage_table(result))
+    out.print(escape(_accounting(result)), highlight=False)
+    if result.stopped:
+        err.print(f"[yellow]stopped[/] {escape(result.stopped)}", highlight=False, soft_wrap=True)
     out.print(
         f"status [bold]{result.status}[/] · {result.seconds:.1f}s wall · {s.calls} calls · "
         f"slm share {s.slm_call_share:.0%} of calls, {s.slm_token_share:.0%} of tokens · "
@@ -136,37 +166,83 @@ def _read_plan(path: Path) -> str:
         raise UserError(ErrorCode.INPUT_FILE, f"cannot read the plan file {path}: {exc}; give a JSON file like docs/concepts.md shows") from exc
 
 
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _write_json(path: Path, result: RunResult) -> None:
+    try:
+        path.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(ErrorCode.INPUT_FILE, f"cannot write {path}: {exc}; choose another --output path") from exc
+
+
+async def _run_closing(ctx: RunContext, task: str, **kwargs: Any) -> RunResult:
+    try:
+        return await arun(task, context=ctx, **kwargs)
+    finally:
+        await ctx.aclose()
+
+
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="What to do, in words.")],
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text file, one item per line.")] = None,
     graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run (see `moa graphs`).")] = "plan_execute",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result to stdout.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the JSON result here (partial results on Ctrl-C).")] = None,
     slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
     planner: Annotated[Optional[str], typer.Option(help="auto | router | llm")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Escalate answers whose confidence is below this (0..1), for every agent.")] = None,
+    cascade: Annotated[Optional[str], typer.Option(help="Steps answers climb, e.g. specialist,slm,llm or slm,ollama:qwen2.5:7b,llm.")] = None,
+    escalate: Annotated[Optional[bool], typer.Option("--escalate/--no-escalate", help="Re-run weak answers on the next step.")] = None,
+    confidence: Annotated[Optional[str], typer.Option(help="auto | logprobs | samples | self")] = None,
+    budget_tokens: Annotated[Optional[int], typer.Option(help="Most tokens the run may use.")] = None,
+    budget_cost: Annotated[Optional[float], typer.Option(help="Most $ the run may spend.")] = None,
+    budget_seconds: Annotated[Optional[float], typer.Option(help="Longest wall time of the run.")] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Use the on-disk model-call cache.")] = None,
     memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Run this plan (JSON file) instead of planning.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log info-level events.")] = False,
 ) -> None:
-    """Plan TASK, run its subtasks on small models in parallel, print the report."""
+    """Plan TASK, run its subtasks on small models in parallel (escalating weak answers), print the report."""
     if log_json or verbose:
         configure_logging(json=log_json or _opts.log_json, level="info" if verbose or _opts.verbose else "warning")
+    ctx: RunContext | None = None
     try:
-        settings = _settings(slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout)
+        settings = _settings(
+            slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout, threshold=threshold, cascade=_csv(cascade),
+            escalate=escalate, confidence=confidence, budget_tokens=budget_tokens, budget_cost=budget_cost,
+            budget_seconds=budget_seconds, cache=cache,
+        )  # fmt: skip
         given = _read_plan(plan) if plan is not None else None
         progress = _Progress() if err.is_terminal and not as_json else None
+        ctx = RunContext.create(settings, on_event=progress)
+        job = _run_closing(ctx, task, input=input, graph=graph, plan=given)
         if progress is not None:
             with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
                 progress.live = live
-                result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, plan=given, on_event=progress))
+                result = asyncio.run(job)
         else:
-            result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, plan=given))
+            result = asyncio.run(job)
+        if output is not None:
+            _write_json(output, result)
     except MoaError as exc:
         _fail(exc, as_json)
         return
+    except KeyboardInterrupt:
+        partial: RunResult | None = ctx.partial if ctx is not None else None
+        if partial is None:
+            err.print("[yellow]interrupted[/] before any result", highlight=False)
+            raise typer.Exit(130) from None
+        path = output or Path(f"moa-{partial.run_id}.partial.json")
+        _write_json(path, partial)
+        done = sum(len(r.items) for r in partial.results.values())
+        err.print(f"[yellow]interrupted[/]: {done} finished items written to {escape(str(path))}", highlight=False)
+        raise typer.Exit(130) from None
     if as_json:
         out.print_json(result.model_dump_json(), highlight=False)
         for e in result.errors:

@@ -13,7 +13,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -46,6 +46,17 @@ class Event:
 EventSink = Callable[[Event], None]
 
 
+class JournalEntry(NamedTuple):
+    """One finished item of an agent batch."""
+
+    subtask: str | None
+    agent: str
+    index: int
+    item: str
+    run: Any
+    """The :class:`moa.agent.AgentRun`."""
+
+
 def _ignore(_: Event) -> None:
     return None
 
@@ -61,9 +72,10 @@ class RunContext:
     _memory: Memory | None = None
     _embedder: Embedder | None = None
     budget: Budget = field(default_factory=Budget)
-    journal: list[tuple[str | None, int, Any]] = field(default_factory=list)
-    """``(subtask, index, AgentRun)`` of every finished item, in finishing order (partial results
-    survive an interrupted run through it)."""
+    journal: list[JournalEntry] = field(default_factory=list)
+    """Every finished item, in finishing order (partial results survive an interrupted run through it)."""
+    partial: Any = None
+    """The :class:`moa.api.RunResult` of what finished, when the run was interrupted."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)

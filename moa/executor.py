@@ -21,9 +21,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field, SerializeAsAny
 
-from moa.agent import Agent
+from moa.agent import Agent, AgentRun
 from moa.context import RunContext
 from moa.errors import MoaError, RunError
+from moa.escalation import Attempt, Escalation
 from moa.models.base import GenerateRequest, Message
 from moa.plan import INPUT, Plan, Subtask
 from moa.planner import PlannerInfo, PlanOutcome, choose_planner, given_plan
@@ -36,11 +37,32 @@ SubtaskStatus = Literal["ok", "partial", "failed", "skipped"]
 
 
 class ItemResult(BaseModel):
-    """An agent's result for one item."""
+    """An agent's result for one item, with how it was reached."""
 
     item: str
     output: SerializeAsAny[BaseModel] | None = None
     error: dict[str, Any] | None = None
+    answered_by: str | None = None
+    """Cascade step whose answer was kept (``specialist``, ``slm``, ``llm``, a spec)."""
+    unverified: str | None = None
+    """Why a weak answer was kept without a stronger check."""
+    escalations: list[Escalation] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    deduplicated: bool = False
+
+    @classmethod
+    def of(cls, item: str, run: AgentRun) -> ItemResult:
+        attempts = run.attempts if len(run.attempts) > 1 else []  # one attempt: the output says it all
+        return cls(
+            item=item,
+            output=run.output,
+            error=run.error,
+            answered_by=run.answered_by,
+            unverified=run.unverified,
+            escalations=run.escalations,
+            attempts=attempts,
+            deduplicated=run.deduplicated,
+        )
 
 
 class SubtaskResult(BaseModel):
@@ -99,6 +121,7 @@ async def plan_node(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any
     else:
         planner, reason = await choose_planner(deps.ctx)
         outcome = await planner.plan(deps.ctx, state["task"], deps.agents, has_input=bool(state.get("items")), reason=reason)
+    deps.ctx.budget.add(outcome.usage)
     deps.ctx.emit("planned", plan=outcome.plan, planner=outcome.info)
     log.info("planned", planner=outcome.info.name, subtasks=[s.id for s in outcome.plan.subtasks])
     return {"plan": outcome.plan, "planner": outcome.info, "usage": outcome.usage}
@@ -135,7 +158,7 @@ async def run_subtask(job: SubtaskJob, runtime: Runtime[RunDeps]) -> dict[str, A
             deps.ctx.emit("subtask_done", subtask.id, status="failed")
             return {"results": {subtask.id: result}}
         runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id)
-    items = [ItemResult(item=item, output=r.output, error=r.error) for item, r in zip(job["items"], runs, strict=True)]
+    items = [ItemResult.of(item, r) for item, r in zip(job["items"], runs, strict=True)]
     failed = sum(1 for r in runs if not r.ok)
     status: SubtaskStatus = "ok" if failed == 0 else ("failed" if failed == len(runs) else "partial")
     usage = [u for r in runs for u in r.usage]
@@ -180,6 +203,8 @@ async def synthesize(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, An
     backend = ctx.models.tier("llm")
     if not (await backend.acapabilities()).chat:
         return {"answer": None, "synthesizer": f"report (no model: the llm tier {backend.spec} is a base model)"}
+    if (reached := ctx.budget.refuses("llm")) is not None:
+        return {"answer": None, "synthesizer": f"report (not synthesized: {reached})"}
     request = GenerateRequest(
         messages=[
             Message(role="system", content="You write the final answer to the user's task from the results of subtasks. Be concise and factual."),
@@ -193,6 +218,7 @@ async def synthesize(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, An
         log.warning("synthesis_failed", code=str(exc.code), error=exc.message)
         return {"answer": None, "synthesizer": f"report (the llm tier failed: {exc.message})"}
     usage = usage_of(backend, gen, tier="llm", agent=None, subtask=None, purpose="synthesize")
+    ctx.budget.add([usage])
     return {"answer": gen.text.strip(), "synthesizer": backend.spec, "usage": [usage]}
 
 

@@ -39,10 +39,15 @@ class TierTotals(BaseModel):
     completion_tokens: int = 0
     cost: float = 0.0
     latency_s: float = 0.0
+    """Sum of call latencies (model time; calls overlap, so this exceeds wall time)."""
+    latency_p50: float = 0.0
+    latency_p95: float = 0.0
+    cache_hits: int = 0
 
 
 class UsageSummary(BaseModel):
-    """Totals of a run, per tier and overall, with the share that ran on the ``slm`` tier."""
+    """Totals of a run, per tier and overall, with the share that ran on the ``slm`` tier and what
+    the same calls would have cost on the ``llm`` tier."""
 
     calls: int
     prompt_tokens: int
@@ -51,30 +56,66 @@ class UsageSummary(BaseModel):
     latency_s: float
     per_tier: dict[str, TierTotals] = Field(default_factory=dict)
     slm_call_share: float
-    """Share of model calls served by the ``slm`` tier (0..1; 0 when there were no calls)."""
+    """Share of model calls served below the ``llm`` tier (slm, specialist, cache: 0..1)."""
     slm_token_share: float
-    """Share of tokens processed by the ``slm`` tier."""
+    """Share of tokens processed below the ``llm`` tier."""
+    cache_hits: int = 0
+    all_llm_cost: float | None = None
+    """Estimated cost had every call gone to the ``llm`` tier at its price (same token counts);
+    ``None`` when the llm tier has no price configured."""
+    saving: float | None = None
+    """``all_llm_cost - cost`` in $."""
+    saving_pct: float | None = None
+    """The saving as a share of ``all_llm_cost`` (0..1)."""
 
 
-def summarize(records: Iterable[Usage]) -> UsageSummary:
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = q * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (rank - low), 4)
+
+
+def summarize(records: Iterable[Usage], *, llm_price: tuple[float, float] | None = None) -> UsageSummary:
+    """Sum usage per tier. ``llm_price`` ($ per 1k prompt / completion tokens of the ``llm`` tier)
+    prices the all-llm counterfactual."""
+    records = list(records)
     per_tier: dict[str, TierTotals] = {}
+    latencies: dict[str, list[float]] = {}
     for r in records:
-        t = per_tier.setdefault(r.tier or "none", TierTotals())
+        name = r.tier or "none"
+        t = per_tier.setdefault(name, TierTotals())
         t.calls += 1
         t.prompt_tokens += r.prompt_tokens
         t.completion_tokens += r.completion_tokens
         t.cost += r.cost
         t.latency_s += r.latency_s
+        t.cache_hits += r.cached
+        latencies.setdefault(name, []).append(r.latency_s)
+    for name, t in per_tier.items():
+        t.latency_p50 = _percentile(latencies[name], 0.5)
+        t.latency_p95 = _percentile(latencies[name], 0.95)
     calls = sum(t.calls for t in per_tier.values())
     tokens = sum(t.prompt_tokens + t.completion_tokens for t in per_tier.values())
-    slm = per_tier.get("slm", TierTotals())
+    llm = per_tier.get("llm", TierTotals())
+    cost = sum(t.cost for t in per_tier.values())
+    all_llm = None
+    if llm_price is not None and any(llm_price):
+        all_llm = sum((r.prompt_tokens * llm_price[0] + r.completion_tokens * llm_price[1]) / 1000 for r in records)
     return UsageSummary(
         calls=calls,
         prompt_tokens=sum(t.prompt_tokens for t in per_tier.values()),
         completion_tokens=sum(t.completion_tokens for t in per_tier.values()),
-        cost=sum(t.cost for t in per_tier.values()),
+        cost=cost,
         latency_s=sum(t.latency_s for t in per_tier.values()),
         per_tier=per_tier,
-        slm_call_share=slm.calls / calls if calls else 0.0,
-        slm_token_share=(slm.prompt_tokens + slm.completion_tokens) / tokens if tokens else 0.0,
+        slm_call_share=(calls - llm.calls) / calls if calls else 0.0,
+        slm_token_share=(tokens - llm.prompt_tokens - llm.completion_tokens) / tokens if tokens else 0.0,
+        cache_hits=sum(t.cache_hits for t in per_tier.values()),
+        all_llm_cost=all_llm,
+        saving=None if all_llm is None else all_llm - cost,
+        saving_pct=None if not all_llm else (all_llm - cost) / all_llm,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from moa.cache import CachedBackend, CallCache
 from moa.errors import ErrorCode, UserError
 from moa.models.base import ModelBackend
 from moa.settings import Settings, Tier
@@ -85,11 +86,14 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
 class Models:
     """The backends of one run: resolves tiers to backends, building each spec once.
 
-    Pass backends directly (e.g. ``moa.testing.FakeModel``) to bypass spec strings.
+    Backends built from specs go through the on-disk call cache when ``settings.cache`` is on
+    (:mod:`moa.cache`). Pass backends directly (e.g. ``moa.testing.FakeModel``) to bypass spec
+    strings (and the cache).
     """
 
     def __init__(self, settings: Settings, *, slm: ModelBackend | None = None, llm: ModelBackend | None = None) -> None:
         self.settings = settings
+        self._cache: CallCache | None = None
         self._by_spec: dict[str, ModelBackend] = {}
         self._tiers: dict[Tier, ModelBackend] = {}
         if slm is not None:
@@ -103,7 +107,12 @@ class Models:
 
     def get(self, spec: str) -> ModelBackend:
         if spec not in self._by_spec:
-            self._by_spec[spec] = create_backend(spec, self.settings)
+            backend = create_backend(spec, self.settings)
+            if self.settings.cache:
+                if self._cache is None:
+                    self._cache = CallCache(self.settings.state_dir / "cache.sqlite", self.settings.cache_ttl)
+                backend = CachedBackend(backend, self._cache)
+            self._by_spec[spec] = backend
         return self._by_spec[spec]
 
     def tier(self, tier: Tier) -> ModelBackend:
@@ -114,3 +123,6 @@ class Models:
     async def aclose(self) -> None:
         for backend in {id(b): b for b in [*self._by_spec.values(), *self._tiers.values()]}.values():
             await backend.aclose()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None

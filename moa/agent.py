@@ -145,7 +145,19 @@ class Agent(ABC, Generic[InputT, OutputT]):
             ctx.emit("item_done", subtask, index=index, ok=result.ok, answered_by=result.answered_by)
             return result
 
-        return list(await asyncio.gather(*(one(i, d) for i, d in enumerate(inputs))))
+        results: list[AgentRun | None] = [None] * len(inputs)
+        pending = iter(enumerate(inputs))
+
+        async def worker() -> None:  # a pool as wide as the model can serve: budgets stop between items
+            for index, data in pending:
+                results[index] = await one(index, data)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(len(inputs), self.batch_width(ctx))))))
+        return [r for r in results if r is not None]
+
+    def batch_width(self, ctx: RunContext) -> int:
+        """How many items of a batch run at once (the backends bound their own calls below this)."""
+        return ctx.settings.concurrency
 
     def __repr__(self) -> str:
         return f"<agent {self.name}>"
@@ -189,6 +201,16 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
                 raise UserError(ErrorCode.BAD_CONFIG, "an agent's cascade needs at least one step, e.g. ['slm', 'llm']")
             clone.cascade = tuple(cascade)
         return clone
+
+    def batch_width(self, ctx: RunContext) -> int:
+        """Items in flight: what the first model step's backend serves at once (its parallel slots
+        or connection limit), within the tier's limit (``slm_concurrency``)."""
+        steps = [s for s in self.policy(ctx).steps if s.spec is not None]
+        if not steps:
+            return ctx.settings.concurrency
+        width = ctx.backend_for(steps[0]).max_concurrency
+        tier_limit = {"slm": ctx.settings.slm_concurrency, "llm": ctx.settings.llm_concurrency}.get(steps[0].name)
+        return min(width, tier_limit) if tier_limit else width
 
     def policy(self, ctx: RunContext) -> Policy:
         """This agent's escalation policy in ``ctx``'s run."""

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
+from moa.embedder import Embedder
 from moa.errors import ErrorCode, RunError
 from moa.models.base import Capabilities, Generation, GenerateRequest, ModelBackend
 
@@ -91,4 +95,33 @@ def prompt_of(request: GenerateRequest) -> str:
     return request.prompt or "\n".join(m.content for m in request.messages or [])
 
 
-__all__: list[Any] = ["FakeModel", "prompt_of", "unreachable"]
+class FakeEmbedder(Embedder):
+    """Bag of words hashed into 64 signed buckets, L2-normalised; instant and deterministic.
+    Texts sharing words are near each other, which is all specialists and example stores need
+    in a unit test. Records the size of every batch in :attr:`calls`."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return "hash64"
+
+    @property
+    def dimension(self) -> int:
+        return 64
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls.append(len(texts))
+        out = []
+        for text in texts:
+            v = np.zeros(64)
+            for word in text.lower().split():
+                h = zlib.crc32(word.encode())
+                v[h % 64] += 1.0 if (h >> 8) & 1 else -1.0
+            norm = np.linalg.norm(v)
+            out.append((v / norm if norm else v).tolist())
+        return out
+
+
+__all__: list[Any] = ["FakeEmbedder", "FakeModel", "prompt_of", "unreachable"]

@@ -18,6 +18,7 @@ import pytest
 from moa.calibration import expected_calibration_error
 from moa.embedder import Embedder, make_embedder
 from moa.errors import ErrorCode, UserError
+from moa.testing import FakeEmbedder
 from moa.labelled import LabelledSet, load_labelled
 from moa.specialist import Specialist, TrainReport, _fit_temperature, macro_f1, train_specialist
 
@@ -25,31 +26,7 @@ EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 needs_eval = pytest.mark.skipif(not EVAL.is_dir(), reason=f"public eval data not found at {EVAL} (../shared/eval)")
 
 
-class HashEmbedder(Embedder):
-    """Bag of words hashed into 64 signed buckets, L2-normalised; counts its calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    @property
-    def name(self) -> str:
-        return "hash64"
-
-    @property
-    def dimension(self) -> int:
-        return 64
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.calls.append(len(texts))
-        out = []
-        for text in texts:
-            v = np.zeros(64)
-            for word in text.lower().split():
-                h = zlib.crc32(word.encode())
-                v[h % 64] += 1.0 if (h >> 8) & 1 else -1.0
-            norm = np.linalg.norm(v)
-            out.append((v / norm if norm else v).tolist())
-        return out
+HashEmbedder = FakeEmbedder
 
 
 POSITIVE = ["great", "wonderful", "superb", "lovely", "delightful", "brilliant"]

@@ -73,6 +73,8 @@ class AgentRun(BaseModel):
     ``llm failed: ...``); ``None`` when the answer met the threshold."""
     deduplicated: bool = False
     """The same input appeared earlier in the batch; this is that item's result (no extra call)."""
+    routed: str | None = None
+    """Why the item skipped the cheap steps up front (``route_long_chars``, ``route_non_latin``)."""
 
     @property
     def ok(self) -> bool:

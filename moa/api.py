@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from moa.agent import Agent
 from moa.context import EventSink, RunContext
 from moa.errors import ErrorCode, UserError
-from moa.escalation import EscalationSummary, summarize_escalations
+from moa.escalation import EscalationSummary, resolve_cascade, summarize_escalations
 from moa.executor import ItemResult, RunDeps, SubtaskResult
 from moa.inputs import check_items, check_task, read_items
 from moa.models.base import ModelBackend
@@ -109,6 +109,7 @@ async def arun(
     """
     settings = settings or (context.settings if context else load_settings())
     task = check_task(task, settings)
+    resolve_cascade(settings)  # a bad cascade fails before any model runs
     if input is None:
         items: list[str] = []
     elif isinstance(input, (str, Path)):
@@ -169,7 +170,7 @@ def _record(ctx: RunContext, task: str, graph: str, state: Mapping[str, Any], n_
         synthesizer=state.get("synthesizer"),
         usage=usage,
         summary=summarize(usage, llm_price=(price.prompt, price.completion) if price else None),
-        escalations=summarize_escalations([(i.escalations, i.unverified) for i in items]),
+        escalations=summarize_escalations([(i.escalations, i.unverified, i.routed) for i in items]),
         errors=_errors(results),
         seconds=round(time.perf_counter() - started, 3),
         input_items=n_items,

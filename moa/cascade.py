@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from moa.errors import ErrorCode, MoaError
-from moa.escalation import SPECIALIST, Attempt, Escalation, Step, WeakReason
+from moa.escalation import SPECIALIST, Attempt, Escalation, Step, WeakReason, route_up_front
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -57,6 +57,12 @@ async def run_cascade(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: B
 
     policy = agent.policy(ctx)
     steps = _steps(agent, ctx, data)
+    routed = route_up_front(ctx.settings, str(getattr(data, agent.text_field, "")))
+    if routed is not None and any(s.name == routed[0] for s in steps[1:]):
+        steps = steps[[s.name for s in steps].index(routed[0]) :]
+        log.info("routed", agent=agent.name, subtask=subtask, to=routed[0], reason=routed[1])
+    else:
+        routed = None
     attempts: list[Attempt] = []
     escalations: list[Escalation] = []
     usage: list[Usage] = []
@@ -86,7 +92,9 @@ async def run_cascade(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: B
             break
     if best is None:
         failed = last_error or AgentRun(error={"code": str(ErrorCode.SUBTASK_FAILED), "message": "no step ran"})
-        return failed.model_copy(update={"usage": usage, "attempts": attempts, "escalations": escalations, "tool_calls": tool_calls})
+        return failed.model_copy(
+            update={"usage": usage, "attempts": attempts, "escalations": escalations, "tool_calls": tool_calls, "routed": routed and routed[1]}
+        )
     index, run = best
     kept = attempts[index]
     unverified = None
@@ -106,6 +114,7 @@ async def run_cascade(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: B
         escalations=escalations,
         answered_by=kept.step,
         unverified=unverified,
+        routed=routed and routed[1],
     )
 
 

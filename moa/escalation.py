@@ -20,6 +20,7 @@ attempt stays in the run record with its cost.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,6 +107,8 @@ class EscalationSummary(BaseModel):
     by_reason: dict[str, int] = Field(default_factory=dict)
     unverified: dict[str, int] = Field(default_factory=dict)
     """Weak answers kept without a stronger check, by why: ``no higher step``, ``budget``, ``<step> failed``."""
+    routed: int = 0
+    """Items sent past the cheap steps up front by their features (``route_long_chars``, ``route_non_latin``)."""
 
 
 def _tier_or_spec(entry: str, settings: Settings) -> Step:
@@ -138,6 +141,23 @@ def resolve_cascade(settings: Settings, entries: Sequence[str] | None = None, kn
     return tuple(steps)
 
 
+def non_latin_share(text: str) -> float:
+    """Share of the letters of ``text`` that are not Latin script (0 for no letters)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(1 for ch in letters if not unicodedata.name(ch, "").startswith("LATIN")) / len(letters)
+
+
+def route_up_front(settings: Settings, text: str) -> tuple[str, str] | None:
+    """``(step, reason)`` when input features send an item past the cheap steps, else ``None``."""
+    if settings.route_long_chars is not None and len(text) > settings.route_long_chars:
+        return "llm", f"long input ({len(text)} chars > {settings.route_long_chars})"
+    if settings.route_non_latin is not None and (share := non_latin_share(text)) > settings.route_non_latin:
+        return "llm", f"non-Latin script ({share:.0%} of letters)"
+    return None
+
+
 def threshold_for(settings: Settings, agent: str, default: float | None) -> float | None:
     """Per-agent threshold: ``thresholds[agent]``, else ``threshold``, else the agent's own."""
     if agent in settings.thresholds:
@@ -145,10 +165,11 @@ def threshold_for(settings: Settings, agent: str, default: float | None) -> floa
     return settings.threshold if settings.threshold is not None else default
 
 
-def summarize_escalations(items: list[tuple[list[Escalation], str | None]]) -> EscalationSummary:
-    """Sum ``(escalations, unverified)`` of each item."""
+def summarize_escalations(items: list[tuple[list[Escalation], str | None, str | None]]) -> EscalationSummary:
+    """Sum ``(escalations, unverified, routed)`` of each item."""
     summary = EscalationSummary()
-    for escalations, unverified in items:
+    for escalations, unverified, routed in items:
+        summary.routed += routed is not None
         summary.count += len(escalations)
         summary.items += bool(escalations)
         for e in escalations:

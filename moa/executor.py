@@ -49,6 +49,8 @@ class ItemResult(BaseModel):
     escalations: list[Escalation] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)
     deduplicated: bool = False
+    routed: str | None = None
+    """Why the item skipped the cheap steps up front (e.g. ``long input``)."""
 
     @classmethod
     def of(cls, item: str, run: AgentRun) -> ItemResult:
@@ -62,6 +64,7 @@ class ItemResult(BaseModel):
             escalations=run.escalations,
             attempts=attempts,
             deduplicated=run.deduplicated,
+            routed=run.routed,
         )
 
 

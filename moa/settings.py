@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     (the model's own score), or ``auto`` (logprobs where the backend has them, else self)."""
     samples: int = Field(5, ge=2, le=20)
     """k for ``confidence = "samples"``."""
+    route_long_chars: int | None = Field(None, gt=0)
+    """Send items longer than this many characters straight to the ``llm`` step (up-front routing)."""
+    route_non_latin: float | None = Field(None, ge=0, le=1)
+    """Send items whose letters are more than this share non-Latin (another language/script) straight to ``llm``."""
     shots_from_examples: int = Field(4, ge=0, le=16)
     """How many stored examples (answers of a higher tier) join an agent's few-shot prompt."""
 

@@ -263,3 +263,15 @@ async def test_summary_prices_the_all_llm_counterfactual() -> None:
     assert result.summary.cost == 0 and result.summary.all_llm_cost == pytest.approx(expected)
     assert result.summary.saving == pytest.approx(expected) and result.summary.saving_pct == pytest.approx(1.0)
     assert result.summary.per_tier["slm"].latency_p95 >= result.summary.per_tier["slm"].latency_p50
+
+
+async def test_up_front_routing_by_length_and_script() -> None:
+    slm = FakeModel([sentiment("positive", 0.95)])
+    llm = FakeModel([sentiment("negative", 0.95)], spec="fake:big")
+    items = ["short", "a much longer review " * 10, "Отличный отель, всё понравилось"]
+    result = await moa.arun("t", input=items, plan=PLAN, slm=slm, llm=llm, settings=settings(route_long_chars=100, route_non_latin=0.5))
+    short, long, russian = result.results["s"].items
+    assert short.answered_by == "slm" and short.routed is None
+    assert long.answered_by == "llm" and (long.routed or "").startswith("long input")
+    assert russian.answered_by == "llm" and (russian.routed or "").startswith("non-Latin script")
+    assert len(slm.requests) == 1 and result.escalations.routed == 2 and result.escalations.count == 0

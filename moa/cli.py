@@ -22,6 +22,8 @@ from moa.context import Event, RunContext
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.logs import configure_logging
 from moa.models.registry import Models
+from moa.escalation import threshold_for
+from moa.learned import learned_summary
 from moa.registry import agent_catalog, builtin_graphs
 from moa.report import item_table
 from moa.settings import Settings, load_settings
@@ -255,11 +257,18 @@ def run(
 @app.command()
 def agents() -> None:
     """List the available agents."""
+    try:
+        settings = _settings()
+    except MoaError as exc:
+        _fail(exc, False)
     table = Table(title="Agents")
-    for col in ("name", "tier", "input", "output", "description"):
+    for col in ("name", "tier", "threshold", "learned", "input", "output", "description"):
         table.add_column(col, overflow="fold")
     for name, a in sorted(agent_catalog().items()):
-        table.add_row(name, a.tier, a.input_type.__name__, a.output_type.__name__, a.description)
+        threshold = threshold_for(settings, name, getattr(a, "threshold", None))
+        table.add_row(
+            name, a.tier, "-" if threshold is None else f"{threshold:g}", learned_summary(settings, name), a.input_type.__name__, a.output_type.__name__, a.description
+        )
     out.print(table)
 
 

@@ -44,6 +44,16 @@ def calibration_path(settings: Settings, agent: str, model: str) -> Path:
     return agent_dir(settings, agent) / f"calibration-{_slug(model)}.json"
 
 
+def learned_summary(settings: Settings, agent: str) -> str:
+    """What is stored for ``agent``, in words (for ``moa agents``)."""
+    folder = agent_dir(settings, agent)
+    specialists = len(list(folder.glob("specialist-*.npz"))) if folder.is_dir() else 0
+    calibrations = len(list(folder.glob("calibration-*.json"))) if folder.is_dir() else 0
+    parts = [f"{specialists} specialist{'s' * (specialists != 1)}"] if specialists else []
+    parts += [f"{calibrations} calibration{'s' * (calibrations != 1)}"] if calibrations else []
+    return ", ".join(parts) or "-"
+
+
 class Example(BaseModel):
     """A labelled example, as a higher step answered it."""
 

@@ -457,7 +457,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         counts = {c: sum(1 for v, _ in votes if str(getattr(v, self.choice_field)) == c) / k for c in choices}
         winner = max(counts, key=counts.__getitem__)
         decoded, gen = next((v, g) for v, g in votes if str(getattr(v, self.choice_field)) == winner)
-        return self.finish(data, decoded, gen, counts), usage
+        return self.finish(data, decoded, gen, counts), usage  # type: ignore[arg-type]
 
     async def _specialist_attempt(self, ctx: RunContext, data: InputT) -> tuple[AgentRun, Attempt]:
         key = self.specialist_key(data)

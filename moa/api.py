@@ -143,7 +143,7 @@ def _journal_state(ctx: RunContext) -> dict[str, Any]:
     """What an interrupted run finished, rebuilt from ``ctx.journal``."""
     by_subtask: dict[str, SubtaskResult] = {}
     usage: list[Usage] = []
-    for entry in sorted(ctx.journal, key=lambda e: (e.subtask or "", e.index)):
+    for entry in sorted(ctx.journal, key=lambda e: (e.subtask or "", e.position)):
         sid = entry.subtask or entry.agent
         result = by_subtask.setdefault(sid, SubtaskResult(id=sid, agent=entry.agent, status="partial", reason="interrupted"))
         result.items.append(ItemResult.of(entry.item, entry.run))

@@ -152,12 +152,7 @@ class CallCache:
         """Close the database (idempotent); later lookups are misses and writes are skipped."""
         with self._lock:
             self._closed = True
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except sqlite3.Error:
-                    pass
-                self._conn = None
+            self._drop_connection()
 
     def __enter__(self) -> CallCache:
         return self

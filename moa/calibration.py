@@ -23,9 +23,7 @@ confidence and accuracy per bin).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +34,7 @@ import structlog
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from moa.errors import ErrorCode, UserError
+from moa.files import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -151,19 +150,7 @@ class Calibration(BaseModel):
 
     def save(self, path: Path) -> None:
         """Write as JSON (atomically: a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise UserError(
-                ErrorCode.BAD_CONFIG,
-                f"cannot write the calibration to {path}: {exc.strerror or exc}; set MOA_STATE_DIR to a writable directory",
-            ) from exc
+        atomic_write(path, lambda f: f.write((self.model_dump_json(indent=2) + "\n").encode()), "the calibration")
 
     @classmethod
     def load(cls, path: Path) -> Calibration:

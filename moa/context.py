@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
@@ -51,7 +52,7 @@ class JournalEntry(NamedTuple):
 
     subtask: str | None
     agent: str
-    index: int
+    position: int
     item: str
     run: Any
     """The :class:`moa.agent.AgentRun`."""
@@ -169,35 +170,29 @@ class RunContext:
         async with semaphore:
             yield
 
-    def specialist(self, agent: str, key: str) -> Specialist | None:
-        """The trained specialist for ``agent`` on the task ``key``, if there is one (loaded once)."""
-        if ("specialist", agent, key) not in self._learned:
-            from moa.specialist import Specialist
-
-            path = specialist_path(self.settings, agent, key)
-            found: Specialist | None = None
+    def _load_once(self, key: tuple[str, ...], path: Path, load: Callable[[Path], Any]) -> Any:
+        """What ``load(path)`` gives, once per run; ``None`` when the file is missing or unusable."""
+        if key not in self._learned:
+            found = None
             if path.exists():
                 try:
-                    found = Specialist.load(path)
+                    found = load(path)
                 except MoaError as exc:
-                    log.warning("specialist_unusable", agent=agent, path=str(path), error=exc.message)
-            self._learned[("specialist", agent, key)] = found
-        return self._learned[("specialist", agent, key)]  # type: ignore[no-any-return]
+                    log.warning("learned_file_unusable", kind=key[0], agent=key[1], path=str(path), error=exc.message)
+            self._learned[key] = found
+        return self._learned[key]
+
+    def specialist(self, agent: str, key: str) -> Specialist | None:
+        """The trained specialist for ``agent`` on the task ``key``, if there is one (loaded once)."""
+        from moa.specialist import Specialist
+
+        return self._load_once(("specialist", agent, key), specialist_path(self.settings, agent, key), Specialist.load)  # type: ignore[no-any-return]
 
     def calibration(self, agent: str, model: str) -> Calibration | None:
         """The confidence calibration of ``agent`` on ``model`` (``moa calibrate``), if there is one."""
-        if ("calibration", agent, model) not in self._learned:
-            from moa.calibration import Calibration
+        from moa.calibration import Calibration
 
-            path = calibration_path(self.settings, agent, model)
-            found: Calibration | None = None
-            if path.exists():
-                try:
-                    found = Calibration.load(path)
-                except MoaError as exc:
-                    log.warning("calibration_unusable", agent=agent, path=str(path), error=exc.message)
-            self._learned[("calibration", agent, model)] = found
-        return self._learned[("calibration", agent, model)]  # type: ignore[no-any-return]
+        return self._load_once(("calibration", agent, model), calibration_path(self.settings, agent, model), Calibration.load)  # type: ignore[no-any-return]
 
     def examples(self) -> ExampleStore:
         """The store of examples answered by higher steps."""

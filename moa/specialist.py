@@ -26,10 +26,8 @@ back with ``allow_pickle=False``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
-import os
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -43,6 +41,7 @@ import structlog
 from pydantic import BaseModel
 
 from moa.errors import ErrorCode, UserError
+from moa.files import atomic_write
 
 if TYPE_CHECKING:
     from moa.embedder import Embedder
@@ -225,20 +224,7 @@ class Specialist:
 
     def save(self, path: Path) -> None:
         """Write one ``.npz`` file (atomically: a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as f:
-                np.savez(f, weights=self.weights, bias=self.bias, meta=np.array(json.dumps(self.metadata())))
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise UserError(
-                ErrorCode.BAD_CONFIG,
-                f"cannot write the specialist to {path}: {exc.strerror or exc}; set MOA_STATE_DIR to a writable directory",
-            ) from exc
+        atomic_write(path, lambda f: np.savez(f, weights=self.weights, bias=self.bias, meta=np.array(json.dumps(self.metadata()))), "the specialist")
         log.debug("specialist_saved", path=str(path), key=self.key, classes=self.classes)
 
     @classmethod

@@ -24,7 +24,6 @@ from pydantic_core import to_jsonable_python
 from moa.context import RunContext
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.models.base import Generation, GenerateRequest, Message, ModelBackend, ToolSpec
-from moa.settings import Tier
 from moa.structured import usage_of
 from moa.usage import Usage
 
@@ -131,7 +130,7 @@ async def run_tool_loop(
     messages: list[Message],
     tools: Sequence[Tool],
     *,
-    tier: Tier | None,
+    tier: str | None,
     agent: str | None,
     subtask: str | None,
     max_rounds: int = 3,

@@ -7,7 +7,6 @@ marked ``real`` train on the public SST-2 and SMS spam data with the shipped Min
 from __future__ import annotations
 
 import json
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Optional
 
 import typer
@@ -15,18 +16,23 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from moa.api import RunResult, arun
+from moa.api import RunResult, aresume, arun
 from moa.context import Event, RunContext
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.logs import configure_logging
 from moa.models.registry import Models
-from moa.registry import agent_catalog, builtin_graphs
+from moa.registry import agent_catalog, builtin_graphs, get_graph
 from moa.report import item_table
+from moa.runview import RunView, list_runs, load_view
 from moa.settings import Settings, load_settings
 
 app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run small models in parallel, account.", no_args_is_help=True)
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
+runs_app = typer.Typer(help="Recorded runs (see also `moa resume`).", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+graphs_app = typer.Typer(help="The available graphs.")
+app.add_typer(graphs_app, name="graphs")
 
 out = Console()
 err = Console(stderr=True)
@@ -80,14 +86,15 @@ class _Progress:
         if event.kind == "planned":
             for s in event.data["plan"].subtasks:
                 self.rows[s.id] = {"agent": s.agent, "status": "waiting"}
-        elif event.subtask in self.rows:
+        elif event.subtask is not None:
+            self.rows.setdefault(event.subtask, {"status": "waiting"})
             row = self.rows[event.subtask]
             if event.kind == "subtask_started":
                 row.update(status="running", items=event.data.get("items"), t0=time.perf_counter())
             elif event.kind == "item_done":
                 row["done"] = row.get("done", 0) + 1
             elif event.kind == "subtask_done":
-                row.update(status=event.data.get("status", "done"))
+                row.update(status=event.data.get("status", "done") + (" (saved)" if event.data.get("reused") else ""))
             if "t0" in row:
                 row["seconds"] = time.perf_counter() - row["t0"] if row["status"] == "running" else row.get("seconds", 0)
         if self.live is not None:
@@ -118,8 +125,9 @@ def _render(result: RunResult) -> None:
     for tier, t in s.per_tier.items():
         usage.add_row(tier, str(t.calls), str(t.prompt_tokens), str(t.completion_tokens), f"{t.cost:.4f}", f"{t.latency_s:.1f}")
     out.print(usage)
+    reused = f" · {len(result.reused)} subtasks reused from the checkpoint" if result.reused else ""
     out.print(
-        f"status [bold]{result.status}[/] · {result.seconds:.1f}s wall · {s.calls} calls · "
+        f"run {result.run_id} · status [bold]{result.status}[/]{reused} · {result.seconds:.1f}s wall · {s.calls} calls · "
         f"slm share {s.slm_call_share:.0%} of calls, {s.slm_token_share:.0%} of tokens · "
         f"{s.prompt_tokens / max(result.seconds, 1e-9):.0f} prompt + {s.completion_tokens / max(result.seconds, 1e-9):.1f} completion tok/s (wall)",
         highlight=False,
@@ -157,13 +165,22 @@ def run(
     try:
         settings = _settings(slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout)
         given = _read_plan(plan) if plan is not None else None
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    _execute(lambda on_event: arun(task, input=input, graph=graph, settings=settings, plan=given, on_event=on_event), as_json)
+
+
+def _execute(start: Callable[[Optional[_Progress]], Coroutine[Any, Any, RunResult]], as_json: bool) -> None:
+    """Run (or resume) with a live progress table on a terminal; print the result; exit with its code."""
+    try:
         progress = _Progress() if err.is_terminal and not as_json else None
         if progress is not None:
             with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
                 progress.live = live
-                result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, plan=given, on_event=progress))
+                result = asyncio.run(start(progress))
         else:
-            result = asyncio.run(arun(task, input=input, graph=graph, settings=settings, plan=given))
+            result = asyncio.run(start(None))
     except MoaError as exc:
         _fail(exc, as_json)
         return
@@ -188,14 +205,109 @@ def agents() -> None:
 
 
 @app.command()
-def graphs() -> None:
-    """List the available graphs."""
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (see `moa runs list`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result to stdout.")] = False,
+    slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
+) -> None:
+    """Continue a run that stopped (killed, interrupted, failed) without redoing its finished subtasks."""
+    try:
+        settings = _settings(slm=slm, llm=llm, timeout=timeout)
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    _execute(lambda on_event: aresume(run_id, settings=settings, on_event=on_event), as_json)
+
+
+@graphs_app.callback(invoke_without_command=True)
+def graphs(context: typer.Context) -> None:
+    """List the available graphs (`moa graphs show NAME` draws one)."""
+    if context.invoked_subcommand is not None:
+        return
     table = Table(title="Graphs")
     table.add_column("name")
     table.add_column("description", overflow="fold")
     for name, module in sorted(builtin_graphs().items()):
         table.add_row(name, (module.__doc__ or "").strip().splitlines()[0])
     out.print(table)
+
+
+@graphs_app.command("show")
+def graphs_show(name: Annotated[str, typer.Argument(help="A graph name from `moa graphs`.")]) -> None:
+    """Print a graph's topology as Mermaid text."""
+    try:
+        compiled = get_graph(name).build()
+    except MoaError as exc:
+        _fail(exc, False)
+        return
+    typer.echo(compiled.get_graph().draw_mermaid(), nl=False)
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The latest recorded runs."""
+    try:
+        records = asyncio.run(list_runs(_settings(), limit))
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        out.print_json(json.dumps([r.model_dump(exclude={"plan"}) for r in records]))
+        return
+    table = Table(title="Runs")
+    for col in ("run", "status", "graph", "items", "started", "seconds", "task"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
+        table.add_row(r.run_id, r.status, r.graph, str(r.items), started, f"{r.seconds:.1f}", escape(r.task[:60]))
+    out.print(table)
+
+
+def _render_view(view: RunView) -> None:
+    r = view.run
+    out.print(f"[bold]run {r.run_id}[/] · {r.status} · {r.graph} · {r.items} items · {r.seconds:.1f}s · {r.attempts} attempt(s)", highlight=False)
+    out.print(f"Task: {escape(r.task)}", highlight=False)
+    if not view.planned:
+        out.print("no plan yet (the run stopped before planning)")
+    table = Table(title="Subtasks", title_justify="left")
+    for col in ("subtask", "agent", "after", "status", "items", "model", "calls", "tokens", "time s", "error"):
+        table.add_column(col, overflow="fold")
+    for s in view.subtasks:
+        table.add_row(
+            s.id, s.agent, ",".join(s.depends_on), s.status, str(s.items), ", ".join(s.models), str(s.calls),
+            f"{s.prompt_tokens}+{s.completion_tokens}", f"{s.seconds:.1f}", escape(s.error or ""),
+        )  # fmt: skip
+    out.print(table)
+    if r.error:
+        line = f"[{r.error.get('code') or r.error.get('type')}] {r.error.get('message')}"
+        err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if r.status in ("interrupted", "error"):
+        out.print(f"continue it with: moa resume {r.run_id}", highlight=False)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id from `moa runs list`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the executed DAG as Mermaid text.")] = False,
+) -> None:
+    """A recorded run: plan, per-subtask status, models, tokens, time, errors."""
+    try:
+        view = asyncio.run(load_view(_settings(), run_id))
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        out.print_json(view.model_dump_json(exclude={"run": {"plan"}}))
+    elif mermaid:
+        typer.echo(view.mermaid(), nl=False)
+    else:
+        _render_view(view)
 
 
 @app.command()

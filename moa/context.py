@@ -33,6 +33,11 @@ class Event:
 EventSink = Callable[[Event], None]
 
 
+def new_run_id() -> str:
+    """A fresh run id (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
 def _ignore(_: Event) -> None:
     return None
 
@@ -43,7 +48,7 @@ class RunContext:
 
     settings: Settings
     models: Models
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    run_id: str = field(default_factory=new_run_id)
     on_event: EventSink = _ignore
     _memory: Memory | None = None
     _embedder: Embedder | None = None
@@ -58,11 +63,13 @@ class RunContext:
         memory: Memory | None = None,
         embedder: Embedder | None = None,
         on_event: EventSink | None = None,
+        run_id: str | None = None,
     ) -> RunContext:
         settings = settings or Settings()
         return cls(
             settings=settings,
             models=models or Models(settings),
+            run_id=run_id or new_run_id(),
             on_event=on_event or _ignore,
             _memory=memory,
             _embedder=embedder,

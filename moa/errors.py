@@ -38,6 +38,15 @@ class ErrorCode(StrEnum):
     TOOL_REFUSED = "tool_refused"
     NESTED_EVENT_LOOP = "nested_event_loop"
     SUBTASK_FAILED = "subtask_failed"
+    STEP_LIMIT = "step_limit"
+    RUN_EXISTS = "run_exists"
+    UNKNOWN_RUN = "unknown_run"
+    RUN_FINISHED = "run_finished"
+    RUN_ACTIVE = "run_active"
+    RUN_NOT_RESUMABLE = "run_not_resumable"
+    STATE_LOCKED = "state_locked"
+    STATE_CORRUPT = "state_corrupt"
+    STATE_UNAVAILABLE = "state_unavailable"
 
 
 class MoaError(Exception):

@@ -260,10 +260,11 @@ def runs_list(
         out.print_json(json.dumps([r.model_dump(exclude={"plan"}) for r in records]))
         return
     table = Table(title="Runs")
-    for col in ("run", "status", "graph", "items", "started", "seconds", "task"):
-        table.add_column(col, overflow="fold")
+    for col in ("run", "status", "graph", "items", "started", "seconds"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("task", overflow="fold")
     for r in records:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
+        started = time.strftime("%m-%d %H:%M", time.localtime(r.started))
         table.add_row(r.run_id, r.status, r.graph, str(r.items), started, f"{r.seconds:.1f}", escape(r.task[:60]))
     out.print(table)
 
@@ -275,12 +276,14 @@ def _render_view(view: RunView) -> None:
     if not view.planned:
         out.print("no plan yet (the run stopped before planning)")
     table = Table(title="Subtasks", title_justify="left")
-    for col in ("subtask", "agent", "after", "status", "items", "model", "calls", "tokens", "time s", "error"):
+    for col in ("subtask", "agent", "status", "items", "calls", "tokens", "s"):
+        table.add_column(col, no_wrap=True)
+    for col in ("after", "model", "error"):
         table.add_column(col, overflow="fold")
     for s in view.subtasks:
         table.add_row(
-            s.id, s.agent, ",".join(s.depends_on), s.status, str(s.items), ", ".join(s.models), str(s.calls),
-            f"{s.prompt_tokens}+{s.completion_tokens}", f"{s.seconds:.1f}", escape(s.error or ""),
+            s.id, s.agent, s.status, str(s.items), str(s.calls), f"{s.prompt_tokens}+{s.completion_tokens}", f"{s.seconds:.1f}",
+            ",".join(s.depends_on), ", ".join(s.models), escape(s.error or ""),
         )  # fmt: skip
     out.print(table)
     if r.error:

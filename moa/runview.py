@@ -51,7 +51,7 @@ class RunView(BaseModel):
         ids = {s.id: f"n{i}" for i, s in enumerate(self.subtasks)}
         lines = ["flowchart TD"]
         for s in self.subtasks:
-            detail = f"{s.status} · {s.items} items · {s.seconds:.1f}s" if s.status != "pending" else "pending"
+            detail = f"{s.status} · {s.items} items" if s.status != "pending" else "pending"
             lines.append(f'    {ids[s.id]}["{s.id}: {s.agent}<br/>{detail}"]:::{s.status}')
         for s in self.subtasks:
             lines += [f"    {ids[d]} --> {ids[s.id]}" for d in s.depends_on if d in ids]

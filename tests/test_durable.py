@@ -249,3 +249,32 @@ async def test_the_run_index_lists_runs_newest_first() -> None:
         (first.run_id, "first task", "ok", 2, "plan_execute"),
     ]
     assert json.loads(records[0].plan or "{}") == plan
+
+
+async def _set_row(run_id: str, **columns: Any) -> None:
+    async with open_index(moa.load_settings()) as index:
+        sets = ", ".join(f"{k} = ?" for k in columns)
+        await index.conn.execute(f"UPDATE moa_runs SET {sets} WHERE run_id = ?", (*columns.values(), run_id))
+        await index.conn.commit()
+
+
+async def test_resume_of_a_run_whose_process_is_alive_is_refused() -> None:
+    import os
+
+    model = FakeModel(['{"label":"positive","confidence":0.9}'])
+    result = await moa.arun("t", input=ITEMS, plan={"subtasks": [{"id": "a", "agent": "sentiment"}]}, slm=model, llm=model)
+    await _set_row(result.run_id, status="running", pid=os.getpid())
+    with pytest.raises(UserError) as info:
+        await moa.aresume(result.run_id, slm=model, llm=model)
+    assert info.value.code == ErrorCode.RUN_ACTIVE and str(os.getpid()) in info.value.message
+
+
+async def test_a_run_killed_after_its_last_checkpoint_resumes_from_the_saved_state() -> None:
+    model = FakeModel(['{"label":"positive","confidence":0.9}'])
+    plan = {"subtasks": [{"id": "a", "agent": "sentiment"}]}
+    first = await moa.arun("t", input=ITEMS, plan=plan, slm=model, llm=model)
+    await _set_row(first.run_id, status="running", pid=None)  # as if killed before the index was updated
+    calls = len(model.requests)
+    result = await moa.aresume(first.run_id, slm=model, llm=model)
+    assert result.status == "ok" and result.results["a"].items[0].output.label == "positive"  # type: ignore[union-attr]
+    assert len(model.requests) == calls

@@ -110,3 +110,6 @@ def test_a_killed_run_resumes_without_redoing_finished_subtasks(tmp_path: Path) 
     for row in after["subtasks"]:
         if row["id"] in done_before:  # the saved records (calls, tokens, times), not a new computation
             assert row == done_before[row["id"]]
+    mermaid = _moa(tmp_path, "runs", "show", run_id, "--mermaid")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert mermaid.stdout.count(":::ok") == 3 and "n0 --> n2" in mermaid.stdout and "n1 --> n2" in mermaid.stdout

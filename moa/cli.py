@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,6 +36,7 @@ app.add_typer(graphs_app, name="graphs")
 
 out = Console()
 err = Console(stderr=True)
+T = TypeVar("T")
 
 
 class _Options:
@@ -55,11 +56,19 @@ def _main(
     configure_logging(json=log_json, level="info" if verbose else "warning")
 
 
-def _fail(exc: MoaError, as_json: bool) -> None:
+def _fail(exc: MoaError, as_json: bool) -> NoReturn:
     if as_json:
         out.print_json(json.dumps({"status": "error", "error": exc.to_dict()}))
     err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
+
+
+def _await(make: Callable[[], Coroutine[Any, Any, T]], as_json: bool) -> T:
+    """Run the coroutine ``make()`` returns; a moa error is printed and exits with its code."""
+    try:
+        return asyncio.run(make())
+    except MoaError as exc:
+        _fail(exc, as_json)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -251,11 +260,7 @@ def runs_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The latest recorded runs."""
-    try:
-        records = asyncio.run(list_runs(_settings(), limit))
-    except MoaError as exc:
-        _fail(exc, as_json)
-        return
+    records = _await(lambda: list_runs(_settings(), limit), as_json)
     if as_json:
         out.print_json(json.dumps([r.model_dump(exclude={"plan"}) for r in records]))
         return
@@ -300,11 +305,7 @@ def runs_show(
     mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the executed DAG as Mermaid text.")] = False,
 ) -> None:
     """A recorded run: plan, per-subtask status, models, tokens, time, errors."""
-    try:
-        view = asyncio.run(load_view(_settings(), run_id))
-    except MoaError as exc:
-        _fail(exc, as_json)
-        return
+    view = _await(lambda: load_view(_settings(), run_id), as_json)
     if as_json:
         out.print_json(view.model_dump_json(exclude={"run": {"plan"}}))
     elif mermaid:

@@ -129,17 +129,19 @@ async def test_a_reused_context_gives_each_run_its_own_id() -> None:
     assert second.reused == [] and second.summary.calls == 2
 
 
-def _custom_graph() -> Any:
-    async def fixed_plan(state: RunState, runtime: Any) -> dict[str, Any]:
-        return {"plan": moa.Plan.model_validate(PLAN)}
+async def _fixed_plan(state: RunState, runtime: Any) -> dict[str, Any]:
+    return {"plan": moa.Plan.model_validate(PLAN)}
 
+
+def _custom_graph(plan: Any = _fixed_plan, name: str = "custom_triage") -> Any:
+    """plan → execute, with a plan node of the test's own."""
     graph = StateGraph(RunState, context_schema=RunDeps)
-    graph.add_node("plan", fixed_plan)
+    graph.add_node("plan", plan)
     graph.add_node("execute", execute)
     graph.add_edge(START, "plan")
     graph.add_edge("plan", "execute")
     graph.add_edge("execute", END)
-    return graph.compile(name="custom_triage")
+    return graph.compile(name=name)
 
 
 async def test_a_custom_graph_run_resumes_when_given_its_graph() -> None:
@@ -164,13 +166,7 @@ async def test_a_run_that_stopped_before_planning_plans_again_on_resume() -> Non
             raise RuntimeError("planner crashed")
         return await plan_node(state, runtime)
 
-    graph = StateGraph(RunState, context_schema=RunDeps)
-    graph.add_node("plan", flaky_plan)
-    graph.add_node("execute", execute)
-    graph.add_edge(START, "plan")
-    graph.add_edge("plan", "execute")
-    graph.add_edge("execute", END)
-    compiled = graph.compile(name="flaky")
+    compiled = _custom_graph(flaky_plan, "flaky")
     handler = Crashing()
     handler.armed = False
     model = FakeModel(handler)

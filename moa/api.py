@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from moa.agent import Agent
 from moa.context import EventSink, RunContext, new_run_id
-from moa.durable import open_checkpointer, translate
+from moa.durable import checkpoint_location, open_checkpointer, translate
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.executor import RunDeps, SubtaskResult, revive_results
 from moa.inputs import check_items, check_task, read_items
@@ -170,7 +170,8 @@ async def _drive(compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDep
                     if not saved.values:
                         raise UserError(
                             ErrorCode.RUN_NOT_RESUMABLE,
-                            f"run {ctx.run_id} has no checkpoint (it stopped before its first step); start it again with `moa run`",
+                            f"run {ctx.run_id} has no checkpoint in {checkpoint_location(settings)} (it stopped before its first step, "
+                            "or its checkpoints went to another checkpoint_url); start it again with `moa run`",
                         )
                     state = None if saved.next else saved.values
                 if state is None:

@@ -274,3 +274,17 @@ async def test_a_run_killed_after_its_last_checkpoint_resumes_from_the_saved_sta
     result = await moa.aresume(first.run_id, slm=model, llm=model)
     assert result.status == "ok" and result.results["a"].items[0].output.label == "positive"  # type: ignore[union-attr]
     assert len(model.requests) == calls
+
+
+async def test_checkpoints_can_go_to_another_sqlite_file(tmp_path: Path) -> None:
+    settings = moa.load_settings(checkpoint_url=str(tmp_path / "elsewhere.sqlite"))
+    handler = Crashing()
+    model = FakeModel(handler)
+    await _crash(model, run_id="x1", settings=settings)
+    handler.armed = False
+    result = await moa.aresume("x1", slm=model, llm=model, settings=settings)
+    assert sorted(result.reused) == ["a", "b"]
+    with sqlite3.connect(tmp_path / "elsewhere.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 'x1'").fetchone()[0] > 0
+    with sqlite3.connect(state_path(settings)) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'checkpoints'").fetchone() is None

@@ -18,7 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, create_model
 
 import moa
-from moa.executor import RunDeps, RunState, dispatch, join, run_subtask, synthesize
+from moa.executor import RunDeps, RunState, execute, synthesize
 from moa.planner import given_plan
 from moa.report import to_markdown
 
@@ -104,14 +104,12 @@ def build() -> Any:
     graph = StateGraph(RunState, context_schema=RunDeps)
     graph.add_node("dedupe", dedupe)
     graph.add_node("plan", fixed_plan)
-    graph.add_node("run_subtask", run_subtask)
-    graph.add_node("join", join)
+    graph.add_node("execute", execute)
     graph.add_node("synthesize", synthesize)
     graph.add_edge(START, "dedupe")
     graph.add_edge("dedupe", "plan")
-    graph.add_conditional_edges("plan", dispatch, ["run_subtask", "synthesize"])
-    graph.add_edge("run_subtask", "join")
-    graph.add_conditional_edges("join", dispatch, ["run_subtask", "synthesize"])
+    graph.add_edge("plan", "execute")
+    graph.add_edge("execute", "synthesize")
     graph.add_edge("synthesize", END)
     return graph.compile(name="support_triage")
 

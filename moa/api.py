@@ -1,28 +1,41 @@
-"""The Python API: :func:`arun` (async core) and :func:`run` (thin sync wrapper)."""
+"""The Python API: :func:`arun` / :func:`aresume` (async core) and :func:`run` / :func:`resume`
+(thin sync wrappers).
+
+Every run is durable unless ``durable=False``: it is recorded in the run index and checkpointed
+under its run id after each step and each finished subtask (:mod:`moa.durable`), so
+:func:`aresume` continues a run that was killed without redoing the subtasks that finished.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.errors import GraphRecursionError
 from langgraph.pregel import Pregel
 from pydantic import BaseModel, Field
 
 from moa.agent import Agent
-from moa.context import EventSink, RunContext
-from moa.errors import ErrorCode, UserError
+from moa.context import EventSink, RunContext, new_run_id
+from moa.durable import checkpoint_location, open_checkpointer, translate
+from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import EscalationSummary, resolve_cascade, summarize_escalations
-from moa.executor import ItemResult, RunDeps, SubtaskResult
+from moa.executor import ItemResult, RunDeps, SubtaskResult, revive_results
 from moa.inputs import check_items, check_task, read_items
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.plan import Plan
 from moa.planner import PlannerInfo
-from moa.registry import agent_catalog, get_graph
+from moa.registry import agent_catalog, builtin_graphs, get_graph
+from moa.runs import RunIndex, RunRecord, open_index, unknown_run
 from moa.settings import Settings, load_settings
 from moa.usage import Usage, UsageSummary, summarize
 
@@ -55,6 +68,10 @@ class RunResult(BaseModel):
     errors: list[dict[str, Any]] = Field(default_factory=list)
     seconds: float = 0.0
     input_items: int = 0
+    resumed: bool = False
+    """This result comes from :func:`aresume` (the run had stopped before)."""
+    reused: list[str] = Field(default_factory=list)
+    """Subtasks whose results came from the checkpoint instead of running again."""
 
     @property
     def exit_code(self) -> int:
@@ -84,6 +101,119 @@ def _errors(results: Mapping[str, SubtaskResult]) -> list[dict[str, Any]]:
     return errors
 
 
+def _plan_json(plan: Plan | dict[str, Any] | str | None) -> str | None:
+    if plan is None or isinstance(plan, str):
+        return plan
+    return plan.model_dump_json() if isinstance(plan, Plan) else json.dumps(plan)
+
+
+def _graph(graph: str | Pregel) -> tuple[Pregel, str]:
+    if isinstance(graph, str):
+        return get_graph(graph).build(), graph
+    return graph, getattr(graph, "name", None) or "custom"
+
+
+@asynccontextmanager
+async def _durable(settings: Settings) -> AsyncIterator[tuple[BaseCheckpointSaver | None, RunIndex | None]]:  # type: ignore[type-arg]
+    if not settings.durable:
+        yield None, None
+        return
+    async with open_index(settings) as index, open_checkpointer(settings) as saver:
+        yield saver, index
+
+
+def _translate(exc: BaseException, settings: Settings) -> MoaError | None:
+    if isinstance(exc, GraphRecursionError):
+        return RunError(
+            ErrorCode.STEP_LIMIT,
+            f"the run took more than max_steps={settings.max_steps} graph steps without finishing; "
+            "if the graph loops on purpose raise MOA_MAX_STEPS (or max_steps in moa.toml), else fix the loop in the graph",
+        )
+    return translate(exc, settings)
+
+
+def _result(
+    state: Mapping[str, Any], *, ctx: RunContext, record: RunRecord, deps: RunDeps, seconds: float, resumed: bool, interrupted: bool = False
+) -> RunResult:
+    results = revive_results(state.get("results", {}), deps.agents)
+    usage: list[Usage] = state.get("usage", [])
+    price = ctx.settings.prices.get(ctx.settings.llm)
+    items = [i for r in results.values() for i in r.items if not i.deduplicated]
+    status: RunStatus = "interrupted" if interrupted else ("stopped" if ctx.budget.stopped else _status(results))
+    return RunResult(
+        run_id=ctx.run_id,
+        task=state.get("task", record.task),
+        graph=record.graph,
+        status=status,
+        stopped=ctx.budget.stopped,
+        plan=state.get("plan"),
+        planner=state.get("planner"),
+        results=results,
+        answer=state.get("answer"),
+        synthesizer=state.get("synthesizer"),
+        usage=usage,
+        summary=summarize(usage, llm_price=(price.prompt, price.completion) if price else None),
+        escalations=summarize_escalations([(i.escalations, i.unverified, i.routed) for i in items]),
+        errors=_errors(results),
+        seconds=round(seconds, 3),
+        input_items=len(state["items"]) if "items" in state else record.items,
+        resumed=resumed,
+        reused=state.get("reused", []),
+    )
+
+
+async def _drive(compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDeps, record: RunRecord, resume: bool) -> RunResult:
+    """Invoke the graph under the run's checkpoint thread; keep the run index up to date."""
+    ctx = deps.ctx
+    settings = ctx.settings
+    config: dict[str, Any] = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": settings.max_steps}
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
+        async with _durable(settings) as (saver, index):
+            graph = compiled if saver is None or compiled.checkpointer is not None else compiled.copy(update={"checkpointer": saver})
+            if index is not None and resume:
+                await index.resumed(ctx.run_id)
+            elif index is not None:
+                await index.start(record)
+            log.info("run_resumed" if resume else "run_started", task=record.task[:200], items=record.items, graph=record.graph)
+            try:
+                state = None
+                if resume:
+                    saved = await graph.aget_state(config)
+                    if not saved.values:
+                        raise UserError(
+                            ErrorCode.RUN_NOT_RESUMABLE,
+                            f"run {ctx.run_id} has no checkpoint in {checkpoint_location(settings)} (it stopped before its first step, "
+                            "or its checkpoints went to another checkpoint_url); start it again with `moa run`",
+                        )
+                    state = None if saved.next else saved.values
+                if state is None:
+                    durability = "sync" if graph.checkpointer is not None else None  # save each step before the next
+                    state = await graph.ainvoke(input, config, context=deps, durability=durability)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):  # Ctrl-C: keep what finished
+                    ctx.partial = _result(
+                        _journal_state(ctx), ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume, interrupted=True
+                    )
+                    log.warning("run_interrupted", finished_items=len(ctx.journal))
+                error = _translate(exc, settings)
+                if index is not None:
+                    failure = error or exc
+                    details = failure.to_dict() if isinstance(failure, MoaError) else {"type": type(exc).__name__, "message": str(exc)}
+                    try:
+                        await index.finish(ctx.run_id, "error" if isinstance(exc, Exception) else "interrupted", time.perf_counter() - started, details)
+                    except Exception as also:  # the index itself may be what failed
+                        log.warning("run_index_not_updated", error=str(also))
+                if error is not None:
+                    raise error from exc
+                raise
+            result = _result(state, ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume)
+            if index is not None:
+                await index.finish(ctx.run_id, result.status, result.seconds)
+    log.info("run_finished", status=result.status, seconds=result.seconds, calls=result.summary.calls, reused=len(result.reused))
+    return result
+
+
 async def arun(
     task: str,
     *,
@@ -96,6 +226,7 @@ async def arun(
     llm: ModelBackend | None = None,
     on_event: EventSink | None = None,
     context: RunContext | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run ``task`` over ``input`` items (a text file with one item per line, or a list of texts).
 
@@ -106,6 +237,8 @@ async def arun(
         plan: a plan to run instead of planning.
         slm, llm: backends to use for the tiers instead of the configured specs (e.g. fakes).
         context: a :class:`RunContext` to reuse (its models stay open); else one is made and closed.
+            Each run gets its own run id either way.
+        run_id: the id to record the run under (default: a fresh one); must not exist yet.
     """
     settings = settings or (context.settings if context else load_settings())
     task = check_task(task, settings)
@@ -117,26 +250,23 @@ async def arun(
     else:
         items = check_items([str(i) for i in input], settings)
     catalog = agent_catalog(agents)
-    compiled = get_graph(graph).build() if isinstance(graph, str) else graph
-    graph_name = graph if isinstance(graph, str) else (getattr(graph, "name", None) or "custom")
-    own_context = context is None
-    ctx = context or RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event)
-    started = time.perf_counter()
+    compiled, graph_name = _graph(graph)
+    if context is None:
+        ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
+    else:
+        ctx = dataclasses.replace(context, settings=settings, run_id=run_id or new_run_id(), on_event=on_event or context.on_event)
+    record = RunRecord(
+        run_id=ctx.run_id, task=task, graph=graph_name, status="running", started=time.time(), items=len(items), plan=_plan_json(plan)
+    )
     try:
-        with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
-            log.info("run_started", task=task[:200], items=len(items), graph=graph_name)
-            try:
-                state = await compiled.ainvoke({"task": task, "items": items}, context=RunDeps(ctx=ctx, agents=catalog, plan=plan))
-            except asyncio.CancelledError:
-                ctx.partial = _record(ctx, task, graph_name, _journal_state(ctx), len(items), started, interrupted=True)
-                log.warning("run_interrupted", finished_items=len(ctx.journal))
-                raise
+        return await _drive(compiled, {"task": task, "items": items}, deps=RunDeps(ctx=ctx, agents=catalog, plan=plan), record=record, resume=False)
+    except asyncio.CancelledError:
+        if context is not None:  # the caller holds the context this run was copied from
+            context.partial = ctx.partial
+        raise
     finally:
-        if own_context:
+        if context is None:
             await ctx.aclose()
-    result = _record(ctx, task, graph_name, state, len(items), started)
-    log.info("run_finished", status=result.status, seconds=result.seconds, calls=result.summary.calls)
-    return result
 
 
 def _journal_state(ctx: RunContext) -> dict[str, Any]:
@@ -151,44 +281,70 @@ def _journal_state(ctx: RunContext) -> dict[str, Any]:
     return {"results": by_subtask, "usage": usage}
 
 
-def _record(ctx: RunContext, task: str, graph: str, state: Mapping[str, Any], n_items: int, started: float, *, interrupted: bool = False) -> RunResult:
-    results: dict[str, SubtaskResult] = state.get("results", {})
-    usage: list[Usage] = state.get("usage", [])
-    price = ctx.settings.prices.get(ctx.settings.llm)
-    items = [i for r in results.values() for i in r.items if not i.deduplicated]
-    status: RunStatus = "interrupted" if interrupted else ("stopped" if ctx.budget.stopped else _status(results))
-    return RunResult(
-        run_id=ctx.run_id,
-        task=task,
-        graph=graph,
-        status=status,
-        stopped=ctx.budget.stopped,
-        plan=state.get("plan"),
-        planner=state.get("planner"),
-        results=results,
-        answer=state.get("answer"),
-        synthesizer=state.get("synthesizer"),
-        usage=usage,
-        summary=summarize(usage, llm_price=(price.prompt, price.completion) if price else None),
-        escalations=summarize_escalations([(i.escalations, i.unverified, i.routed) for i in items]),
-        errors=_errors(results),
-        seconds=round(time.perf_counter() - started, 3),
-        input_items=n_items,
-    )
+async def aresume(
+    run_id: str,
+    *,
+    graph: Pregel | None = None,
+    agents: Iterable[Agent] | None = None,  # type: ignore[type-arg]
+    settings: Settings | None = None,
+    slm: ModelBackend | None = None,
+    llm: ModelBackend | None = None,
+    on_event: EventSink | None = None,
+) -> RunResult:
+    """Continue a run that stopped (killed, interrupted, or failed with an error) from its checkpoint.
+
+    Subtasks that had finished are not run again (``RunResult.reused`` lists them). The run uses
+    the current settings (models may differ from the first attempt).
+
+    Args:
+        graph: the compiled graph, when the run used a custom one (built-ins are found by name).
+        agents: the extra agents the run used.
+    """
+    settings = settings or load_settings()
+    if not settings.durable:
+        raise UserError(ErrorCode.BAD_CONFIG, "cannot resume with durable=false (runs are not recorded); unset MOA_DURABLE")
+    async with open_index(settings) as index:
+        record = await index.get(run_id)
+    if record is None:
+        raise unknown_run(run_id, settings)
+    if record.status == "running":
+        raise UserError(ErrorCode.RUN_ACTIVE, f"run {run_id} is still running in process {record.pid}; wait for it, or stop that process first")
+    if record.status in ("ok", "partial", "failed"):
+        raise UserError(
+            ErrorCode.RUN_FINISHED,
+            f"run {run_id} already finished (status {record.status}); `moa runs show {run_id}` shows it, `moa run` starts a new one",
+        )
+    if graph is None and record.graph not in builtin_graphs():
+        raise UserError(
+            ErrorCode.UNKNOWN_GRAPH, f"run {run_id} used the custom graph {record.graph!r}; pass it: moa.resume({run_id!r}, graph=build())"
+        )
+    compiled, _ = _graph(graph if graph is not None else record.graph)
+    ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
+    deps = RunDeps(ctx=ctx, agents=agent_catalog(agents), plan=record.plan)
+    try:
+        return await _drive(compiled, None, deps=deps, record=record, resume=True)
+    finally:
+        await ctx.aclose()
 
 
-def _check_no_running_loop() -> None:
+def _check_no_running_loop(name: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return
     raise UserError(
         ErrorCode.NESTED_EVENT_LOOP,
-        "moa.run() cannot be called from a running event loop (e.g. inside async code or Jupyter); use `await moa.arun(...)`",
+        f"moa.{name}() cannot be called from a running event loop (e.g. inside async code or Jupyter); use `await moa.a{name}(...)`",
     )
 
 
 def run(task: str, **kwargs: Any) -> RunResult:
     """Synchronous :func:`arun` (refuses to run inside an event loop)."""
-    _check_no_running_loop()
+    _check_no_running_loop("run")
     return asyncio.run(arun(task, **kwargs))
+
+
+def resume(run_id: str, **kwargs: Any) -> RunResult:
+    """Synchronous :func:`aresume` (refuses to run inside an event loop)."""
+    _check_no_running_loop("resume")
+    return asyncio.run(aresume(run_id, **kwargs))

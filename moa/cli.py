@@ -7,15 +7,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from moa.api import RunResult, arun
 from moa import cli_learn
+from moa.api import RunResult, aresume, arun
 from moa.cli_output import err, fail, out
 from moa.context import Event, RunContext
 from moa.errors import ErrorCode, MoaError, UserError
@@ -23,15 +24,21 @@ from moa.logs import configure_logging
 from moa.models.registry import Models
 from moa.escalation import threshold_for
 from moa.learned import learned_summary
-from moa.registry import agent_catalog, builtin_graphs
+from moa.registry import agent_catalog, builtin_graphs, get_graph
 from moa.report import item_table
+from moa.runview import RunView, list_runs, load_view
 from moa.settings import Settings, load_settings
 
 app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run small models in parallel, account.", no_args_is_help=True)
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 cli_learn.register(app)
+runs_app = typer.Typer(help="Recorded runs (see also `moa resume`).", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+graphs_app = typer.Typer(help="The available graphs.")
+app.add_typer(graphs_app, name="graphs")
 
+T = TypeVar("T")
 
 
 class _Options:
@@ -52,6 +59,14 @@ def _main(
 
 
 _fail = fail
+
+
+def _await(make: Callable[[], Coroutine[Any, Any, T]], as_json: bool) -> T:
+    """Run the coroutine ``make()`` returns; a moa error is printed and exits with its code."""
+    try:
+        return asyncio.run(make())
+    except MoaError as exc:
+        _fail(exc, as_json)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -89,14 +104,15 @@ class _Progress:
         if event.kind == "planned":
             for s in event.data["plan"].subtasks:
                 self.rows[s.id] = {"agent": s.agent, "status": "waiting"}
-        elif event.subtask in self.rows:
+        elif event.subtask is not None:
+            self.rows.setdefault(event.subtask, {"status": "waiting"})
             row = self.rows[event.subtask]
             if event.kind == "subtask_started":
                 row.update(status="running", items=event.data.get("items"), t0=time.perf_counter())
             elif event.kind == "item_done":
                 row["done"] = row.get("done", 0) + 1
             elif event.kind == "subtask_done":
-                row.update(status=event.data.get("status", "done"))
+                row.update(status=event.data.get("status", "done") + (" (saved)" if event.data.get("reused") else ""))
             if "t0" in row:
                 row["seconds"] = time.perf_counter() - row["t0"] if row["status"] == "running" else row.get("seconds", 0)
         if self.live is not None:
@@ -149,8 +165,9 @@ def _render(result: RunResult) -> None:
     out.print(escape(_accounting(result)), highlight=False)
     if result.stopped:
         err.print(f"[yellow]stopped[/] {escape(result.stopped)}", highlight=False, soft_wrap=True)
+    reused = f" · {len(result.reused)} subtasks reused from the checkpoint" if result.reused else ""
     out.print(
-        f"status [bold]{result.status}[/] · {result.seconds:.1f}s wall · {s.calls} calls · "
+        f"run {result.run_id} · status [bold]{result.status}[/]{reused} · {result.seconds:.1f}s wall · {s.calls} calls · "
         f"slm share {s.slm_call_share:.0%} of calls, {s.slm_token_share:.0%} of tokens · "
         f"{s.prompt_tokens / max(result.seconds, 1e-9):.0f} prompt + {s.completion_tokens / max(result.seconds, 1e-9):.1f} completion tok/s (wall)",
         highlight=False,
@@ -176,13 +193,6 @@ def _write_json(path: Path, result: RunResult) -> None:
         path.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     except OSError as exc:
         raise UserError(ErrorCode.INPUT_FILE, f"cannot write {path}: {exc}; choose another --output path") from exc
-
-
-async def _run_closing(ctx: RunContext, task: str, **kwargs: Any) -> RunResult:
-    try:
-        return await arun(task, context=ctx, **kwargs)
-    finally:
-        await ctx.aclose()
 
 
 @app.command()
@@ -212,7 +222,6 @@ def run(
     """Plan TASK, run its subtasks on small models in parallel (escalating weak answers), print the report."""
     if log_json or verbose:
         configure_logging(json=log_json or _opts.log_json, level="info" if verbose or _opts.verbose else "warning")
-    ctx: RunContext | None = None
     try:
         settings = _settings(
             slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout, threshold=threshold, cascade=_csv(cascade),
@@ -220,9 +229,26 @@ def run(
             budget_seconds=budget_seconds, cache=cache,
         )  # fmt: skip
         given = _read_plan(plan) if plan is not None else None
+    except MoaError as exc:
+        _fail(exc, as_json)
+    _execute(lambda ctx: arun(task, input=input, graph=graph, plan=given, context=ctx), settings, as_json, output)
+
+
+async def _closing(ctx: RunContext, job: Coroutine[Any, Any, RunResult]) -> RunResult:
+    try:
+        return await job
+    finally:
+        await ctx.aclose()
+
+
+def _execute(start: Callable[[RunContext], Coroutine[Any, Any, RunResult]], settings: Settings, as_json: bool, output: Path | None = None) -> None:
+    """Run (or resume) with a live progress table on a terminal; print the result; exit with its code.
+    On Ctrl-C, the finished items are written to ``output`` (or ``moa-<run_id>.partial.json``)."""
+    ctx: RunContext | None = None
+    try:
         progress = _Progress() if err.is_terminal and not as_json else None
         ctx = RunContext.create(settings, on_event=progress)
-        job = _run_closing(ctx, task, input=input, graph=graph, plan=given)
+        job = _closing(ctx, start(ctx))
         if progress is not None:
             with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
                 progress.live = live
@@ -272,14 +298,104 @@ def agents() -> None:
 
 
 @app.command()
-def graphs() -> None:
-    """List the available graphs."""
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (see `moa runs list`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result to stdout.")] = False,
+    slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
+) -> None:
+    """Continue a run that stopped (killed, interrupted, failed) without redoing its finished subtasks."""
+    try:
+        settings = _settings(slm=slm, llm=llm, timeout=timeout)
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    _execute(lambda ctx: aresume(run_id, settings=settings, on_event=ctx.on_event), settings, as_json)
+
+
+@graphs_app.callback(invoke_without_command=True)
+def graphs(context: typer.Context) -> None:
+    """List the available graphs (`moa graphs show NAME` draws one)."""
+    if context.invoked_subcommand is not None:
+        return
     table = Table(title="Graphs")
     table.add_column("name")
     table.add_column("description", overflow="fold")
     for name, module in sorted(builtin_graphs().items()):
         table.add_row(name, (module.__doc__ or "").strip().splitlines()[0])
     out.print(table)
+
+
+@graphs_app.command("show")
+def graphs_show(name: Annotated[str, typer.Argument(help="A graph name from `moa graphs`.")]) -> None:
+    """Print a graph's topology as Mermaid text."""
+    try:
+        compiled = get_graph(name).build()
+    except MoaError as exc:
+        _fail(exc, False)
+        return
+    typer.echo(compiled.get_graph().draw_mermaid(), nl=False)
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The latest recorded runs."""
+    records = _await(lambda: list_runs(_settings(), limit), as_json)
+    if as_json:
+        out.print_json(json.dumps([r.model_dump(exclude={"plan"}) for r in records]))
+        return
+    table = Table(title="Runs")
+    for col in ("run", "status", "graph", "items", "started", "seconds"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("task", overflow="fold")
+    for r in records:
+        started = time.strftime("%m-%d %H:%M", time.localtime(r.started))
+        table.add_row(r.run_id, r.status, r.graph, str(r.items), started, f"{r.seconds:.1f}", escape(r.task[:60]))
+    out.print(table)
+
+
+def _render_view(view: RunView) -> None:
+    r = view.run
+    out.print(f"[bold]run {r.run_id}[/] · {r.status} · {r.graph} · {r.items} items · {r.seconds:.1f}s · {r.attempts} attempt(s)", highlight=False)
+    out.print(f"Task: {escape(r.task)}", highlight=False)
+    if not view.planned:
+        out.print("no plan yet (the run stopped before planning)")
+    table = Table(title="Subtasks", title_justify="left")
+    for col in ("subtask", "agent", "status", "items", "calls", "tokens", "s"):
+        table.add_column(col, no_wrap=True)
+    for col in ("after", "model", "error"):
+        table.add_column(col, overflow="fold")
+    for s in view.subtasks:
+        table.add_row(
+            s.id, s.agent, s.status, str(s.items), str(s.calls), f"{s.prompt_tokens}+{s.completion_tokens}", f"{s.seconds:.1f}",
+            ",".join(s.depends_on), ", ".join(s.models), escape(s.error or ""),
+        )  # fmt: skip
+    out.print(table)
+    if r.error:
+        line = f"[{r.error.get('code') or r.error.get('type')}] {r.error.get('message')}"
+        err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if r.status in ("interrupted", "error"):
+        out.print(f"continue it with: moa resume {r.run_id}", highlight=False)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id from `moa runs list`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the executed DAG as Mermaid text.")] = False,
+) -> None:
+    """A recorded run: plan, per-subtask status, models, tokens, time, errors."""
+    view = _await(lambda: load_view(_settings(), run_id), as_json)
+    if as_json:
+        out.print_json(view.model_dump_json(exclude={"run": {"plan"}}))
+    elif mermaid:
+        typer.echo(view.mermaid(), nl=False)
+    else:
+        _render_view(view)
 
 
 @app.command()

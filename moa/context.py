@@ -57,6 +57,10 @@ class JournalEntry(NamedTuple):
     run: Any
     """The :class:`moa.agent.AgentRun`."""
 
+def new_run_id() -> str:
+    """A fresh run id (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
 
 def _ignore(_: Event) -> None:
     return None
@@ -68,7 +72,7 @@ class RunContext:
 
     settings: Settings
     models: Models
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    run_id: str = field(default_factory=new_run_id)
     on_event: EventSink = _ignore
     _memory: Memory | None = None
     _embedder: Embedder | None = None
@@ -91,11 +95,13 @@ class RunContext:
         memory: Memory | None = None,
         embedder: Embedder | None = None,
         on_event: EventSink | None = None,
+        run_id: str | None = None,
     ) -> RunContext:
         settings = settings or (models.settings if models is not None else Settings())
         return cls(
             settings=settings,
             models=models or Models(settings),
+            run_id=run_id or new_run_id(),
             on_event=on_event or _ignore,
             budget=Budget.from_settings(settings),
             _memory=memory,

@@ -41,6 +41,15 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     BAD_DATA = "bad_data"
     NOT_TRAINED = "not_trained"
+    STEP_LIMIT = "step_limit"
+    RUN_EXISTS = "run_exists"
+    UNKNOWN_RUN = "unknown_run"
+    RUN_FINISHED = "run_finished"
+    RUN_ACTIVE = "run_active"
+    RUN_NOT_RESUMABLE = "run_not_resumable"
+    STATE_LOCKED = "state_locked"
+    STATE_CORRUPT = "state_corrupt"
+    STATE_UNAVAILABLE = "state_unavailable"
 
 
 class MoaError(Exception):

@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 from moa.errors import ErrorCode, UserError
 from moa.models.registry import create_backend
@@ -60,6 +60,21 @@ class Policy:
         return tuple(s for s in self.steps if s.spec is not None)
 
 
+class StoredOutput(BaseModel):
+    """An agent output read back from a checkpoint, before its agent's output type is applied.
+
+    Its fields are the saved ones (``output.label`` works); :func:`moa.executor.revive_results`
+    turns it back into the agent's own output model.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+
+def stored_output(value: Any) -> Any:
+    """Validator: a saved output (a dict) becomes a :class:`StoredOutput`."""
+    return StoredOutput.model_validate(value) if isinstance(value, dict) else value
+
+
 class Attempt(BaseModel):
     """One step's try at an item: its answer or error, confidence, and cost."""
 
@@ -76,6 +91,8 @@ class Attempt(BaseModel):
     tokens: int = 0
     cost: float = 0.0
     latency_s: float = 0.0
+
+    _stored = field_validator("output", mode="before")(stored_output)
 
     @classmethod
     def priced(cls, step: str, model: str, usage: list[Usage], **fields: Any) -> Attempt:

@@ -1,14 +1,21 @@
-"""Executing a plan as a LangGraph graph: typed state, reducers, ``Send`` fan-out.
+"""Executing a plan as a LangGraph graph: typed state, reducers, one durable task per subtask.
 
-State flows ``plan → dispatch → run_subtask (xN in parallel) → join → dispatch → ... →
-synthesize``. ``dispatch`` sends every ready subtask at once with :class:`langgraph.types.Send`;
-each ``run_subtask`` returns its :class:`SubtaskResult` under its id and the reducer
-:func:`merge_results` merges them (nodes never mutate shared state). Run-scoped dependencies
+State flows ``plan → execute → synthesize``. ``execute`` starts every subtask of the plan as a
+LangGraph ``@task``; each task waits only for its own dependencies, so a slow subtask never delays
+an unrelated chain (a ``Send`` fan-out with a join would wait for the whole superstep). Results
+merge through reducers (nodes never mutate shared state). Run-scoped dependencies
 (:class:`RunDeps`) arrive through LangGraph's ``Runtime`` context.
+
+Durability: with a checkpointer, each finished subtask's result is saved the moment it finishes
+(LangGraph stores a task's return value as a pending write). A resumed run replays ``execute``;
+LangGraph hands back the saved results of finished subtasks instead of running them again. A
+task's id depends on the order of the calls, so ``execute`` calls them in plan order, never in
+order of completion.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import operator
 import time
@@ -17,14 +24,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypedDict
 
 import structlog
+from langgraph.func import task
 from langgraph.runtime import Runtime
-from langgraph.types import Send
-from pydantic import BaseModel, Field, SerializeAsAny
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator
 
 from moa.agent import Agent, AgentRun
 from moa.context import RunContext
-from moa.errors import MoaError, RunError
-from moa.escalation import Attempt, Escalation
+from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.escalation import Attempt, Escalation, StoredOutput, stored_output
 from moa.models.base import GenerateRequest, Message
 from moa.plan import INPUT, Plan, Subtask
 from moa.planner import PlannerInfo, PlanOutcome, choose_planner, given_plan
@@ -67,6 +74,8 @@ class ItemResult(BaseModel):
             routed=run.routed,
         )
 
+    _stored = field_validator("output", mode="before")(stored_output)
+
 
 class SubtaskResult(BaseModel):
     """What one subtask produced."""
@@ -98,10 +107,13 @@ class RunState(TypedDict, total=False):
     usage: Annotated[list[Usage], operator.add]
     answer: str | None
     synthesizer: str
+    reused: Annotated[list[str], operator.add]
+    """Subtasks whose results came from a checkpoint instead of running (a resumed run)."""
 
 
-class SubtaskJob(TypedDict):
-    """The payload ``dispatch`` sends to one ``run_subtask``."""
+@dataclass(frozen=True)
+class SubtaskJob:
+    """One subtask, ready to run: its items and the dependencies that did not succeed."""
 
     subtask: Subtask
     items: list[str]
@@ -130,42 +142,36 @@ async def plan_node(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any
     return {"plan": outcome.plan, "planner": outcome.info, "usage": outcome.usage}
 
 
-def dispatch(state: RunState) -> list[Send] | str:
-    """Send every subtask whose dependencies have finished; synthesize when none is left."""
-    results = state.get("results", {})
-    sends: list[Send] = []
-    for subtask in state["plan"].subtasks:
-        if subtask.id in results or not all(d in results for d in subtask.depends_on):
-            continue
-        blocked = [d for d in subtask.depends_on if results[d].status in ("failed", "skipped")]
-        items = (state.get("items") or [state["task"]]) if subtask.items == INPUT else results[subtask.items].forwarded
-        sends.append(Send("run_subtask", SubtaskJob(subtask=subtask, items=list(items), blocked_by=blocked)))
-    return sends or "synthesize"
+def _job(state: RunState, subtask: Subtask, upstream: Mapping[str, SubtaskResult]) -> SubtaskJob:
+    blocked = [d for d in subtask.depends_on if upstream[d].status in ("failed", "skipped")]
+    items = (state.get("items") or [state["task"]]) if subtask.items == INPUT else upstream[subtask.items].forwarded
+    return SubtaskJob(subtask=subtask, items=list(items), blocked_by=blocked)
 
 
-async def run_subtask(job: SubtaskJob, runtime: Runtime[RunDeps]) -> dict[str, Any]:
-    deps = runtime.context
-    subtask = job["subtask"]
+async def run_subtask(job: SubtaskJob, deps: RunDeps) -> dict[str, Any]:
+    """Run one subtask's agent over its items; return ``{"results": {id: result}, "usage": [...]}``."""
+    subtask = job.subtask
     agent = deps.agents[subtask.agent]
     started = time.perf_counter()
-    if job["blocked_by"]:
-        reason = f"skipped: depends on {', '.join(job['blocked_by'])}, which did not succeed"
+    if job.blocked_by:
+        reason = f"skipped: depends on {', '.join(job.blocked_by)}, which did not succeed"
         deps.ctx.emit("subtask_done", subtask.id, status="skipped")
-        return {"results": {subtask.id: SubtaskResult(id=subtask.id, agent=agent.name, status="skipped", reason=reason)}}
-    deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(job["items"]))
+        return {"results": {subtask.id: SubtaskResult(id=subtask.id, agent=agent.name, status="skipped", reason=reason)}, "usage": []}
+    deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(job.items))
     with structlog.contextvars.bound_contextvars(run_id=deps.ctx.run_id, subtask=subtask.id):
+        log.info("subtask_started", agent=agent.name, items=len(job.items))
         try:
-            inputs = [agent.make_input(item, subtask.options) for item in job["items"]]
+            inputs = [agent.make_input(item, subtask.options) for item in job.items]
         except MoaError as exc:
             result = SubtaskResult(id=subtask.id, agent=agent.name, status="failed", reason=exc.message)
             deps.ctx.emit("subtask_done", subtask.id, status="failed")
-            return {"results": {subtask.id: result}}
+            return {"results": {subtask.id: result}, "usage": []}
         runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id)
-    items = [ItemResult.of(item, r) for item, r in zip(job["items"], runs, strict=True)]
+    items = [ItemResult.of(item, r) for item, r in zip(job.items, runs, strict=True)]
     failed = sum(1 for r in runs if not r.ok)
     status: SubtaskStatus = "ok" if failed == 0 else ("failed" if failed == len(runs) else "partial")
     usage = [u for r in runs for u in r.usage]
-    forwarded = [f for item, r in zip(job["items"], runs, strict=True) if r.output is not None for f in agent.forward(item, r.output)]
+    forwarded = [f for item, r in zip(job.items, runs, strict=True) if r.output is not None for f in agent.forward(item, r.output)]
     first_error = next((r.error for r in runs if r.error), None)
     result = SubtaskResult(
         id=subtask.id,
@@ -183,9 +189,81 @@ async def run_subtask(job: SubtaskJob, runtime: Runtime[RunDeps]) -> dict[str, A
     return {"results": {subtask.id: result}, "usage": usage}
 
 
-def join(state: RunState) -> dict[str, Any]:
-    """Barrier after each parallel step; ``dispatch`` runs once from here."""
-    return {}
+def revive_results(results: Mapping[str, SubtaskResult], agents: Mapping[str, Agent]) -> dict[str, SubtaskResult]:  # type: ignore[type-arg]
+    """Give outputs read back from a checkpoint (:class:`StoredOutput`) their agent's output type."""
+    revived: dict[str, SubtaskResult] = {}
+    for sid, result in results.items():
+        agent = agents.get(result.agent)
+        if agent is not None and any(isinstance(i.output, StoredOutput) for i in result.items):
+            try:
+                items = [
+                    i.model_copy(update={"output": agent.output_type.model_validate(i.output.model_dump())})
+                    if isinstance(i.output, StoredOutput)
+                    else i
+                    for i in result.items
+                ]
+                result = result.model_copy(update={"items": items})
+            except ValidationError as exc:  # the agent's output type changed since the run was saved
+                log.warning("output_not_revived", subtask=sid, agent=result.agent, error=str(exc)[:200])
+        revived[sid] = result
+    return revived
+
+
+async def execute(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
+    """Run every subtask of the plan as soon as its own dependencies have finished.
+
+    Each subtask is a LangGraph task, called in plan order (task ids depend on the call order,
+    and must match when a resumed run replays this node); each waits for its dependencies'
+    results, then runs. Subtasks already in ``results`` are not run again.
+    """
+    deps = runtime.context
+    plan = state["plan"]
+    limit = deps.ctx.settings.max_steps
+    if len(plan.subtasks) > limit:
+        raise UserError(
+            ErrorCode.STEP_LIMIT,
+            f"the plan has {len(plan.subtasks)} subtasks, more than max_steps={limit}; "
+            "raise MOA_MAX_STEPS (or max_steps in moa.toml) or split the task",
+        )
+    known = state.get("results", {})
+    loop = asyncio.get_running_loop()
+    finished: dict[str, asyncio.Future[SubtaskResult]] = {s.id: loop.create_future() for s in plan.subtasks}
+    for sid, done in known.items():
+        if sid in finished:
+            finished[sid].set_result(done)
+    ran: set[str] = set()
+
+    async def subtask(subtask_id: str) -> dict[str, Any]:
+        spec = plan.get(subtask_id)
+        upstream = {d: await finished[d] for d in spec.depends_on}
+        ran.add(subtask_id)
+        return await run_subtask(_job(state, spec, upstream), deps)
+
+    def settle(sid: str, call: asyncio.Future[dict[str, Any]]) -> None:
+        if call.cancelled():
+            finished[sid].cancel()
+        elif (exc := call.exception()) is not None:
+            finished[sid].set_exception(exc)
+        else:
+            result = revive_results(call.result()["results"], deps.agents)[sid]
+            if sid not in ran:
+                log.info("subtask_reused", run_id=deps.ctx.run_id, subtask=sid, status=result.status)
+                deps.ctx.emit("subtask_done", sid, status=result.status, reused=True)
+            finished[sid].set_result(result)
+
+    step = task(name="subtask")(subtask)
+    calls = {s.id: step(s.id) for s in plan.subtasks if s.id not in known}
+    for sid, call in calls.items():
+        call.add_done_callback(lambda c, sid=sid: settle(sid, c))
+    try:
+        outcomes = await asyncio.gather(*calls.values())
+    finally:  # a failure reaches every dependent: mark each one observed
+        for future in finished.values():
+            if future.done() and not future.cancelled():
+                future.exception()
+    results = {sid: finished[sid].result() for sid in calls}
+    reused = sorted(set(calls) - ran)
+    return {"results": results, "usage": [u for o in outcomes for u in o["usage"]], "reused": reused}
 
 
 def _digest(state: RunState, limit: int = 6000) -> str:
@@ -229,12 +307,13 @@ __all__ = [
     "ItemResult",
     "RunDeps",
     "RunState",
+    "StoredOutput",
     "SubtaskJob",
     "SubtaskResult",
-    "dispatch",
-    "join",
+    "execute",
     "merge_results",
     "plan_node",
+    "revive_results",
     "run_subtask",
     "synthesize",
 ]

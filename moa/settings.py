@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     cache_ttl: float = Field(7 * 24 * 3600, gt=0)
     """Seconds a cached call stays valid."""
 
+    # durable runs
+    max_steps: int = Field(100, gt=0)
+    """Most subtasks in one plan, and most graph steps (LangGraph supersteps) in one run."""
+    durable: bool = True
+    """Checkpoint every run after each step and each finished subtask, so ``moa resume`` can
+    continue it; record it in the run index (``moa runs list``)."""
+    checkpoint_url: str | None = None
+    """Where checkpoints go: a SQLite file path, or ``postgresql://...`` (``pip install 'moa[postgres]'``).
+    Default: ``runs.sqlite`` under state_dir, next to the run index."""
+    state_lock_timeout: float = Field(10.0, ge=0)
+    """Seconds to wait for a state database that another process has locked."""
+
     @field_validator("thresholds")
     @classmethod
     def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:

@@ -32,7 +32,8 @@ class FakeModel(ModelBackend):
         handler: ``request -> text`` (or a full :class:`Generation`); or an iterable of texts
             answered in turn (cycled).
         chat: pretend to be an instruction-tuned chat model (else a base, completion model).
-        delay: seconds each call takes (``asyncio.sleep``), to test concurrency.
+        delay: seconds each call takes (``asyncio.sleep``), to test concurrency; or a function of
+            the request (e.g. slow for one subtask's prompts only).
         fail_with: raise this error on every call (fault injection).
     """
 
@@ -44,7 +45,7 @@ class FakeModel(ModelBackend):
         chat: bool = False,
         logprobs: bool = False,
         tools: bool = False,
-        delay: float = 0.0,
+        delay: float | Callable[[GenerateRequest], float] = 0.0,
         fail_with: RunError | None = None,
         max_concurrency: int = 64,
     ) -> None:
@@ -69,9 +70,10 @@ class FakeModel(ModelBackend):
         self.requests.append(request)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        delay = self.delay(request) if callable(self.delay) else self.delay
         try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
+            if delay:
+                await asyncio.sleep(delay)
             if self.fail_with is not None:
                 raise self.fail_with
             answer = self._handler(request)
@@ -80,7 +82,7 @@ class FakeModel(ModelBackend):
         if isinstance(answer, Generation):
             return answer
         prompt = request.prompt or " ".join(m.content for m in request.messages or [])
-        return Generation(text=answer, prompt_tokens=len(prompt.split()), completion_tokens=len(answer.split()), latency_s=self.delay)
+        return Generation(text=answer, prompt_tokens=len(prompt.split()), completion_tokens=len(answer.split()), latency_s=delay)
 
 
 def unreachable(spec: str = "fake:down", url: str = "http://127.0.0.1:9") -> FakeModel:

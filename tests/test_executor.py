@@ -162,3 +162,51 @@ async def test_events_are_logged_with_run_and_subtask_ids() -> None:
     done = [e for e in logs if e["event"] == "subtask_done"]
     assert done and done[0]["run_id"] == result.run_id and done[0]["subtask"] == "s1"
     assert any(e["event"] == "run_finished" and e["status"] == "ok" for e in logs)
+
+
+def _first_label(request: GenerateRequest) -> str:
+    """Answer with the first of the labels the sentiment prompt offers."""
+    line = next(line for line in prompt_of(request).splitlines() if "as one of:" in line)
+    return json.dumps({"label": line.split("one of:")[1].strip(" .").split(", ")[0], "confidence": 0.9})
+
+
+async def test_a_subtask_starts_when_its_own_dependencies_finish() -> None:
+    # a is slow; b -> c is a fast chain: c must not wait for a (no superstep barrier)
+    model = FakeModel(_first_label, delay=lambda request: 1.0 if "slowpos" in prompt_of(request) else 0.0)
+    plan = {
+        "subtasks": [
+            {"id": "a", "agent": "sentiment", "options": {"labels": ["slowpos", "slowneg"]}},
+            {"id": "b", "agent": "sentiment"},
+            {"id": "c", "agent": "sentiment", "depends_on": ["b"]},
+        ]
+    }
+    events: list[tuple[str, str | None]] = []
+    result = await moa.arun("t", input=["x"], plan=plan, slm=model, llm=model, on_event=lambda e: events.append((e.kind, e.subtask)))
+    assert result.status == "ok"
+    assert [s for kind, s in events if kind == "subtask_done"] == ["b", "c", "a"]
+    assert result.results["a"].items[0].output.label == "slowpos"  # type: ignore[union-attr]
+
+
+async def test_a_plan_longer_than_max_steps_is_refused_before_any_model_call() -> None:
+    model = FakeModel(_first_label)
+    plan = {"subtasks": [{"id": f"s{i}", "agent": "sentiment"} for i in range(3)]}
+    with pytest.raises(UserError) as info:
+        await moa.arun("t", input=["x"], plan=plan, slm=model, llm=model, settings=moa.load_settings(max_steps=2))
+    assert info.value.code == ErrorCode.STEP_LIMIT
+    assert "3 subtasks" in info.value.message and "MOA_MAX_STEPS" in info.value.message
+    assert model.requests == []
+
+
+async def test_a_looping_graph_stops_at_max_steps_with_a_clear_error() -> None:
+    from langgraph.graph import START, StateGraph
+
+    from moa.executor import RunDeps, RunState
+
+    graph = StateGraph(RunState, context_schema=RunDeps)
+    graph.add_node("again", lambda state: {"answer": "still going"})
+    graph.add_edge(START, "again")
+    graph.add_edge("again", "again")  # a loop with no way out
+    with pytest.raises(RunError) as info:
+        await moa.arun("t", graph=graph.compile(name="loop"), slm=FakeModel(), llm=FakeModel(), settings=moa.load_settings(max_steps=5))
+    assert info.value.code == ErrorCode.STEP_LIMIT
+    assert "max_steps=5" in info.value.message and "MOA_MAX_STEPS" in info.value.message

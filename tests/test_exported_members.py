@@ -6,8 +6,8 @@ EXPECTED = {
     "Agent", "AgentRun", "Capabilities", "ErrorCode", "Event", "FunctionAgent", "GenerateRequest", "Generation",
     "Message", "MoaError", "ModelAgent", "ModelBackend", "Models", "Plan", "RunContext", "RunError", "RunResult",
     "Settings", "Subtask", "TokenLogprob", "Tool", "ToolCall", "ToolCallRecord", "ToolSpec", "Usage", "UsageSummary",
-    "UserError", "__version__", "agent_tool", "arun", "as_langchain_tool", "choice_confidence", "create_backend",
-    "generate_structured", "load_settings", "memory_search", "run", "run_tool_loop", "summarize", "tool",
+    "UserError", "__version__", "agent_tool", "aresume", "arun", "as_langchain_tool", "choice_confidence", "create_backend",
+    "generate_structured", "load_settings", "memory_search", "resume", "run", "run_tool_loop", "summarize", "tool",
 }  # fmt: skip
 
 

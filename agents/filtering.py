@@ -50,6 +50,9 @@ class FilterInput(BaseModel):
     """What to look for, in words: ``spam``, ``toxic language``, ``off-topic for a cooking forum``..."""
     mode: Literal["drop", "keep"] = "drop"
     """``drop`` texts that match the criterion, or ``keep`` only those that do."""
+    pass_unsure: float | None = Field(None, ge=0, le=1)
+    """Also pass texts whose decision has a confidence below this (a gate that lets a larger
+    model look at what the small one is unsure of; the ``triage`` graph sets it)."""
 
 
 class FilterDecision(BaseModel):
@@ -63,6 +66,14 @@ class FilterDecision(BaseModel):
     """Why (the model's reason for chat models; the decision and its confidence otherwise)."""
     confidence: float = Field(ge=0, le=1)
     """How sure the model is of ``matches``."""
+    unsure: bool = False
+    """Passed although it would have been filtered, because the confidence is below ``pass_unsure``."""
+
+
+def _decision(data: FilterInput, matches: bool, reason: str, confidence: float) -> FilterDecision:
+    keep = matches if data.mode == "keep" else not matches
+    unsure = not keep and data.pass_unsure is not None and confidence < data.pass_unsure
+    return FilterDecision(keep=keep or unsure, matches=matches, reason=reason, confidence=round(confidence, 4), unsure=unsure)
 
 
 def _is_spam(criterion: str) -> bool:
@@ -132,13 +143,7 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
         return first if output.matches else second  # type: ignore[attr-defined]
 
     def from_label(self, data: FilterInput, label: str, confidence: float) -> FilterDecision:
-        matches = label == self.choices(data)[0]
-        return FilterDecision(
-            keep=matches if data.mode == "keep" else not matches,
-            matches=matches,
-            reason=f"specialist: {label} (p={confidence:.2f})",
-            confidence=confidence,
-        )
+        return _decision(data, label == self.choices(data)[0], f"specialist: {label} (p={confidence:.2f})", confidence)
 
     def finish(self, data: FilterInput, decoded: BaseModel, gen: Generation, probs: dict[str, float] | None) -> FilterDecision:
         label = max(probs, key=probs.__getitem__) if probs else str(decoded.label)  # type: ignore[attr-defined]
@@ -147,12 +152,7 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
         reason = getattr(decoded, "reason", None) or (
             f"{'matches' if matches else 'does not match'} '{data.criterion}' (p={confidence:.2f})"
         )
-        return FilterDecision(
-            keep=matches if data.mode == "keep" else not matches,
-            matches=matches,
-            reason=reason,
-            confidence=round(confidence, 4),
-        )
+        return _decision(data, matches, reason, confidence)
 
     def forward(self, item: str, output: BaseModel) -> list[str]:
         return [item] if output.keep else []  # type: ignore[attr-defined]

@@ -10,13 +10,18 @@ from __future__ import annotations
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from moa.executor import RunDeps, RunState, execute, plan_node, synthesize
+from moa.executor import RunDeps, RunState, execute, make_plan_node, plan_node, synthesize
+from moa.plan import Plan
 
 
-def build() -> CompiledStateGraph:  # type: ignore[type-arg]
-    """Build and compile the plan-and-execute graph."""
+def build(plan: Plan | None = None) -> CompiledStateGraph:  # type: ignore[type-arg]
+    """Build and compile the plan-and-execute graph.
+
+    Args:
+        plan: a fixed DAG to run instead of planning each task (what a YAML graph's nodes declare).
+    """
     graph = StateGraph(RunState, context_schema=RunDeps)
-    graph.add_node("plan", plan_node)
+    graph.add_node("plan", plan_node if plan is None else make_plan_node(fixed=plan))
     graph.add_node("execute", execute)
     graph.add_node("synthesize", synthesize)
     graph.add_edge(START, "plan")

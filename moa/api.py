@@ -28,6 +28,7 @@ from moa.context import EventSink, RunContext, new_run_id
 from moa.durable import checkpoint_location, open_checkpointer, translate
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import EscalationSummary, resolve_cascade, summarize_escalations
+from moa.graphspec import GraphFile, is_graph_file
 from moa.executor import ItemResult, RunDeps, SubtaskResult, revive_results
 from moa.inputs import check_items, check_task, read_items
 from moa.models.base import ModelBackend
@@ -107,9 +108,10 @@ def _plan_json(plan: Plan | dict[str, Any] | str | None) -> str | None:
     return plan.model_dump_json() if isinstance(plan, Plan) else json.dumps(plan)
 
 
-def _graph(graph: str | Pregel) -> tuple[Pregel, str]:
+def _graph(graph: str | Pregel, agents: Mapping[str, Agent] | None = None) -> tuple[Pregel, str]:  # type: ignore[type-arg]
     if isinstance(graph, str):
-        return get_graph(graph).build(), graph
+        source = get_graph(graph)
+        return (source.build(agents) if isinstance(source, GraphFile) else source.build()), graph
     return graph, getattr(graph, "name", None) or "custom"
 
 
@@ -250,7 +252,7 @@ async def arun(
     else:
         items = check_items([str(i) for i in input], settings)
     catalog = agent_catalog(agents)
-    compiled, graph_name = _graph(graph)
+    compiled, graph_name = _graph(graph, catalog)
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:
@@ -314,13 +316,14 @@ async def aresume(
             ErrorCode.RUN_FINISHED,
             f"run {run_id} already finished (status {record.status}); `moa runs show {run_id}` shows it, `moa run` starts a new one",
         )
-    if graph is None and record.graph not in builtin_graphs():
+    if graph is None and record.graph not in builtin_graphs() and not is_graph_file(record.graph):
         raise UserError(
             ErrorCode.UNKNOWN_GRAPH, f"run {run_id} used the custom graph {record.graph!r}; pass it: moa.resume({run_id!r}, graph=build())"
         )
-    compiled, _ = _graph(graph if graph is not None else record.graph)
+    catalog = agent_catalog(agents)
+    compiled, _ = _graph(graph if graph is not None else record.graph, catalog)
     ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
-    deps = RunDeps(ctx=ctx, agents=agent_catalog(agents), plan=record.plan)
+    deps = RunDeps(ctx=ctx, agents=catalog, plan=record.plan)
     try:
         return await _drive(compiled, None, deps=deps, record=record, resume=True)
     finally:

@@ -19,16 +19,18 @@ import asyncio
 import json
 import operator
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypedDict
+
+from collections import Counter
 
 import structlog
 from langgraph.func import task
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator
 
-from moa.agent import Agent, AgentRun
+from moa.agent import Agent, AgentRun, ModelAgent
 from moa.context import RunContext
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import Attempt, Escalation, StoredOutput, stored_output
@@ -91,6 +93,8 @@ class SubtaskResult(BaseModel):
     seconds: float = 0.0
     models: list[str] = Field(default_factory=list)
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    handled: dict[str, int] = Field(default_factory=dict)
+    """How many items each cascade step answered (``{"slm": 8, "llm": 2}``)."""
 
 
 def merge_results(left: dict[str, SubtaskResult], right: dict[str, SubtaskResult]) -> dict[str, SubtaskResult]:
@@ -129,17 +133,40 @@ class RunDeps:
     plan: Plan | dict[str, Any] | str | None = None
 
 
+PlanNode = Callable[[RunState, Runtime[RunDeps]], Awaitable[dict[str, Any]]]
+
+
+def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Plan] | None = None) -> PlanNode:
+    """A ``plan`` node: plans the task (or takes the run's given plan, or ``fixed``), then
+    applies ``transform`` (e.g. the triage graph's gate) and validates the result."""
+
+    async def plan(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
+        deps = runtime.context
+        if deps.plan is not None or fixed is not None:
+            outcome: PlanOutcome = given_plan(deps.plan if deps.plan is not None else fixed, deps.agents)  # type: ignore[arg-type]
+        else:
+            planner, reason = await choose_planner(deps.ctx)
+            outcome = await planner.plan(deps.ctx, state["task"], deps.agents, has_input=bool(state.get("items")), reason=reason)
+        if transform is not None:
+            outcome = PlanOutcome(given_plan(transform(outcome.plan), deps.agents).plan, outcome.info, outcome.usage)
+        return _planned(deps, outcome)
+
+    return plan
+
+
 async def plan_node(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
-    deps = runtime.context
-    if deps.plan is not None:
-        outcome: PlanOutcome = given_plan(deps.plan, deps.agents)
-    else:
-        planner, reason = await choose_planner(deps.ctx)
-        outcome = await planner.plan(deps.ctx, state["task"], deps.agents, has_input=bool(state.get("items")), reason=reason)
+    """The default ``plan`` node (see :func:`make_plan_node`)."""
+    return await _default_plan(state, runtime)
+
+
+def _planned(deps: RunDeps, outcome: PlanOutcome) -> dict[str, Any]:
     deps.ctx.budget.add(outcome.usage)
     deps.ctx.emit("planned", plan=outcome.plan, planner=outcome.info)
     log.info("planned", planner=outcome.info.name, subtasks=[s.id for s in outcome.plan.subtasks])
     return {"plan": outcome.plan, "planner": outcome.info, "usage": outcome.usage}
+
+
+_default_plan = make_plan_node()
 
 
 def _job(state: RunState, subtask: Subtask, upstream: Mapping[str, SubtaskResult]) -> SubtaskJob:
@@ -152,6 +179,8 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps) -> dict[str, Any]:
     """Run one subtask's agent over its items; return ``{"results": {id: result}, "usage": [...]}``."""
     subtask = job.subtask
     agent = deps.agents[subtask.agent]
+    if (subtask.cascade is not None or subtask.threshold is not None) and isinstance(agent, ModelAgent):
+        agent = agent.with_policy(threshold=subtask.threshold, cascade=subtask.cascade)
     started = time.perf_counter()
     if job.blocked_by:
         reason = f"skipped: depends on {', '.join(job.blocked_by)}, which did not succeed"
@@ -183,6 +212,7 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps) -> dict[str, Any]:
         seconds=round(time.perf_counter() - started, 3),
         models=sorted({u.model for u in usage}),
         tool_calls=[c.model_dump() for r in runs for c in r.tool_calls],
+        handled=dict(Counter(r.answered_by for r in runs if r.answered_by and not r.deduplicated)),
     )
     deps.ctx.emit("subtask_done", subtask.id, status=status, seconds=result.seconds)
     log.info("subtask_done", run_id=deps.ctx.run_id, subtask=subtask.id, status=status, items=len(items))

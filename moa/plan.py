@@ -32,6 +32,10 @@ class Subtask(BaseModel):
     """Where the items come from: ``input`` or the id of an earlier subtask."""
     depends_on: list[str] = Field(default_factory=list)
     """Ids of subtasks that must finish first."""
+    cascade: list[str] | None = None
+    """This step's own escalation cascade (e.g. ``["llm"]`` to run on the large model only)."""
+    threshold: float | None = Field(None, ge=0, le=1)
+    """This step's own escalation threshold."""
 
 
 class Plan(BaseModel):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 
 from moa.agent import Agent
 from moa.errors import ErrorCode, UserError
+from moa.graphspec import GraphFile, is_graph_file
 
 
 def _modules(package: str) -> list[str]:
@@ -56,7 +58,13 @@ def builtin_graphs() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"moa.graphs.{name}") for name in _modules("moa.graphs")}
 
 
-def get_graph(name: str) -> ModuleType:
+def get_graph(name: str) -> ModuleType | GraphFile:
+    """A built-in graph module by name, or a YAML graph file by path (``*.yaml``)."""
+    if is_graph_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(ErrorCode.UNKNOWN_GRAPH, f"graph file {name} not found; give a path to a YAML graph (see docs/declarative-graphs.md)")
+        return GraphFile(path)
     graphs = builtin_graphs()
     if name not in graphs:
         raise UserError(ErrorCode.UNKNOWN_GRAPH, f"unknown graph {name!r}; known graphs: {', '.join(sorted(graphs))} (see `moa graphs`)")

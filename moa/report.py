@@ -18,7 +18,7 @@ def brief(output: BaseModel | None, error: dict[str, Any] | None = None, width: 
         return f"error: {error.get('code', '?')}" if error else "-"
     data = output.model_dump()
     if "keep" in data:
-        text = "kept" if data["keep"] else "dropped"
+        text = "passed, unsure" if data.get("unsure") else ("kept" if data["keep"] else "dropped")
         return f"{text} ({data.get('confidence', 0):.2f})"
     if "label" in data and "confidence" in data:
         return f"{data['label']} ({data['confidence']:.2f})"

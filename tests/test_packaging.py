@@ -43,6 +43,6 @@ def test_built_wheel_in_a_fresh_venv_finds_builtins(tmp_path: Path) -> None:
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)], check=True)
     out = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, check=True, cwd="/").stdout
-    assert "['extraction', 'filtering', 'retrieval', 'sentiment'] ['plan_execute'] True True" in out
+    assert "['extraction', 'filtering', 'retrieval', 'sentiment'] ['mixture', 'plan_execute', 'rag', 'triage'] True True" in out
     assert str(site / "moa" / "agents" / "sentiment.py") in out  # from the wheel, not the checkout
     assert moa.__file__ not in out

@@ -133,7 +133,9 @@ def _usage_table(result: RunResult) -> Table:
 
 def _accounting(result: RunResult) -> str:
     s, e = result.summary, result.escalations
-    parts = [f"escalations {e.count}" + (f" ({', '.join(f'{k} {v}' for k, v in e.by_reason.items())})" if e.by_reason else "")]
+    handled = [f"{sid} " + "+".join(f"{step} {n}" for step, n in r.handled.items()) for sid, r in result.results.items() if r.handled]
+    parts = ["answered by: " + ", ".join(handled)] if handled else []
+    parts += [f"escalations {e.count}" + (f" ({', '.join(f'{k} {v}' for k, v in e.by_reason.items())})" if e.by_reason else "")]
     if e.unverified:
         parts.append("unverified " + ", ".join(f"{k} {v}" for k, v in e.unverified.items()))
     if s.all_llm_cost is not None:
@@ -199,7 +201,7 @@ def _write_json(path: Path, result: RunResult) -> None:
 def run(
     task: Annotated[str, typer.Argument(help="What to do, in words.")],
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text file, one item per line.")] = None,
-    graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run (see `moa graphs`).")] = "plan_execute",
+    graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run (see `moa graphs`), or a YAML graph file.")] = "plan_execute",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result to stdout.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the JSON result here (partial results on Ctrl-C).")] = None,
     slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
@@ -328,7 +330,7 @@ def graphs(context: typer.Context) -> None:
 
 
 @graphs_app.command("show")
-def graphs_show(name: Annotated[str, typer.Argument(help="A graph name from `moa graphs`.")]) -> None:
+def graphs_show(name: Annotated[str, typer.Argument(help="A graph name from `moa graphs`, or a YAML graph file.")]) -> None:
     """Print a graph's topology as Mermaid text."""
     try:
         compiled = get_graph(name).build()

@@ -48,3 +48,13 @@ def test_memory_retrieval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "30 days" in answers["how many days do I have to return an item?"]
     assert "Portugal" in answers["which countries do you ship to?"]
     assert "handbook.md" in capsys.readouterr().out
+
+
+def test_graphs_tour(tmp_path: Path) -> None:
+    tour = _load("graphs_tour")
+    triage = tour.run_triage()
+    gate = triage.plan.subtasks[0]  # type: ignore[union-attr]
+    assert gate.agent == "filtering" and triage.results[gate.id].handled.get("slm") == triage.input_items
+    rag = tour.run_rag(tmp_path / "memory")
+    returns, swallow = rag.results["answer"].items
+    assert returns.output.known and not swallow.output.known  # type: ignore[union-attr]

@@ -82,7 +82,7 @@ async def _ask(deps: RunDeps, model: str, question: str, previous: Sequence[str]
         if previous:
             lines.append(("Answers to combine:\n" if aggregate else "Other answers:\n") + shown)
         lines += [f"Question: {question}", "Best combined answer:" if aggregate else "Answer:"]
-        request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["\nQuestion:", "\n\n\n"])
+        request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["Question:", "\n\n"])
     gen = await backend.agenerate(request)
     return gen.text.strip(), (backend, gen)
 
@@ -91,7 +91,7 @@ def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
     async def layer(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
         deps = runtime.context
         question = _question(state)
-        previous = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{index - 1}p") for i in r.items if i.output is not None]  # type: ignore[attr-defined]
+        previous = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{index - 1}p") for i in r.items if i.output is not None and i.output.text]  # type: ignore[attr-defined]
 
         async def one(n: int, p: Proposer) -> tuple[SubtaskResult, list[Any]]:
             sid = f"L{index}p{n}"
@@ -119,7 +119,7 @@ def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
 def _aggregator(model: str, layers: int) -> Any:
     async def aggregate(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
         deps = runtime.context
-        answers = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{layers}p") for i in r.items if i.output is not None]  # type: ignore[attr-defined]
+        answers = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{layers}p") for i in r.items if i.output is not None and i.output.text]  # type: ignore[attr-defined]
         if not answers:
             return {"answer": None, "synthesizer": "none: every proposer of the last layer failed"}
         text, (backend, gen) = await _ask(deps, model, _question(state), answers, style="", temperature=0.0, aggregate=True)

@@ -30,6 +30,10 @@ from moa.structured import usage_of
 
 UNKNOWN = "I don't know: nothing relevant was found in the memory."
 _CITE = re.compile(r"\[(\d{1,2})\]")
+_SHOT = (  # one demonstration, for base models: how an answer cites
+    "Passages:\n[1] The museum opens at 9 am on weekdays and at 10 am on Sundays.\n[2] Adult tickets cost 12 euros; children enter free.\n\n"
+    "Question: How much does a ticket cost?\nAnswer (with citations): An adult ticket costs 12 euros, and children enter free [2]."
+)
 
 
 class Citation(BaseModel):
@@ -41,6 +45,9 @@ class Citation(BaseModel):
     source: str | None = None
     score: float
     text: str
+    explicit: bool = True
+    """The answer cites this passage as ``[n]``; False: the answer cites nothing, and this is one
+    of the passages it was given (shown so the answer can still be checked)."""
 
 
 class CitedAnswer(BaseModel):
@@ -62,13 +69,18 @@ def _prompt(question: str, passages: list[Passage], chat: bool) -> GenerateReque
     if chat:
         messages = [Message(role="system", content=rule), Message(role="user", content=f"Passages:\n{numbered}\n\nQuestion: {question}")]
         return GenerateRequest(messages=messages, max_tokens=300)
-    prompt = f"{rule}\n\nPassages:\n{numbered}\n\nQuestion: {question}\nAnswer (with citations): "
-    return GenerateRequest(prompt=prompt, max_tokens=160, stop=["\nQuestion:", "\n\n"])
+    prompt = f"{rule}\n\n{_SHOT}\n\nPassages:\n{numbered}\n\nQuestion: {question}\nAnswer (with citations): "
+    return GenerateRequest(prompt=prompt, max_tokens=160, stop=["\nQuestion:", "\n\n", "Passages:"])
 
 
 def _cited(text: str, passages: list[Passage]) -> list[Citation]:
     used = sorted({int(n) for n in _CITE.findall(text) if 1 <= int(n) <= len(passages)})
-    return [Citation(n=n, id=passages[n - 1].id, source=passages[n - 1].source, score=round(passages[n - 1].score, 4), text=passages[n - 1].text[:300]) for n in used]
+    explicit = bool(used)
+    return [
+        Citation(n=n, id=p.id, source=p.source, score=round(p.score, 4), text=p.text[:300], explicit=explicit)
+        for n in (used or range(1, len(passages) + 1))
+        for p in [passages[n - 1]]
+    ]
 
 
 def _retrieve(k: int, min_score: float) -> Any:

@@ -104,6 +104,14 @@ async def test_rag_answers_with_numbered_citations_or_says_it_does_not_know(tmp_
     await ctx.aclose()
 
 
+async def test_rag_answer_without_markers_lists_the_passages_it_was_given(tmp_path: Path) -> None:
+    ctx = await _memory_ctx(tmp_path, FakeModel(), FakeModel(["Paris."], spec="fake:big"))
+    result = await moa.arun("answer", input=["what is the capital of france"], graph=rag.build(k=2, min_score=0.2), context=ctx)
+    (item,) = result.results["answer"].items
+    assert [(c.n, c.explicit, c.source) for c in item.output.citations] == [(1, False, "geo.md")]  # type: ignore[union-attr]
+    await ctx.aclose()
+
+
 GRAPH_YAML = """\
 name: review-triage
 description: filter spam, then sentiment of the rest

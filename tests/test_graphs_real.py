@@ -68,3 +68,15 @@ def test_declared_dag_from_yaml_and_graphs_show(tmp_path: Path) -> None:
     assert result["planner"]["name"] == "given" and result["status"] == "ok"
     shown = _moa("graphs", "show", str(graph), tmp_path=tmp_path)["stdout"]
     assert "plan" in shown and "execute" in shown and "synthesize" in shown
+
+
+def test_triage_from_yaml_mixture_and_rag_by_name(tmp_path: Path) -> None:
+    messages = tmp_path / "m.txt"
+    messages.write_text("WINNER!! Claim your free prize now, text WIN to 80086\nThe hotel staff were lovely.\n")
+    triaged = _moa("run", "give the sentiment of each message", "-i", str(messages), "--graph", str(ROOT / "examples" / "graphs" / "triage.yaml"), "--json", tmp_path=tmp_path)
+    assert triaged["graph"].endswith("triage.yaml") and triaged["plan"]["subtasks"][0]["cascade"] == ["specialist", "slm"]
+    mixed = _moa("run", "Name one benefit of local models.", "--graph", "mixture", "--json", tmp_path=tmp_path)
+    assert len([k for k in mixed["results"] if k.startswith("L")]) == 6 and "aggregate" in mixed["results"]
+    unknown = _moa("run", "What is the airspeed of an unladen swallow?", "--graph", "rag", "--json", tmp_path=tmp_path)
+    assert unknown["results"]["answer"]["items"][0]["output"]["known"] is False  # empty memory: "I don't know", no model call
+    assert unknown["summary"]["calls"] == 0

@@ -32,6 +32,8 @@ class Subtask(BaseModel):
     """Where the items come from: ``input`` or the id of an earlier subtask."""
     depends_on: list[str] = Field(default_factory=list)
     """Ids of subtasks that must finish first."""
+    approve: bool = False
+    """Wait for a person's approval before this subtask starts (see :mod:`moa.approvals`)."""
 
 
 class Plan(BaseModel):

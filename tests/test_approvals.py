@@ -381,3 +381,41 @@ async def test_copies_of_an_item_share_one_approval() -> None:
     assert [i.waiting for i in waiting.results["s"].items] == ["s/1/llm", None, "s/1/llm"]
     result = await moa.aresume(waiting.run_id, approve=True, slm=slm, llm=llm, settings=s)
     assert [i.answered_by for i in result.results["s"].items] == ["llm", "slm", "llm"] and len(llm.requests) == 1
+
+
+async def test_an_llm_tier_agent_denied_its_first_step_fails_the_item_with_the_reason() -> None:
+    base = type(builtin_agents()["sentiment"])
+
+    class Careful(base):  # type: ignore[valid-type,misc]
+        name = "careful"
+        tier = "llm"
+
+    llm = FakeModel([GOOD], spec="fake:big")
+    s = settings(approve=["tier:llm"])
+    plan = {"subtasks": [{"id": "k", "agent": "careful"}]}
+    waiting = await moa.arun("t", input=["x"], plan=plan, agents=[Careful()], slm=FakeModel([GOOD]), llm=llm, settings=s)
+    assert [(a.id, a.reason) for a in waiting.pending] == [("k/1/llm", "run this item on llm")]
+    result = await moa.aresume(waiting.run_id, deny=True, agents=[Careful()], slm=FakeModel([GOOD]), llm=llm, settings=s)
+    error = result.results["k"].items[0].error
+    assert error is not None and error["code"] == ErrorCode.APPROVAL_DENIED and "tier:llm" in error["message"]
+    assert result.status == "failed" and llm.requests == []
+
+
+async def test_a_run_index_from_before_approvals_gets_its_new_column() -> None:
+    import sqlite3
+
+    from moa.runs import state_path
+
+    path = state_path(moa.load_settings())
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE moa_runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, graph TEXT NOT NULL, status TEXT NOT NULL, "
+            "started REAL NOT NULL, seconds REAL NOT NULL DEFAULT 0, items INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 1, "
+            "pid INTEGER, plan TEXT, error TEXT)"
+        )
+        conn.execute("INSERT INTO moa_runs VALUES ('old', 't', 'plan_execute', 'ok', 1.0, 2.0, 1, 1, NULL, NULL, NULL)")
+    assert await moa.apending("old") == []
+    model = FakeModel([GOOD])
+    waiting = await moa.arun("rate", input=ITEMS, plan=PLAN, slm=model, llm=model)
+    assert [a.id for a in await moa.apending(waiting.run_id)] == ["a"]

@@ -1,0 +1,93 @@
+"""Approvals on the embedded default model: a plan with one subtask that needs approval pauses,
+and goes on once approved — through the Python API, and through `moa run` / `moa resume` in
+subprocesses without a terminal (exit code 4, then the answer on the command line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import moa
+from moa.models.embedded import EmbeddedBackend
+
+pytestmark = pytest.mark.real
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = {
+    "subtasks": [
+        {"id": "mood", "agent": "sentiment"},
+        {"id": "who", "agent": "extraction", "approve": True},
+        {"id": "tone", "agent": "sentiment", "options": {"labels": ["calm", "angry"]}, "depends_on": ["who"]},
+    ]
+}
+
+
+def _reviews(n: int) -> list[str]:
+    return (ROOT / "examples" / "data" / "reviews.txt").read_text().splitlines()[:n]
+
+
+async def test_a_waiting_run_on_the_embedded_model_goes_on_once_approved(embedded: EmbeddedBackend) -> None:
+    items = _reviews(3)
+    waiting = await moa.arun("rate and extract", input=items, plan=PLAN, slm=embedded, llm=embedded)
+
+    assert waiting.status == "waiting" and [a.id for a in waiting.pending] == ["who"]
+    assert waiting.results["mood"].status == "ok" and len(waiting.results["mood"].items) == 3
+    assert set(waiting.results) == {"mood", "who"}  # tone waits behind who
+    calls = waiting.summary.calls
+
+    done = await moa.aresume(waiting.run_id, approve=["who"], slm=embedded, llm=embedded)
+
+    assert done.status in ("ok", "partial") and done.pending == []
+    assert done.reused == ["mood"]
+    assert done.results["who"].status != "waiting" and len(done.results["who"].items) == 3
+    assert done.results["tone"].status != "skipped" and len(done.results["tone"].items) == 3
+    assert {i.output.label for i in done.results["tone"].items if i.output} <= {"calm", "angry"}  # type: ignore[attr-defined]
+    assert done.summary.calls > calls  # who and tone ran after the answer; mood was not run again
+    assert [u.subtask for u in done.usage].count("mood") == [u.subtask for u in waiting.usage].count("mood")
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MOA_STATE_DIR": str(tmp_path / "state"),
+        "MOA_MEMORY_DIR": str(tmp_path / "memory"),
+        "MOA_CONFIG": str(tmp_path / "none.toml"),
+        "MOA_TIMEOUT": "600",
+    }
+
+
+def _moa(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=_env(tmp_path), timeout=900, cwd=tmp_path, stdin=subprocess.DEVNULL
+    )
+
+
+def test_the_cli_without_a_terminal_stops_waiting_and_resumes_with_the_answer(tmp_path: Path) -> None:
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(_reviews(2)) + "\n")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"subtasks": [PLAN["subtasks"][0], {**PLAN["subtasks"][2], "depends_on": ["mood"], "approve": True}]}))
+
+    first = _moa(tmp_path, "run", "rate", "--input", str(reviews), "--plan", str(plan), "--json")
+
+    assert first.returncode == 4, first.stderr
+    payload = json.loads(first.stdout)
+    run_id = payload["run_id"]
+    assert payload["status"] == "waiting" and [p["id"] for p in payload["pending"]] == ["tone"]
+    assert f"moa resume {run_id} --approve ID|all --deny ID|all" in first.stderr
+    shown = _moa(tmp_path, "runs", "show", run_id)
+    assert shown.returncode == 0 and "Waiting for approval" in shown.stdout and "tone" in shown.stdout
+
+    second = _moa(tmp_path, "resume", run_id, "--approve", "all", "--json")
+
+    assert second.returncode in (0, 3), second.stderr
+    result = json.loads(second.stdout)
+    assert result["pending"] == [] and result["reused"] == ["mood"]
+    assert result["results"]["tone"]["status"] in ("ok", "partial") and len(result["results"]["tone"]["items"]) == 2
+    listed = json.loads(_moa(tmp_path, "runs", "list", "--json").stdout)
+    assert listed[0]["status"] == result["status"] and listed[0]["attempts"] == 2

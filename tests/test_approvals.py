@@ -419,3 +419,21 @@ async def test_a_run_index_from_before_approvals_gets_its_new_column() -> None:
     model = FakeModel([GOOD])
     waiting = await moa.arun("rate", input=ITEMS, plan=PLAN, slm=model, llm=model)
     assert [a.id for a in await moa.apending(waiting.run_id)] == ["a"]
+
+
+async def test_a_pause_is_logged_and_the_report_marks_waiting_and_handed_over_items() -> None:
+    from structlog.testing import capture_logs
+
+    from moa.report import item_table
+
+    slm = weak_on("unclear")
+    llm = FakeModel([sentiment("negative", 0.97)], spec="fake:big")
+    with capture_logs() as logs:
+        waiting = await moa.arun("t", input=["fine", "unclear"], plan=ONE, slm=slm, llm=llm, settings=settings(approve=["tier:llm"]))
+    paused = [e for e in logs if e["event"] == "run_paused"]
+    assert [e["approvals"] for e in paused] == [["s/2/llm"]] and paused[0]["run_id"] == waiting.run_id
+    assert any(e["event"] == "awaiting_approval" and e["step"] == "llm" and e["subtask"] == "s" for e in logs)
+    _, rows = item_table(waiting)
+    assert rows[1] == ["unclear", "waiting (s/2/llm)"] and rows[0][1].startswith("positive")
+    handed = await moa.arun("t", input=["unclear"], plan=ONE, slm=slm, llm=slm, settings=settings(on_unsure="needs_human"))
+    assert item_table(handed)[1] == [["unclear", "needs a person"]]

@@ -5,12 +5,10 @@ subprocesses without a terminal (exit code 4, then the answer on the command lin
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from moa_process import run_moa
 
 import moa
 from moa.models.embedded import EmbeddedBackend
@@ -51,43 +49,27 @@ async def test_a_waiting_run_on_the_embedded_model_goes_on_once_approved(embedde
     assert [u.subtask for u in done.usage].count("mood") == [u.subtask for u in waiting.usage].count("mood")
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MOA_STATE_DIR": str(tmp_path / "state"),
-        "MOA_MEMORY_DIR": str(tmp_path / "memory"),
-        "MOA_CONFIG": str(tmp_path / "none.toml"),
-        "MOA_TIMEOUT": "600",
-    }
-
-
-def _moa(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=_env(tmp_path), timeout=900, cwd=tmp_path, stdin=subprocess.DEVNULL
-    )
-
-
 def test_the_cli_without_a_terminal_stops_waiting_and_resumes_with_the_answer(tmp_path: Path) -> None:
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("\n".join(_reviews(2)) + "\n")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"subtasks": [PLAN["subtasks"][0], {**PLAN["subtasks"][2], "depends_on": ["mood"], "approve": True}]}))
 
-    first = _moa(tmp_path, "run", "rate", "--input", str(reviews), "--plan", str(plan), "--json")
+    first = run_moa(tmp_path, "run", "rate", "--input", str(reviews), "--plan", str(plan), "--json")
 
     assert first.returncode == 4, first.stderr
     payload = json.loads(first.stdout)
     run_id = payload["run_id"]
     assert payload["status"] == "waiting" and [p["id"] for p in payload["pending"]] == ["tone"]
     assert f"moa resume {run_id} --approve ID|all --deny ID|all" in first.stderr
-    shown = _moa(tmp_path, "runs", "show", run_id)
+    shown = run_moa(tmp_path, "runs", "show", run_id)
     assert shown.returncode == 0 and "Waiting for approval" in shown.stdout and "tone" in shown.stdout
 
-    second = _moa(tmp_path, "resume", run_id, "--approve", "all", "--json")
+    second = run_moa(tmp_path, "resume", run_id, "--approve", "all", "--json")
 
     assert second.returncode in (0, 3), second.stderr
     result = json.loads(second.stdout)
     assert result["pending"] == [] and result["reused"] == ["mood"]
     assert result["results"]["tone"]["status"] in ("ok", "partial") and len(result["results"]["tone"]["items"]) == 2
-    listed = json.loads(_moa(tmp_path, "runs", "list", "--json").stdout)
+    listed = json.loads(run_moa(tmp_path, "runs", "list", "--json").stdout)
     assert listed[0]["status"] == result["status"] and listed[0]["attempts"] == 2

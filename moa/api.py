@@ -201,9 +201,11 @@ def _result(
     )
 
 
-async def _resume_input(graph: Pregel, config: dict[str, Any], run_id: str, settings: Settings, answers: tuple[Answer, Answer] | None) -> tuple[Any, dict[str, Any] | None]:
+async def _resume_input(
+    graph: Pregel, config: dict[str, Any], run_id: str, settings: Settings, answers: tuple[Answer, Answer] | None
+) -> tuple[Any, dict[str, Any] | None, list[Approval]]:
     """What a resumed run is invoked with (``None``, or the answers to its open approvals as a
-    ``Command``) and, when it had already ended, its final state."""
+    ``Command``), its final state when it had already ended, and the approvals it waited for."""
     try:
         saved = await graph.aget_state(config)  # type: ignore[arg-type]
     except sqlite3.Error as exc:
@@ -216,11 +218,12 @@ async def _resume_input(graph: Pregel, config: dict[str, Any], run_id: str, sett
         )
     waits = pending_of(saved.interrupts)
     if waits:
-        given = resolve_answers(run_id, [a for _, approvals in waits for a in approvals], *(answers or ((), ())))
-        return Command(resume=resume_map(waits, given)), None
+        open_ = [a for _, approvals in waits for a in approvals]
+        given = resolve_answers(run_id, open_, *(answers or ((), ())))
+        return Command(resume=resume_map(waits, given)), None, open_
     if answers is not None:
         raise UserError(ErrorCode.NOT_WAITING, f"run {run_id} is not waiting for approvals; run `moa resume {run_id}` without answers")
-    return None, (None if saved.next else saved.values)
+    return None, (None if saved.next else saved.values), []
 
 
 async def _drive(
@@ -236,8 +239,9 @@ async def _drive(
             graph = compiled if saver is None or compiled.checkpointer is not None else compiled.copy(update={"checkpointer": saver})
             state: dict[str, Any] | None = None
             start: Any = input
+            answered: list[Approval] = []
             if resume:  # before the index says `running`: a wrong answer leaves the run as it was
-                start, state = await _resume_input(graph, config, ctx.run_id, settings, answers)
+                start, state, answered = await _resume_input(graph, config, ctx.run_id, settings, answers)
             if index is not None and resume:
                 await index.resumed(ctx.run_id)
             elif index is not None:
@@ -261,8 +265,9 @@ async def _drive(
                 if index is not None:
                     failure = error or exc
                     details = failure.to_dict() if isinstance(failure, MoaError) else {"type": type(exc).__name__, "message": str(exc)}
-                    try:
-                        await index.finish(ctx.run_id, "error" if isinstance(exc, Exception) else "interrupted", time.perf_counter() - started, details)
+                    try:  # answers are saved only at the next pause or the end: on a failure the approvals still wait
+                        status = "error" if isinstance(exc, Exception) else "interrupted"
+                        await index.finish(ctx.run_id, status, time.perf_counter() - started, details, pending=answered)
                     except Exception as also:  # the index itself may be what failed
                         log.warning("run_index_not_updated", error=str(also))
                 if error is not None:
@@ -408,7 +413,7 @@ async def aresume(
         raise unknown_run(run_id, settings)
     if record.status == "running":
         raise UserError(ErrorCode.RUN_ACTIVE, f"run {run_id} is still running in process {record.pid}; wait for it, or stop that process first")
-    if answers is not None and record.status != "waiting":
+    if answers is not None and not record.pending:
         raise UserError(
             ErrorCode.NOT_WAITING,
             f"run {run_id} is not waiting for approvals (status {record.status}), so there is nothing to approve or deny; "
@@ -441,13 +446,14 @@ async def aresume(
 
 
 async def apending(run_id: str, *, settings: Settings | None = None) -> list[Approval]:
-    """The approvals run ``run_id`` waits for (empty unless its status is ``waiting``)."""
+    """The approvals run ``run_id`` waits for (empty when it waits for none). A run whose resume
+    failed after it was answered (``error``) waits for the same approvals again."""
     settings = settings or load_settings()
     async with open_index(settings) as index:
         record = await index.get(run_id)
     if record is None:
         raise unknown_run(run_id, settings)
-    return record.pending if record.status == "waiting" else []
+    return [] if record.status == "running" else record.pending
 
 
 def _check_no_running_loop(name: str) -> None:

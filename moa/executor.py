@@ -399,12 +399,17 @@ async def execute(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
         ran.add(subtask_id)
         return await continue_subtask(_job(state, spec, upstream), going_on[subtask_id], deps)
 
+    def fail(sid: str, exc: BaseException) -> None:
+        """Pass a failure on to the dependents (marked observed: the node may have ended already)."""
+        finished[sid].set_exception(exc)
+        finished[sid].exception()
+
     def settle(sid: str, call: asyncio.Future[dict[str, Any]]) -> None:
         changed.set()
         if call.cancelled():
             finished[sid].cancel()
         elif (exc := call.exception()) is not None:
-            finished[sid].set_exception(exc)
+            fail(sid, exc)
         else:
             outcomes.append(call.result())
             result = revive_results(call.result()["results"], deps.agents)[sid]
@@ -439,38 +444,33 @@ async def execute(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
         if s.id not in known:
             start(s.id, first(s.id))
     answers: dict[str, bool] = {}
-    try:
-        while True:
-            while not all(finished[s.id].done() or held(s.id) for s in plan.subtasks) and failure() is None:
-                changed.clear()
-                await changed.wait()
-            if (exc := failure()) is not None:
-                raise exc
-            if not waiting:
-                break
-            ready = [s.id for s in plan.subtasks if s.id in waiting and all(a.id in answers for a in waiting[s.id].waiting)]
-            for sid in ready:
-                going_on[sid] = waiting.pop(sid)
-                start(sid, then(sid))
-            if ready:
-                continue
-            unanswered = [a for s in plan.subtasks if s.id in waiting for a in waiting[s.id].waiting if a.id not in answers]
-            try:
-                got = interrupt(payload(unanswered))
-            except GraphInterrupt:  # the first pass: let every held task end without a result, then pause
-                for sid in waiting:
-                    finished[sid].set_exception(GraphInterrupt(()))
-                await asyncio.gather(*calls, return_exceptions=True)
-                log.info("run_paused", run_id=deps.ctx.run_id, approvals=[a.id for a in unanswered])
-                raise
-            for approval in unanswered:
-                if approval.id in (got or {}):
-                    answers[approval.id] = bool(got[approval.id])
-                    deps.ctx.decisions.record(approval, answers[approval.id])
-    finally:  # a failure reaches every dependent: mark each one observed
-        for future in finished.values():
-            if future.done() and not future.cancelled():
-                future.exception()
+    while True:
+        while not all(finished[s.id].done() or held(s.id) for s in plan.subtasks) and failure() is None:
+            changed.clear()
+            await changed.wait()
+        if (exc := failure()) is not None:
+            raise exc
+        if not waiting:
+            break
+        ready = [s.id for s in plan.subtasks if s.id in waiting and all(a.id in answers for a in waiting[s.id].waiting)]
+        for sid in ready:
+            going_on[sid] = waiting.pop(sid)
+            start(sid, then(sid))
+        if ready:
+            continue
+        unanswered = [a for s in plan.subtasks if s.id in waiting for a in waiting[s.id].waiting if a.id not in answers]
+        try:
+            got = interrupt(payload(unanswered))
+        except GraphInterrupt:  # the first pass: let every held task end without a result, then pause
+            for sid in waiting:
+                fail(sid, GraphInterrupt(()))
+            await asyncio.gather(*calls, return_exceptions=True)
+            log.info("run_paused", run_id=deps.ctx.run_id, approvals=[a.id for a in unanswered])
+            raise
+        for approval in unanswered:
+            if approval.id in (got or {}):
+                answers[approval.id] = bool(got[approval.id])
+                deps.ctx.decisions.record(approval, answers[approval.id])
     results = {s.id: finished[s.id].result() for s in plan.subtasks if s.id not in known}
     return {"results": results, "usage": [u for o in outcomes for u in o["usage"]], "reused": sorted(set(results) - ran)}
 

@@ -437,3 +437,27 @@ async def test_a_pause_is_logged_and_the_report_marks_waiting_and_handed_over_it
     assert rows[1] == ["unclear", "waiting (s/2/llm)"] and rows[0][1].startswith("positive")
     handed = await moa.arun("t", input=["unclear"], plan=ONE, slm=slm, llm=slm, settings=settings(on_unsure="needs_human"))
     assert item_table(handed)[1] == [["unclear", "needs a person"]]
+
+
+async def test_a_crash_after_the_answers_leaves_the_approvals_waiting_to_be_answered_again() -> None:
+    armed = {"on": False}
+
+    def answer(request: GenerateRequest) -> str:
+        if armed["on"] and "lovely" in item_of(request):
+            raise RuntimeError("simulated crash")
+        return GOOD
+
+    model = FakeModel(answer)
+    waiting = await moa.arun("rate", input=ITEMS, plan=PLAN, slm=model, llm=model)
+    armed["on"] = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        await moa.aresume(waiting.run_id, approve=["a"], slm=model, llm=model)
+    row = await _row(waiting.run_id)
+    assert row.status == "error" and [a.id for a in row.pending] == ["a"]  # the answer was not saved: a still waits
+    assert [a.id for a in await moa.apending(waiting.run_id)] == ["a"]
+    with pytest.raises(UserError) as info:
+        await moa.aresume(waiting.run_id, slm=model, llm=model)
+    assert info.value.code == ErrorCode.AWAITING_APPROVAL
+    armed["on"] = False
+    done = await moa.aresume(waiting.run_id, approve=["a"], slm=model, llm=model)
+    assert done.status == "ok" and done.reused == ["b"] and (await _row(waiting.run_id)).pending == []

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = {
     "subtasks": [
         {"id": "mood", "agent": "sentiment"},
-        {"id": "who", "agent": "extraction", "approve": True},
-        {"id": "tone", "agent": "sentiment", "options": {"labels": ["calm", "angry"]}, "depends_on": ["who"]},
+        {"id": "spam", "agent": "filtering", "options": {"criterion": "spam"}, "approve": True},
+        {"id": "tone", "agent": "sentiment", "options": {"labels": ["calm", "angry"]}, "depends_on": ["spam"]},
     ]
 }
 
@@ -31,21 +31,21 @@ def _reviews(n: int) -> list[str]:
 
 async def test_a_waiting_run_on_the_embedded_model_goes_on_once_approved(embedded: EmbeddedBackend) -> None:
     items = _reviews(3)
-    waiting = await moa.arun("rate and extract", input=items, plan=PLAN, slm=embedded, llm=embedded)
+    waiting = await moa.arun("rate and filter", input=items, plan=PLAN, slm=embedded, llm=embedded)
 
-    assert waiting.status == "waiting" and [a.id for a in waiting.pending] == ["who"]
+    assert waiting.status == "waiting" and [a.id for a in waiting.pending] == ["spam"]
     assert waiting.results["mood"].status == "ok" and len(waiting.results["mood"].items) == 3
-    assert set(waiting.results) == {"mood", "who"}  # tone waits behind who
+    assert set(waiting.results) == {"mood", "spam"}  # tone waits behind spam
     calls = waiting.summary.calls
 
-    done = await moa.aresume(waiting.run_id, approve=["who"], slm=embedded, llm=embedded)
+    done = await moa.aresume(waiting.run_id, approve=["spam"], slm=embedded, llm=embedded)
 
     assert done.status in ("ok", "partial") and done.pending == []
     assert done.reused == ["mood"]
-    assert done.results["who"].status != "waiting" and len(done.results["who"].items) == 3
+    assert done.results["spam"].status != "waiting" and len(done.results["spam"].items) == 3
     assert done.results["tone"].status != "skipped" and len(done.results["tone"].items) == 3
     assert {i.output.label for i in done.results["tone"].items if i.output} <= {"calm", "angry"}  # type: ignore[attr-defined]
-    assert done.summary.calls > calls  # who and tone ran after the answer; mood was not run again
+    assert done.summary.calls > calls  # spam and tone ran after the answer; mood was not run again
     assert [u.subtask for u in done.usage].count("mood") == [u.subtask for u in waiting.usage].count("mood")
 
 

@@ -48,7 +48,7 @@ from moa.models.registry import Models
 from moa.plan import Plan
 from moa.planner import PlannerInfo
 from moa.registry import agent_catalog, builtin_graphs, get_graph
-from moa.runs import RunIndex, RunRecord, open_index, unknown_run
+from moa.runs import RecordStatus, RunIndex, RunRecord, open_index, unknown_run
 from moa.settings import Settings, load_settings
 from moa.usage import Usage, UsageSummary, summarize
 
@@ -266,7 +266,7 @@ async def _drive(
                     failure = error or exc
                     details = failure.to_dict() if isinstance(failure, MoaError) else {"type": type(exc).__name__, "message": str(exc)}
                     try:  # answers are saved only at the next pause or the end: on a failure the approvals still wait
-                        status = "error" if isinstance(exc, Exception) else "interrupted"
+                        status: RecordStatus = "error" if isinstance(exc, Exception) else "interrupted"
                         await index.finish(ctx.run_id, status, time.perf_counter() - started, details, pending=answered)
                     except Exception as also:  # the index itself may be what failed
                         log.warning("run_index_not_updated", error=str(also))

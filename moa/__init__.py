@@ -57,8 +57,10 @@ __all__ = [
     "summarize",
 ]
 
-from moa.api import RunResult, aresume, arun, resume, run  # noqa: E402
+from moa.api import RunResult, apending, aresume, arun, pending, resume, run  # noqa: E402
+from moa.approvals import Approval, Handoff  # noqa: E402
 from moa.plan import Plan, Subtask  # noqa: E402
 from moa.tools import Tool, agent_tool, as_langchain_tool, memory_search, run_tool_loop, tool  # noqa: E402
 
 __all__ += ["Plan", "RunResult", "Subtask", "Tool", "agent_tool", "aresume", "arun", "resume", "as_langchain_tool", "memory_search", "run", "run_tool_loop", "tool"]
+__all__ += ["Approval", "Handoff", "apending", "pending"]

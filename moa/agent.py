@@ -26,13 +26,14 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 
+from moa.approvals import Approval, AwaitingApproval, tool_rule
 from moa.cascade import run_cascade
 from moa.confidence import calibrate, choice_probs
 from moa.context import JournalEntry, RunContext
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import SPECIALIST, Attempt, Escalation, Policy, Step
 from moa.learned import Example
-from moa.models.base import Capabilities, Generation, GenerateRequest, Message, ModelBackend
+from moa.models.base import Capabilities, Generation, GenerateRequest, Message, ModelBackend, ToolCall
 from moa.settings import Tier
 from moa.structured import generate_structured
 from moa.tools import Tool, run_tool_loop
@@ -75,6 +76,8 @@ class AgentRun(BaseModel):
     """The same input appeared earlier in the batch; this is that item's result (no extra call)."""
     routed: str | None = None
     """Why the item skipped the cheap steps up front (``route_long_chars``, ``route_non_latin``)."""
+    waiting: Approval | None = None
+    """The item is parked: its next step waits for a person's approval (the id is set by the subtask)."""
 
     @property
     def ok(self) -> bool:
@@ -94,10 +97,23 @@ class Agent(ABC, Generic[InputT, OutputT]):
     tier: ClassVar[Tier] = "slm"
     text_field: ClassVar[str] = "text"
     """The input field an item (one line of input) goes into."""
+    approve: bool = False
+    """A subtask of this agent waits for a person's approval before it starts (:meth:`with_approval`)."""
 
     @abstractmethod
     async def run(self, ctx: RunContext, data: InputT, *, subtask: str | None = None) -> AgentRun:
         """Process one input. Must not raise for a model failure: return ``AgentRun(error=...)``."""
+
+    async def proceed(self, ctx: RunContext, data: InputT, prior: AgentRun, *, subtask: str | None = None) -> AgentRun:
+        """Go on with an item that was parked for approval (``prior.waiting``) once it is answered.
+        The default runs it again; :class:`ModelAgent` continues its cascade where it stopped."""
+        return await self.run(ctx, data, subtask=subtask)
+
+    def with_approval(self, approve: bool = True) -> Self:
+        """A copy of this agent whose subtasks wait for a person's approval before they start."""
+        clone = copy.copy(self)
+        clone.approve = approve
+        return clone
 
     def make_input(self, item: str, options: dict[str, Any] | None = None) -> InputT:
         """Build this agent's input from one item and the subtask's options."""
@@ -114,23 +130,29 @@ class Agent(ABC, Generic[InputT, OutputT]):
         """Items this output passes to dependent subtasks (default: the item itself)."""
         return [item]
 
-    async def run_batch(self, ctx: RunContext, inputs: Sequence[InputT], *, subtask: str | None = None) -> list[AgentRun]:
+    async def run_batch(
+        self, ctx: RunContext, inputs: Sequence[InputT], *, subtask: str | None = None, priors: Sequence[AgentRun | None] | None = None
+    ) -> list[AgentRun]:
         """Run many inputs concurrently (each backend bounds its own concurrency).
 
         An unreachable or timed-out model stops the batch early: the remaining items get the same
         error instead of each waiting for its own timeout. Identical inputs run once (the copies
         share the result, marked ``deduplicated``). Once the run's budget is reached, items not
         started get a ``BUDGET_EXCEEDED`` error. Every finished item goes to ``ctx.journal``.
+        ``priors``: items parked for approval, to go on with (:meth:`proceed`).
         """
         stop: dict[str, Any] = {}
         first: dict[str, asyncio.Future[AgentRun]] = {}
 
-        async def compute(data: InputT) -> AgentRun:
+        async def compute(data: InputT, prior: AgentRun | None) -> AgentRun:
             if stop:
                 return AgentRun(error=stop)
             if ctx.budget.exhausted() is not None:
                 return AgentRun(error=ctx.budget.error().to_dict())
-            result = await self.run(ctx, data, subtask=subtask)
+            if prior is not None:
+                result = await self.proceed(ctx, data, prior, subtask=subtask)
+            else:
+                result = await self.run(ctx, data, subtask=subtask)
             if result.error and result.error.get("code") in (ErrorCode.MODEL_UNREACHABLE, ErrorCode.MODEL_TIMEOUT):
                 stop.update(result.error)
             return result
@@ -141,7 +163,7 @@ class Agent(ABC, Generic[InputT, OutputT]):
                 shared = await asyncio.shield(first[key])
                 result = shared.model_copy(update={"usage": [], "deduplicated": True})
             else:
-                first[key] = asyncio.ensure_future(compute(data))
+                first[key] = asyncio.ensure_future(compute(data, priors[index] if priors else None))
                 result = await asyncio.shield(first[key])
             ctx.journal.append(JournalEntry(subtask, self.name, index, str(getattr(data, self.text_field, "")), result))
             ctx.emit("item_done", subtask, index=index, ok=result.ok, answered_by=result.answered_by)
@@ -300,11 +322,32 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             log.info("tools_unavailable", agent=self.name, model=backend.spec, reason="the model has no tool-calling API")
             return None, [], []
         messages, calls, usage = await run_tool_loop(
-            ctx, backend, self.chat_messages(data), self.tools, tier=step, agent=self.name, subtask=subtask
+            ctx, backend, self.chat_messages(data), self.tools, tier=step, agent=self.name, subtask=subtask, gate=self._tool_gate(ctx, data, subtask)
         )
         if calls:
             messages = [*messages, Message(role="user", content="Now give your final answer as JSON.")]
         return messages, calls, usage
+
+    def _tool_gate(self, ctx: RunContext, data: InputT, subtask: str | None) -> Callable[[Tool, ToolCall], bool] | None:
+        """Decides the tool calls of one item of a subtask that need a person's approval."""
+        if subtask is None:  # an agent called outside a plan (e.g. as another agent's tool): no pause point
+            return None
+        item = str(getattr(data, self.text_field, ""))
+
+        def gate(tool: Tool, call: ToolCall) -> bool:
+            rule = tool_rule(ctx.settings, tool.name, tool.approve, tool.side_effects)
+            if rule is None:
+                return True
+            approval = Approval(
+                id="", kind="tool", rule=rule, subtask=subtask, agent=self.name, item=item, tool=tool.name, arguments=call.arguments,
+                reason=f"the model asks to call {tool.name}({', '.join(f'{k}={v!r}' for k, v in call.arguments.items())})",
+            )  # fmt: skip
+            decided = ctx.decisions.get(approval)
+            if decided is None:
+                raise AwaitingApproval(approval)
+            return decided
+
+        return gate
 
     def request(
         self, data: InputT, caps: Capabilities, messages: list[Message] | None = None, examples: Sequence[Example] = ()
@@ -358,6 +401,10 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     async def run(self, ctx: RunContext, data: InputT, *, subtask: str | None = None) -> AgentRun:
         """Run ``data`` through the cascade (:mod:`moa.cascade`): cheap steps first, escalating weak answers."""
         return await run_cascade(self, ctx, data, subtask)
+
+    async def proceed(self, ctx: RunContext, data: InputT, prior: AgentRun, *, subtask: str | None = None) -> AgentRun:
+        """Continue the cascade of an item parked for approval, from the step that waited."""
+        return await run_cascade(self, ctx, data, subtask, prior=prior)
 
     async def attempt(self, ctx: RunContext, step: Step, data: InputT, subtask: str | None) -> tuple[AgentRun, Attempt]:
         """One step's answer for ``data`` (never raises for a model failure)."""

@@ -1,9 +1,12 @@
-"""The Python API: :func:`arun` / :func:`aresume` (async core) and :func:`run` / :func:`resume`
-(thin sync wrappers).
+"""The Python API: :func:`arun` / :func:`aresume` / :func:`apending` (async core) and :func:`run` /
+:func:`resume` / :func:`pending` (thin sync wrappers).
 
 Every run is durable unless ``durable=False``: it is recorded in the run index and checkpointed
 under its run id after each step and each finished subtask (:mod:`moa.durable`), so
 :func:`aresume` continues a run that was killed without redoing the subtasks that finished.
+
+A run that needs a person's approval (:mod:`moa.approvals`) returns with status ``waiting`` and
+its ``pending`` approvals; ``aresume(run_id, approve=[...], deny=[...])`` answers them and goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -21,11 +25,20 @@ import structlog
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.pregel import Pregel
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from moa.agent import Agent
+from moa.approvals import (
+    Approval,
+    Decisions,
+    Handoff,
+    pending_of,
+    resolve_answers,
+    resume_map,
+)
 from moa.context import EventSink, RunContext, new_run_id
-from moa.durable import checkpoint_location, open_checkpointer, translate
+from moa.durable import checkpoint_location, load_snapshot, open_checkpointer, translate
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import EscalationSummary, resolve_cascade, summarize_escalations
 from moa.graphspec import GraphFile, is_graph_file
@@ -36,13 +49,14 @@ from moa.models.registry import Models
 from moa.plan import Plan
 from moa.planner import PlannerInfo
 from moa.registry import agent_catalog, builtin_graphs, get_graph
-from moa.runs import RunIndex, RunRecord, open_index, unknown_run
+from moa.runs import RecordStatus, RunIndex, RunRecord, open_index, unknown_run
 from moa.settings import Settings, load_settings
 from moa.usage import Usage, UsageSummary, summarize
 
 log = structlog.get_logger(__name__)
 
-RunStatus = Literal["ok", "partial", "failed", "stopped", "interrupted"]
+RunStatus = Literal["ok", "partial", "failed", "stopped", "interrupted", "waiting", "needs_human"]
+Answer = Iterable[str] | bool
 
 
 class RunResult(BaseModel):
@@ -52,9 +66,10 @@ class RunResult(BaseModel):
     task: str
     graph: str
     status: RunStatus
-    """``ok``: every subtask succeeded; ``partial``: some items or subtasks failed; ``failed``: none
-    succeeded; ``stopped``: a budget ran out (see ``stopped``); ``interrupted``: cancelled (Ctrl-C),
-    results are what finished before."""
+    """``ok``: every subtask succeeded; ``partial``: some items or subtasks failed (or were denied);
+    ``failed``: none succeeded; ``stopped``: a budget ran out (see ``stopped``); ``interrupted``:
+    cancelled (Ctrl-C), results are what finished before; ``waiting``: paused until a person answers
+    ``pending``; ``needs_human``: some items had no trustworthy answer (see ``handoff``)."""
     stopped: str | None = None
     """Which budget stopped the run, in words."""
     plan: Plan | None = None
@@ -73,11 +88,18 @@ class RunResult(BaseModel):
     """This result comes from :func:`aresume` (the run had stopped before)."""
     reused: list[str] = Field(default_factory=list)
     """Subtasks whose results came from the checkpoint instead of running again."""
+    pending: list[Approval] = Field(default_factory=list)
+    """What the run waits for (status ``waiting``); answer with :func:`aresume`."""
+    handoff: list[Handoff] = Field(default_factory=list)
+    """Items handed to a person (status ``needs_human``), with every attempt's output or error."""
 
     @property
     def exit_code(self) -> int:
+        """0 ok; 2 only user errors; 3 run errors, partial, failed, stopped; 4 waiting; 5 needs_human."""
         if self.status == "ok":
             return 0
+        if self.status in ("waiting", "needs_human"):
+            return 4 if self.status == "waiting" else 5
         codes = {e.get("type") for e in self.errors}
         return 2 if codes == {"UserError"} else 3
 
@@ -97,8 +119,9 @@ def _errors(results: Mapping[str, SubtaskResult]) -> list[dict[str, Any]]:
         first = next((i.error for i in r.items if i.error), None)
         if first is not None:
             errors.append({**first, "subtask": r.id})
-        elif r.status in ("failed", "skipped"):
-            errors.append({"type": "RunError", "code": str(ErrorCode.SUBTASK_FAILED), "message": r.reason or r.status, "subtask": r.id})
+        elif r.status in ("failed", "skipped", "denied"):
+            code = ErrorCode.APPROVAL_DENIED if r.status == "denied" else ErrorCode.SUBTASK_FAILED
+            errors.append({"type": "RunError", "code": str(code), "message": r.reason or r.status, "subtask": r.id})
     return errors
 
 
@@ -135,13 +158,27 @@ def _translate(exc: BaseException, settings: Settings) -> MoaError | None:
 
 
 def _result(
-    state: Mapping[str, Any], *, ctx: RunContext, record: RunRecord, deps: RunDeps, seconds: float, resumed: bool, interrupted: bool = False
+    state: Mapping[str, Any],
+    *,
+    ctx: RunContext,
+    record: RunRecord,
+    deps: RunDeps,
+    seconds: float,
+    resumed: bool,
+    interrupted: bool = False,
+    pending: list[Approval] | None = None,
 ) -> RunResult:
     results = revive_results(state.get("results", {}), deps.agents)
     usage: list[Usage] = state.get("usage", [])
     price = ctx.settings.prices.get(ctx.settings.llm)
     items = [i for r in results.values() for i in r.items if not i.deduplicated]
-    status: RunStatus = "interrupted" if interrupted else ("stopped" if ctx.budget.stopped else _status(results))
+    handoff = [
+        Handoff(subtask=r.id, agent=r.agent, item=i.item, reason=i.handoff, attempts=i.attempts)
+        for r in results.values()
+        for i in r.items
+        if i.handoff and not i.deduplicated
+    ]
+    status: RunStatus = "interrupted" if interrupted else "waiting" if pending else "stopped" if ctx.budget.stopped else "needs_human" if handoff else _status(results)
     return RunResult(
         run_id=ctx.run_id,
         task=state.get("task", record.task),
@@ -161,10 +198,39 @@ def _result(
         input_items=len(state["items"]) if "items" in state else record.items,
         resumed=resumed,
         reused=state.get("reused", []),
+        pending=pending or [],
+        handoff=handoff,
     )
 
 
-async def _drive(compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDeps, record: RunRecord, resume: bool) -> RunResult:
+async def _resume_input(
+    graph: Pregel, config: dict[str, Any], run_id: str, settings: Settings, answers: tuple[Answer, Answer] | None
+) -> tuple[Any, dict[str, Any] | None, list[Approval]]:
+    """What a resumed run is invoked with (``None``, or the answers to its open approvals as a
+    ``Command``), its final state when it had already ended, and the approvals it waited for."""
+    try:
+        saved = await graph.aget_state(config)  # type: ignore[arg-type]
+    except sqlite3.Error as exc:
+        raise translate(exc, settings) or exc from exc
+    if not saved.values:
+        raise UserError(
+            ErrorCode.RUN_NOT_RESUMABLE,
+            f"run {run_id} has no checkpoint in {checkpoint_location(settings)} (it stopped before its first step, "
+            "or its checkpoints went to another checkpoint_url); start it again with `moa run`",
+        )
+    waits = pending_of(saved.interrupts)
+    if waits:
+        open_ = [a for _, approvals in waits for a in approvals]
+        given = resolve_answers(run_id, open_, *(answers or ((), ())))
+        return Command(resume=resume_map(waits, given)), None, open_
+    if answers is not None:
+        raise UserError(ErrorCode.NOT_WAITING, f"run {run_id} is not waiting for approvals; run `moa resume {run_id}` without answers")
+    return None, (None if saved.next else saved.values), []
+
+
+async def _drive(
+    compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDeps, record: RunRecord, resume: bool, answers: tuple[Answer, Answer] | None = None
+) -> RunResult:
     """Invoke the graph under the run's checkpoint thread; keep the run index up to date."""
     ctx = deps.ctx
     settings = ctx.settings
@@ -173,25 +239,24 @@ async def _drive(compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDep
     with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
         async with _durable(settings) as (saver, index):
             graph = compiled if saver is None or compiled.checkpointer is not None else compiled.copy(update={"checkpointer": saver})
+            state: dict[str, Any] | None = None
+            start: Any = input
+            answered: list[Approval] = []
+            if resume:  # before the index says `running`: a wrong answer leaves the run as it was
+                start, state, answered = await _resume_input(graph, config, ctx.run_id, settings, answers)
             if index is not None and resume:
                 await index.resumed(ctx.run_id)
             elif index is not None:
                 await index.start(record)
             log.info("run_resumed" if resume else "run_started", task=record.task[:200], items=record.items, graph=record.graph)
+            pending: list[Approval] = []
             try:
-                state = None
-                if resume:
-                    saved = await graph.aget_state(config)
-                    if not saved.values:
-                        raise UserError(
-                            ErrorCode.RUN_NOT_RESUMABLE,
-                            f"run {ctx.run_id} has no checkpoint in {checkpoint_location(settings)} (it stopped before its first step, "
-                            "or its checkpoints went to another checkpoint_url); start it again with `moa run`",
-                        )
-                    state = None if saved.next else saved.values
                 if state is None:
                     durability = "sync" if graph.checkpointer is not None else None  # save each step before the next
-                    state = await graph.ainvoke(input, config, context=deps, durability=durability)
+                    state = await graph.ainvoke(start, config, context=deps, durability=durability)
+                pending = [a for _, approvals in pending_of(state.get("__interrupt__", [])) for a in approvals]
+                if pending:
+                    state = await _paused_state(graph, ctx.run_id, state, pending)
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):  # Ctrl-C: keep what finished
                     ctx.partial = _result(
@@ -202,18 +267,34 @@ async def _drive(compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDep
                 if index is not None:
                     failure = error or exc
                     details = failure.to_dict() if isinstance(failure, MoaError) else {"type": type(exc).__name__, "message": str(exc)}
-                    try:
-                        await index.finish(ctx.run_id, "error" if isinstance(exc, Exception) else "interrupted", time.perf_counter() - started, details)
+                    try:  # answers are saved only at the next pause or the end: on a failure the approvals still wait
+                        status: RecordStatus = "error" if isinstance(exc, Exception) else "interrupted"
+                        await index.finish(ctx.run_id, status, time.perf_counter() - started, details, pending=answered)
                     except Exception as also:  # the index itself may be what failed
                         log.warning("run_index_not_updated", error=str(also))
                 if error is not None:
                     raise error from exc
                 raise
-            result = _result(state, ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume)
+            result = _result(state, ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume, pending=pending)
             if index is not None:
-                await index.finish(ctx.run_id, result.status, result.seconds)
-    log.info("run_finished", status=result.status, seconds=result.seconds, calls=result.summary.calls, reused=len(result.reused))
+                await index.finish(ctx.run_id, result.status, result.seconds, pending=result.pending)
+    if pending:
+        log.info("run_waiting", approvals=[a.id for a in pending], seconds=result.seconds)
+    else:
+        log.info("run_finished", status=result.status, seconds=result.seconds, calls=result.summary.calls, reused=len(result.reused))
     return result
+
+
+async def _paused_state(graph: Pregel, run_id: str, state: dict[str, Any], pending: list[Approval]) -> dict[str, Any]:
+    """The state of a paused run: what the checkpoint holds, with the subtasks finished so far."""
+    if not isinstance(graph.checkpointer, BaseCheckpointSaver):
+        raise UserError(
+            ErrorCode.BAD_CONFIG,
+            f"{pending[0].id} needs a person's approval ({pending[0].rule}), and a run can only wait for one when it is durable; "
+            "unset MOA_DURABLE=false, or remove the approval rule",
+        )
+    snapshot = await load_snapshot(graph.checkpointer, run_id)
+    return {**state, "results": snapshot.results, "usage": snapshot.usage} if snapshot is not None else state
 
 
 async def arun(
@@ -245,6 +326,10 @@ async def arun(
     settings = settings or (context.settings if context else load_settings())
     task = check_task(task, settings)
     resolve_cascade(settings)  # a bad cascade fails before any model runs
+    if settings.approve and not settings.durable:
+        raise UserError(
+            ErrorCode.BAD_CONFIG, "approval rules need durable runs (a waiting run is resumed from its checkpoint); unset MOA_DURABLE=false or drop `approve`"
+        )
     if input is None:
         items: list[str] = []
     elif isinstance(input, (str, Path)):
@@ -256,7 +341,7 @@ async def arun(
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:
-        ctx = dataclasses.replace(context, settings=settings, run_id=run_id or new_run_id(), on_event=on_event or context.on_event)
+        ctx = dataclasses.replace(context, settings=settings, run_id=run_id or new_run_id(), on_event=on_event or context.on_event, decisions=Decisions())
     record = RunRecord(
         run_id=ctx.run_id, task=task, graph=graph_name, status="running", started=time.time(), items=len(items), plan=_plan_json(plan)
     )
@@ -283,26 +368,45 @@ def _journal_state(ctx: RunContext) -> dict[str, Any]:
     return {"results": by_subtask, "usage": usage}
 
 
+def _answer(value: Answer, side: str) -> bool | list[str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        raise UserError(ErrorCode.INVALID_INPUT, f"{side}= takes a list of approval ids or True, not the string {value!r}; e.g. {side}=[{value!r}]")
+    return list(value)
+
+
 async def aresume(
     run_id: str,
     *,
+    approve: Answer = (),
+    deny: Answer = (),
     graph: Pregel | None = None,
     agents: Iterable[Agent] | None = None,  # type: ignore[type-arg]
     settings: Settings | None = None,
     slm: ModelBackend | None = None,
     llm: ModelBackend | None = None,
     on_event: EventSink | None = None,
+    context: RunContext | None = None,
 ) -> RunResult:
-    """Continue a run that stopped (killed, interrupted, or failed with an error) from its checkpoint.
+    """Continue a run that stopped (killed, interrupted, failed with an error, or waiting for a
+    person's approval) from its checkpoint.
 
     Subtasks that had finished are not run again (``RunResult.reused`` lists them). The run uses
     the current settings (models may differ from the first attempt).
 
     Args:
+        approve, deny: answers to a ``waiting`` run's approvals: ids from ``RunResult.pending`` /
+            :func:`apending`, or ``True`` for every pending one (named ids win over ``True``).
+            Ids that are not pending are a ``not_waiting`` error; the run may wait again later.
         graph: the compiled graph, when the run used a custom one (built-ins are found by name).
         agents: the extra agents the run used.
+        context: a :class:`RunContext` to reuse (its models stay open; e.g. to resume in the same
+            process right after a run paused).
     """
-    settings = settings or load_settings()
+    settings = settings or (context.settings if context else load_settings())
+    approve, deny = _answer(approve, "approve"), _answer(deny, "deny")
+    answers = (approve, deny) if approve or deny else None
     if not settings.durable:
         raise UserError(ErrorCode.BAD_CONFIG, "cannot resume with durable=false (runs are not recorded); unset MOA_DURABLE")
     async with open_index(settings) as index:
@@ -311,7 +415,13 @@ async def aresume(
         raise unknown_run(run_id, settings)
     if record.status == "running":
         raise UserError(ErrorCode.RUN_ACTIVE, f"run {run_id} is still running in process {record.pid}; wait for it, or stop that process first")
-    if record.status in ("ok", "partial", "failed"):
+    if answers is not None and not record.pending:
+        raise UserError(
+            ErrorCode.NOT_WAITING,
+            f"run {run_id} is not waiting for approvals (status {record.status}), so there is nothing to approve or deny; "
+            f"`moa runs show {run_id}` shows it",
+        )
+    if record.status in ("ok", "partial", "failed", "needs_human"):
         raise UserError(
             ErrorCode.RUN_FINISHED,
             f"run {run_id} already finished (status {record.status}); `moa runs show {run_id}` shows it, `moa run` starts a new one",
@@ -322,12 +432,31 @@ async def aresume(
         )
     catalog = agent_catalog(agents)
     compiled, _ = _graph(graph if graph is not None else record.graph, catalog)
-    ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
+    if context is None:
+        ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
+    else:
+        ctx = dataclasses.replace(context, settings=settings, run_id=run_id, on_event=on_event or context.on_event, decisions=Decisions())
     deps = RunDeps(ctx=ctx, agents=catalog, plan=record.plan)
     try:
-        return await _drive(compiled, None, deps=deps, record=record, resume=True)
+        return await _drive(compiled, None, deps=deps, record=record, resume=True, answers=answers)
+    except asyncio.CancelledError:
+        if context is not None:
+            context.partial = ctx.partial
+        raise
     finally:
-        await ctx.aclose()
+        if context is None:
+            await ctx.aclose()
+
+
+async def apending(run_id: str, *, settings: Settings | None = None) -> list[Approval]:
+    """The approvals run ``run_id`` waits for (empty when it waits for none). A run whose resume
+    failed after it was answered (``error``) waits for the same approvals again."""
+    settings = settings or load_settings()
+    async with open_index(settings) as index:
+        record = await index.get(run_id)
+    if record is None:
+        raise unknown_run(run_id, settings)
+    return [] if record.status == "running" else record.pending
 
 
 def _check_no_running_loop(name: str) -> None:
@@ -351,3 +480,9 @@ def resume(run_id: str, **kwargs: Any) -> RunResult:
     """Synchronous :func:`aresume` (refuses to run inside an event loop)."""
     _check_no_running_loop("resume")
     return asyncio.run(aresume(run_id, **kwargs))
+
+
+def pending(run_id: str, **kwargs: Any) -> list[Approval]:
+    """Synchronous :func:`apending` (refuses to run inside an event loop)."""
+    _check_no_running_loop("pending")
+    return asyncio.run(apending(run_id, **kwargs))

@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from moa import cli_learn
-from moa.api import RunResult, aresume, arun
+from moa.api import RunResult, apending, aresume, arun
+from moa.cli_approvals import Answers, render_handoff, render_pending
 from moa.cli_output import err, fail, out
 from moa.context import Event, RunContext
 from moa.errors import ErrorCode, MoaError, UserError
@@ -103,16 +104,17 @@ class _Progress:
     def __call__(self, event: Event) -> None:
         if event.kind == "planned":
             for s in event.data["plan"].subtasks:
-                self.rows[s.id] = {"agent": s.agent, "status": "waiting"}
+                self.rows[s.id] = {"agent": s.agent, "status": "queued"}
         elif event.subtask is not None:
-            self.rows.setdefault(event.subtask, {"status": "waiting"})
+            self.rows.setdefault(event.subtask, {"status": "queued"})
             row = self.rows[event.subtask]
             if event.kind == "subtask_started":
                 row.update(status="running", items=event.data.get("items"), t0=time.perf_counter())
             elif event.kind == "item_done":
                 row["done"] = row.get("done", 0) + 1
             elif event.kind == "subtask_done":
-                row.update(status=event.data.get("status", "done") + (" (saved)" if event.data.get("reused") else ""))
+                status = {"waiting": "awaiting approval"}.get(event.data.get("status", "done"), event.data.get("status", "done"))
+                row.update(status=status + (" (saved)" if event.data.get("reused") else ""))
             if "t0" in row:
                 row["seconds"] = time.perf_counter() - row["t0"] if row["status"] == "running" else row.get("seconds", 0)
         if self.live is not None:
@@ -177,6 +179,10 @@ def _render(result: RunResult) -> None:
     for e in result.errors:
         line = f"in {e.get('subtask')}: [{e.get('code')}] {e.get('message')}"
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if result.handoff:
+        render_handoff(result.handoff)
+    if result.pending:
+        render_pending(result.run_id, result.pending)
 
 
 def _read_plan(path: Path) -> str:
@@ -220,6 +226,10 @@ def run(
     plan: Annotated[Optional[Path], typer.Option("--plan", help="Run this plan (JSON file) instead of planning.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines to stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log info-level events.")] = False,
+    approval: Annotated[Optional[list[str]], typer.Option("--approval", help="Make steps wait for a person: subtask:ID, agent:NAME, tier:llm, tool:NAME, tools:side_effects (repeatable).")] = None,
+    approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every step that waits for a person, without asking.")] = False,
+    deny_all: Annotated[bool, typer.Option("--deny-all", help="Deny every step that waits for a person, without asking.")] = False,
+    on_unsure: Annotated[Optional[str], typer.Option(help="keep | needs_human: hand items with no trustworthy answer to a person.")] = None,
 ) -> None:
     """Plan TASK, run its subtasks on small models in parallel (escalating weak answers), print the report."""
     if log_json or verbose:
@@ -228,12 +238,13 @@ def run(
         settings = _settings(
             slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout, threshold=threshold, cascade=_csv(cascade),
             escalate=escalate, confidence=confidence, budget_tokens=budget_tokens, budget_cost=budget_cost,
-            budget_seconds=budget_seconds, cache=cache,
+            budget_seconds=budget_seconds, cache=cache, approve=approval, on_unsure=on_unsure,
         )  # fmt: skip
         given = _read_plan(plan) if plan is not None else None
+        answers = Answers.of(approve_all=approve_all, deny_all=deny_all)
     except MoaError as exc:
         _fail(exc, as_json)
-    _execute(lambda ctx: arun(task, input=input, graph=graph, plan=given, context=ctx), settings, as_json, output)
+    _execute(lambda ctx: arun(task, input=input, graph=graph, plan=given, context=ctx), settings, as_json, output, answers)
 
 
 async def _closing(ctx: RunContext, job: Coroutine[Any, Any, RunResult]) -> RunResult:
@@ -243,14 +254,35 @@ async def _closing(ctx: RunContext, job: Coroutine[Any, Any, RunResult]) -> RunR
         await ctx.aclose()
 
 
-def _execute(start: Callable[[RunContext], Coroutine[Any, Any, RunResult]], settings: Settings, as_json: bool, output: Path | None = None) -> None:
-    """Run (or resume) with a live progress table on a terminal; print the result; exit with its code.
+async def _answering(
+    ctx: RunContext, start: Callable[[RunContext], Coroutine[Any, Any, RunResult]], answers: Answers, progress: _Progress | None
+) -> RunResult:
+    """Run, and while the run waits for approvals that this command can answer, answer and go on."""
+    result = await start(ctx)
+    while result.status == "waiting":
+        live = progress.live if progress is not None else None
+        reply = answers.reply(result.pending, pause=live.stop if live else lambda: None, go_on=live.start if live else lambda: None)
+        if reply is None:
+            break
+        result = await aresume(result.run_id, approve=reply[0], deny=reply[1], context=ctx)
+    return result
+
+
+def _execute(
+    start: Callable[[RunContext], Coroutine[Any, Any, RunResult]],
+    settings: Settings,
+    as_json: bool,
+    output: Path | None = None,
+    answers: Answers | None = None,
+) -> None:
+    """Run (or resume) with a live progress table on a terminal; answer approvals as ``answers``
+    says; print the result; exit with its code (4: waiting, 5: needs a person).
     On Ctrl-C, the finished items are written to ``output`` (or ``moa-<run_id>.partial.json``)."""
     ctx: RunContext | None = None
     try:
         progress = _Progress() if err.is_terminal and not as_json else None
         ctx = RunContext.create(settings, on_event=progress)
-        job = _closing(ctx, start(ctx))
+        job = _closing(ctx, _answering(ctx, start, answers or Answers(), progress))
         if progress is not None:
             with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
                 progress.live = live
@@ -276,6 +308,8 @@ def _execute(start: Callable[[RunContext], Coroutine[Any, Any, RunResult]], sett
         out.print_json(result.model_dump_json(), highlight=False)
         for e in result.errors:
             err.print(f"error in {e.get('subtask')}: [{e.get('code')}] {e.get('message')}", markup=False, highlight=False, soft_wrap=True)
+        if result.pending:
+            err.print(f"waiting for approval: {', '.join(a.id for a in result.pending)}; answer with: moa resume {result.run_id} --approve ID|all --deny ID|all", markup=False, highlight=False, soft_wrap=True)
     else:
         _render(result)
     raise typer.Exit(result.exit_code)
@@ -306,14 +340,22 @@ def resume(
     slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
+    approve: Annotated[Optional[list[str]], typer.Option("--approve", help="Approve this waiting step (an id from `moa runs show`), or `all` (repeatable).")] = None,
+    deny: Annotated[Optional[list[str]], typer.Option("--deny", help="Deny this waiting step, or `all` (repeatable).")] = None,
 ) -> None:
-    """Continue a run that stopped (killed, interrupted, failed) without redoing its finished subtasks."""
+    """Continue a run that stopped (killed, interrupted, failed, waiting for approval) without redoing its finished subtasks."""
     try:
         settings = _settings(slm=slm, llm=llm, timeout=timeout)
+        answers = Answers.of(approve=approve or (), deny=deny or ())
+        first = answers.first()
+        if first is None and answers.ask:  # a person at a terminal answers what waits, if anything does
+            waits = asyncio.run(apending(run_id, settings=settings))
+            first = answers.reply(waits) if waits else None
     except MoaError as exc:
         _fail(exc, as_json)
         return
-    _execute(lambda ctx: aresume(run_id, settings=settings, on_event=ctx.on_event), settings, as_json)
+    approve_first, deny_first = first or ([], [])
+    _execute(lambda ctx: aresume(run_id, approve=approve_first, deny=deny_first, context=ctx), settings, as_json, answers=answers)
 
 
 @graphs_app.callback(invoke_without_command=True)
@@ -356,7 +398,8 @@ def runs_list(
     table.add_column("task", overflow="fold")
     for r in records:
         started = time.strftime("%m-%d %H:%M", time.localtime(r.started))
-        table.add_row(r.run_id, r.status, r.graph, str(r.items), started, f"{r.seconds:.1f}", escape(r.task[:60]))
+        status = f"{r.status} ({len(r.pending)})" if r.pending else r.status
+        table.add_row(r.run_id, status, r.graph, str(r.items), started, f"{r.seconds:.1f}", escape(r.task[:60]))
     out.print(table)
 
 
@@ -382,6 +425,8 @@ def _render_view(view: RunView) -> None:
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
     if r.status in ("interrupted", "error"):
         out.print(f"continue it with: moa resume {r.run_id}", highlight=False)
+    if r.pending:
+        render_pending(r.run_id, r.pending)
 
 
 @runs_app.command("show")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
+from moa.approvals import Decisions
 from moa.budget import Budget
 from moa.errors import MoaError
 from moa.escalation import Policy, Step, resolve_cascade, threshold_for
@@ -81,6 +82,8 @@ class RunContext:
     """Every finished item, in finishing order (partial results survive an interrupted run through it)."""
     partial: Any = None
     """The :class:`moa.api.RunResult` of what finished, when the run was interrupted."""
+    decisions: Decisions = field(default_factory=Decisions)
+    """A person's answers to this run's approvals so far (:mod:`moa.approvals`)."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)

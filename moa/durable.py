@@ -31,6 +31,10 @@ _RETURN = "__return__"  # the channel LangGraph saves a finished task's return v
 _POSTGRES = ("postgres://", "postgresql://")
 
 
+def _status(result: Any) -> Any:
+    return result.get("status") if isinstance(result, dict) else getattr(result, "status", None)
+
+
 def serializer() -> JsonPlusSerializer:
     """LangGraph's serializer, allowed to rebuild moa's state types (and nothing unexpected)."""
     return JsonPlusSerializer(allowed_msgpack_modules=[Plan, PlannerInfo, SubtaskResult, Usage])
@@ -117,7 +121,9 @@ async def load_snapshot(saver: BaseCheckpointSaver, run_id: str) -> RunSnapshot 
     usage = list(values.get("usage") or [])
     for _task, channel, value in saved.pending_writes or []:
         if channel == _RETURN and isinstance(value, dict) and isinstance(value.get("results"), dict):
-            results.update(value["results"])
+            for sid, result in value["results"].items():  # a subtask that went on after approval: its last result wins
+                if sid not in results or _status(results[sid]) == "waiting":
+                    results[sid] = result
             usage += value.get("usage") or []
     return RunSnapshot(
         task=values.get("task"),

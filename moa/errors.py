@@ -50,6 +50,9 @@ class ErrorCode(StrEnum):
     STATE_LOCKED = "state_locked"
     STATE_CORRUPT = "state_corrupt"
     STATE_UNAVAILABLE = "state_unavailable"
+    NOT_WAITING = "not_waiting"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVAL_DENIED = "approval_denied"
 
 
 class MoaError(Exception):

@@ -36,6 +36,8 @@ class Subtask(BaseModel):
     """This step's own escalation cascade (e.g. ``["llm"]`` to run on the large model only)."""
     threshold: float | None = Field(None, ge=0, le=1)
     """This step's own escalation threshold."""
+    approve: bool = False
+    """Wait for a person's approval before this subtask starts (see :mod:`moa.approvals`)."""
 
 
 class Plan(BaseModel):

@@ -42,7 +42,12 @@ def item_table(result: RunResult) -> tuple[list[str], list[list[str]]]:
             if item.item not in cells:
                 order.append(item.item)
                 cells[item.item] = {}
-            cells[item.item][r.id] = brief(item.output, item.error)
+            if item.handoff:
+                cells[item.item][r.id] = "needs a person"
+            elif item.waiting:
+                cells[item.item][r.id] = f"waiting ({item.waiting})"
+            else:
+                cells[item.item][r.id] = brief(item.output, item.error)
     rows = [[item, *[cells[item].get(r.id, "·") for r in subtasks]] for item in order]
     return header, rows
 

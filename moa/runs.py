@@ -20,12 +20,13 @@ from typing import Any, Literal
 import aiosqlite
 from pydantic import BaseModel
 
+from moa.approvals import Approval
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.settings import Settings
 
 STATE_FILE = "runs.sqlite"
 
-RecordStatus = Literal["running", "interrupted", "ok", "partial", "failed", "error"]
+RecordStatus = Literal["running", "interrupted", "ok", "partial", "failed", "error", "stopped", "waiting", "needs_human"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS moa_runs (
@@ -39,10 +40,11 @@ CREATE TABLE IF NOT EXISTS moa_runs (
     attempts INTEGER NOT NULL DEFAULT 1,
     pid INTEGER,
     plan TEXT,
-    error TEXT
+    error TEXT,
+    pending TEXT
 )
 """
-_COLUMNS = "run_id, task, graph, status, started, seconds, items, attempts, pid, plan, error"
+_COLUMNS = "run_id, task, graph, status, started, seconds, items, attempts, pid, plan, error, pending"
 
 
 class RunRecord(BaseModel):
@@ -63,6 +65,8 @@ class RunRecord(BaseModel):
     plan: str | None = None
     """The plan the caller gave (JSON), needed to resume a run that stopped before planning."""
     error: dict[str, Any] | None = None
+    pending: list[Approval] = []
+    """What the run waits for (status ``waiting``): answer with ``moa resume RUN_ID --approve/--deny``."""
 
 
 def state_path(settings: Settings) -> Path:
@@ -157,6 +161,7 @@ class RunIndex:
         for row in rows:
             data = dict(zip(_COLUMNS.split(", "), row, strict=True))
             data["error"] = json.loads(data["error"]) if data["error"] else None
+            data["pending"] = json.loads(data["pending"]) if data["pending"] else []
             if data["status"] == "running" and not _alive(data["pid"]):
                 data["status"] = "interrupted"
             records.append(RunRecord.model_validate(data))
@@ -166,8 +171,8 @@ class RunIndex:
         """Record a new run (``UserError`` ``RUN_EXISTS`` when the id is taken)."""
         try:
             await self._write(
-                f"INSERT INTO moa_runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.run_id, record.task, record.graph, "running", record.started, 0.0, record.items, 1, os.getpid(), record.plan, None),
+                f"INSERT INTO moa_runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.run_id, record.task, record.graph, "running", record.started, 0.0, record.items, 1, os.getpid(), record.plan, None, None),
             )
         except UserError as exc:
             if "UNIQUE" not in exc.message:
@@ -180,11 +185,14 @@ class RunIndex:
         """Mark a run as running again, in this process (one more attempt)."""
         await self._write("UPDATE moa_runs SET status = 'running', attempts = attempts + 1, pid = ?, error = NULL WHERE run_id = ?", (os.getpid(), run_id))
 
-    async def finish(self, run_id: str, status: RecordStatus, seconds: float, error: dict[str, Any] | None = None) -> None:
-        """Record how an attempt ended and add its wall time."""
+    async def finish(
+        self, run_id: str, status: RecordStatus, seconds: float, error: dict[str, Any] | None = None, pending: list[Approval] | None = None
+    ) -> None:
+        """Record how an attempt ended (and what it waits for) and add its wall time."""
+        waits = json.dumps([a.model_dump(mode="json") for a in pending]) if pending else None
         await self._write(
-            "UPDATE moa_runs SET status = ?, seconds = seconds + ?, error = ?, pid = NULL WHERE run_id = ?",
-            (status, round(seconds, 3), json.dumps(error) if error else None, run_id),
+            "UPDATE moa_runs SET status = ?, seconds = seconds + ?, error = ?, pending = ?, pid = NULL WHERE run_id = ?",
+            (status, round(seconds, 3), json.dumps(error) if error else None, waits, run_id),
         )
 
     async def get(self, run_id: str) -> RunRecord | None:
@@ -204,6 +212,10 @@ async def open_index(settings: Settings) -> AsyncIterator[RunIndex]:
     try:
         try:
             await conn.executescript(f"PRAGMA journal_mode=WAL; {_SCHEMA};")
+            async with conn.execute("SELECT name FROM pragma_table_info('moa_runs')") as cursor:
+                if not any(row[0] == "pending" for row in await cursor.fetchall()):  # an index written before approvals existed
+                    await conn.execute("ALTER TABLE moa_runs ADD COLUMN pending TEXT")
+                    await conn.commit()
         except sqlite3.Error as exc:
             raise state_error(exc, path, settings) from exc
         yield RunIndex(conn, path, settings)

@@ -23,7 +23,8 @@ class SubtaskView(BaseModel):
     agent: str
     depends_on: list[str] = Field(default_factory=list)
     status: str
-    """``ok``, ``partial``, ``failed``, ``skipped``, or ``pending`` (not finished yet)."""
+    """``ok``, ``partial``, ``failed``, ``skipped``, ``denied``, ``waiting`` (for approval), or
+    ``pending`` (not finished yet)."""
     items: int = 0
     models: list[str] = Field(default_factory=list)
     calls: int = 0
@@ -64,6 +65,8 @@ _STYLES = {
     "partial": "fill:#fef3c7,stroke:#d97706",
     "failed": "fill:#fee2e2,stroke:#dc2626",
     "skipped": "fill:#e5e7eb,stroke:#6b7280",
+    "denied": "fill:#fce7f3,stroke:#be185d",
+    "waiting": "fill:#e0f2fe,stroke:#0284c7,stroke-dasharray:4",
     "pending": "fill:#ffffff,stroke:#9ca3af,stroke-dasharray:4",
 }
 

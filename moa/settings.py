@@ -20,6 +20,17 @@ from moa.errors import ErrorCode, UserError
 Tier = Literal["slm", "llm"]
 PlannerChoice = Literal["auto", "router", "llm"]
 ConfidenceMethod = Literal["auto", "logprobs", "samples", "self"]
+OnUnsure = Literal["keep", "needs_human"]
+SIDE_EFFECTS = "tools:side_effects"
+_RULE_PREFIXES = ("subtask:", "agent:", "tier:", "tool:")
+
+
+def check_rule(entry: str) -> str:
+    """``entry`` if it is a valid approval rule (see :mod:`moa.approvals`), else ``ValueError``."""
+    entry = entry.strip()
+    if entry == SIDE_EFFECTS or (entry.startswith(_RULE_PREFIXES) and entry.split(":", 1)[1].strip()):
+        return entry
+    raise ValueError(f"unknown approval rule {entry!r}; use subtask:<id>, agent:<name>, tier:<step> (e.g. tier:llm), tool:<name> or {SIDE_EFFECTS}")
 
 
 class Price(BaseModel):
@@ -132,6 +143,19 @@ class Settings(BaseSettings):
     Default: ``runs.sqlite`` under state_dir, next to the run index."""
     state_lock_timeout: float = Field(10.0, ge=0)
     """Seconds to wait for a state database that another process has locked."""
+
+    # human in the loop
+    approve: list[str] = Field(default_factory=list)
+    """Steps that wait for a person's approval: ``subtask:<id>``, ``agent:<name>``, ``tier:<step>``
+    (``tier:llm``: before any call on the llm step), ``tool:<name>``, ``tools:side_effects``."""
+    on_unsure: OnUnsure = "keep"
+    """``keep``: a weak answer is kept (marked unverified); ``needs_human``: items whose answer stays
+    weak or whose every step failed are handed to a person, and the run ends ``needs_human``."""
+
+    @field_validator("approve")
+    @classmethod
+    def _approval_rules(cls, value: list[str]) -> list[str]:
+        return [check_rule(entry) for entry in value]
 
     @field_validator("thresholds")
     @classmethod

@@ -4,7 +4,9 @@ A :class:`Tool` has a name, a description and a pydantic model of its arguments.
 given tools explicitly; those names are its **allowlist**. :func:`run_tool_loop` offers the
 allowed tools to a chat model through the backend's tool-calling API, executes the calls it asks
 for, and feeds the results back. A call to an unknown or disallowed tool is *refused*: it is not
-executed, the model is told why, and the refusal is kept in the run record.
+executed, the model is told why, and the refusal is kept in the run record. A tool marked
+``side_effects=True`` or ``approve=True`` may need a person's approval first (:mod:`moa.approvals`);
+a denied call is refused the same way.
 
 Any agent can also be exposed as a langchain-core tool (:func:`as_langchain_tool`), with typed
 arguments from its input model, for use in other LangChain/LangGraph code.
@@ -21,9 +23,10 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
+from moa.approvals import AwaitingApproval
 from moa.context import RunContext
 from moa.errors import ErrorCode, MoaError, UserError
-from moa.models.base import Generation, GenerateRequest, Message, ModelBackend, ToolSpec
+from moa.models.base import Generation, GenerateRequest, Message, ModelBackend, ToolCall, ToolSpec
 from moa.structured import usage_of
 from moa.usage import Usage
 
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
     from moa.agent import Agent, ToolCallRecord
 
 ToolFn = Callable[[RunContext, BaseModel], Awaitable[Any]]
+ToolGate = Callable[["Tool", ToolCall], bool]
+"""Decides a call before it runs: ``True`` run it, ``False`` refuse it (a person denied it);
+raises :class:`moa.approvals.AwaitingApproval` while the decision is not known."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,11 @@ class Tool:
     description: str
     args_type: type[BaseModel]
     fn: ToolFn
+    side_effects: bool = False
+    """It changes something outside the run (writes, sends, deletes): the ``tools:side_effects``
+    approval rule makes its calls wait for a person."""
+    approve: bool = False
+    """Every call waits for a person's approval."""
 
     def spec(self) -> ToolSpec:
         return ToolSpec(name=self.name, description=self.description, parameters=self.args_type.model_json_schema())
@@ -53,7 +64,14 @@ class Tool:
         return to_jsonable_python(await self.fn(ctx, args), fallback=str)
 
 
-def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None) -> Any:
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    side_effects: bool = False,
+    approve: bool = False,
+) -> Any:
     """Make a tool of a plain (sync or async) function; its typed parameters become the arguments.
 
     ::
@@ -62,6 +80,9 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
         def order_status(order_id: str) -> str:
             "Look up the shipping status of an order."
             ...
+
+        @moa.tool(side_effects=True)   # waits for approval under the rule tools:side_effects
+        def refund(order_id: str, amount: float) -> str: ...
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -78,7 +99,7 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
             out = f(**args.model_dump())
             return await out if inspect.isawaitable(out) else out
 
-        return Tool(name or f.__name__, description or inspect.getdoc(f) or f.__name__, args_type, call)
+        return Tool(name or f.__name__, description or inspect.getdoc(f) or f.__name__, args_type, call, side_effects, approve)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -135,10 +156,13 @@ async def run_tool_loop(
     subtask: str | None,
     max_rounds: int = 3,
     max_tokens: int = 128,
+    gate: ToolGate | None = None,
 ) -> tuple[list[Message], list[ToolCallRecord], list[Usage]]:
     """Let the model call ``tools`` until it stops asking (or ``max_rounds``).
 
     Returns the extended conversation, a record of every call (executed or refused), and usage.
+    ``gate`` decides each allowed call first; the calls of a round are all decided before any of
+    them runs, so a call waiting for approval never leaves its siblings half done.
     """
     from moa.agent import ToolCallRecord
 
@@ -156,9 +180,17 @@ async def run_tool_loop(
         if not gen.tool_calls:
             break
         messages = [*messages, Message(role="assistant", content=gen.text, tool_calls=tuple(gen.tool_calls))]
-        for call in gen.tool_calls:
+        try:
+            denied = {i for i, c in enumerate(gen.tool_calls) if gate is not None and c.name in allowed and not gate(allowed[c.name], c)}
+        except AwaitingApproval as wait:  # keep what the rounds so far cost
+            raise AwaitingApproval(wait.approval, usage) from None
+        for position, call in enumerate(gen.tool_calls):
             chosen = allowed.get(call.name)
-            if chosen is None:
+            if position in denied:
+                error = UserError(ErrorCode.TOOL_REFUSED, f"a person denied the call of tool {call.name!r}; not executed")
+                records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.to_dict()))
+                content = json.dumps({"error": error.message})
+            elif chosen is None:
                 error = UserError(
                     ErrorCode.TOOL_REFUSED,
                     f"tool {call.name!r} is not on the allowlist of agent {agent!r} (allowed: {', '.join(sorted(allowed)) or 'none'}); not executed",

@@ -10,7 +10,6 @@ runs again.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moa_process import moa_env, run_moa
 
 pytestmark = pytest.mark.real
 
@@ -31,20 +31,6 @@ PLAN = {
         {"id": "who", "agent": "extraction", "depends_on": ["mood", "tone"]},
     ]
 }
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MOA_STATE_DIR": str(tmp_path / "state"),
-        "MOA_MEMORY_DIR": str(tmp_path / "memory"),
-        "MOA_CONFIG": str(tmp_path / "none.toml"),
-        "MOA_TIMEOUT": "600",
-    }
-
-
-def _moa(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=_env(tmp_path), timeout=900, cwd=tmp_path)
 
 
 def _finished_subtasks(db: Path) -> tuple[str | None, int]:
@@ -61,7 +47,7 @@ def _finished_subtasks(db: Path) -> tuple[str | None, int]:
 
 
 def _view(tmp_path: Path, run_id: str) -> dict[str, Any]:
-    shown = _moa(tmp_path, "runs", "show", run_id, "--json")
+    shown = run_moa(tmp_path, "runs", "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)  # type: ignore[no-any-return]
 
@@ -74,7 +60,7 @@ def test_a_killed_run_resumes_without_redoing_finished_subtasks(tmp_path: Path) 
     db = tmp_path / "state" / "runs.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moa", "run", "rate and extract", "--input", str(reviews), "--plan", str(plan), "--json"],
-        env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=moa_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         run_id, saved = _finished_subtasks(db)
@@ -94,7 +80,7 @@ def test_a_killed_run_resumes_without_redoing_finished_subtasks(tmp_path: Path) 
     done_before = {s["id"]: s for s in before["subtasks"] if s["status"] != "pending"}
     assert done_before and "who" not in done_before  # the extraction waits for both, and is the slow part
 
-    resumed = _moa(tmp_path, "--log-json", "-v", "resume", run_id, "--json")
+    resumed = run_moa(tmp_path, "--log-json", "-v", "resume", run_id, "--json")
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert result["status"] == "ok" and result["resumed"] is True
@@ -110,6 +96,6 @@ def test_a_killed_run_resumes_without_redoing_finished_subtasks(tmp_path: Path) 
     for row in after["subtasks"]:
         if row["id"] in done_before:  # the saved records (calls, tokens, times), not a new computation
             assert row == done_before[row["id"]]
-    mermaid = _moa(tmp_path, "runs", "show", run_id, "--mermaid")
+    mermaid = run_moa(tmp_path, "runs", "show", run_id, "--mermaid")
     assert mermaid.returncode == 0, mermaid.stderr
     assert mermaid.stdout.count(":::ok") == 3 and "n0 --> n2" in mermaid.stdout and "n1 --> n2" in mermaid.stdout

@@ -3,7 +3,7 @@
 import moa
 
 EXPECTED = {
-    "Agent", "AgentRun", "Capabilities", "ErrorCode", "Event", "FunctionAgent", "GenerateRequest", "Generation",
+    "Agent", "AgentRun", "Approval", "Handoff", "apending", "pending", "Capabilities", "ErrorCode", "Event", "FunctionAgent", "GenerateRequest", "Generation",
     "Message", "MoaError", "ModelAgent", "ModelBackend", "Models", "Plan", "RunContext", "RunError", "RunResult",
     "Settings", "Subtask", "TokenLogprob", "Tool", "ToolCall", "ToolCallRecord", "ToolSpec", "Usage", "UsageSummary",
     "UserError", "__version__", "agent_tool", "aresume", "arun", "as_langchain_tool", "choice_confidence", "create_backend",

@@ -126,6 +126,7 @@ def silent_server() -> Iterator[str]:
 async def backend(base_url: str, **options: Any) -> AsyncIterator[OpenAIBackend]:
     """An :class:`OpenAIBackend` for ``base_url``, closed afterwards."""
     options.setdefault("model", "gemma-3-270m")
+    options.setdefault("timeout", 600.0)  # real model on shared cores: slow is not broken
     instance = OpenAIBackend(f"openai:{options['model']}@{base_url}", base_url=base_url, **options)
     try:
         yield instance

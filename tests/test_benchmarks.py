@@ -99,7 +99,7 @@ async def test_batch_runs_moa_and_direct_over_the_same_items(tmp_path: Path) -> 
     assert [r["config"] for r in results["rows"]] == list(batch.CONFIGS)
     for r in results["rows"]:
         assert (r["items"], r["answered"], r["accuracy"], len(r["block_walls_s"])) == (5, 5, 0.8, 3)
-        assert "x_direct_items_per_s" in r
+        assert "x_direct_items_per_s" in r and "x_direct_median_block" in r
     assert _rendered(batch, results).count("| moa") == 2
 
 
@@ -108,7 +108,7 @@ async def test_memory_measures_embedder_and_both_ways_into_chroma(tmp_path: Path
     short = [f"query {i} on flow" for i in range(6)]
     results = await memory.measure(FakeEmbedder(), chunks, short, [40], n_queries=4, k=3, noise=0.02, tmp=tmp_path)
     assert [(r["chunks"], r["way"]) for r in results["rows"]] == [(40, "moa"), (40, "chroma")]
-    assert all(0 <= r["recall_at_3"] <= 1 and r["queries"] == 4 for r in results["rows"])
+    assert all(0 <= r["recall_at_3"] <= 1 and 0 <= r["source_recall_at_3"] <= 1 and r["queries"] == 4 for r in results["rows"])
     assert results["embedder"]["chunks"] == 12 and results["estimate"][0]["chunks"] == 40
     _rendered(memory, {**results, "embedder_name": "hash64"})
 

@@ -88,7 +88,8 @@ class Models:
 
     Backends built from specs go through the on-disk call cache when ``settings.cache`` is on
     (:mod:`moa.cache`). Pass backends directly (e.g. ``moa.testing.FakeModel``) to bypass spec
-    strings (and the cache).
+    strings (and the cache). :meth:`aclose` closes only the backends built here: a backend passed
+    in belongs to the caller, who may use it for more runs.
     """
 
     def __init__(self, settings: Settings, *, slm: ModelBackend | None = None, llm: ModelBackend | None = None) -> None:
@@ -96,6 +97,7 @@ class Models:
         self._cache: CallCache | None = None
         self._by_spec: dict[str, ModelBackend] = {}
         self._tiers: dict[Tier, ModelBackend] = {}
+        self._built: list[ModelBackend] = []
         if slm is not None:
             self._tiers["slm"] = slm
         if llm is not None:
@@ -113,6 +115,7 @@ class Models:
                     self._cache = CallCache(self.settings.state_dir / "cache.sqlite", self.settings.cache_ttl)
                 backend = CachedBackend(backend, self._cache)
             self._by_spec[spec] = backend
+            self._built.append(backend)
         return self._by_spec[spec]
 
     def tier(self, tier: Tier) -> ModelBackend:
@@ -121,7 +124,8 @@ class Models:
         return self._tiers[tier]
 
     async def aclose(self) -> None:
-        for backend in {id(b): b for b in [*self._by_spec.values(), *self._tiers.values()]}.values():
+        """Close the backends built from specs (not those passed in or registered)."""
+        for backend in self._built:
             await backend.aclose()
         if self._cache is not None:
             self._cache.close()

@@ -102,6 +102,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
         """Evaluate an agent, a cascade or a graph on labelled data: task metric, cost per tier, latency, escalations."""
+        folder = out_dir or Path("moa-eval")
         try:
             if report:
                 _report(report, out_dir, as_json)
@@ -123,6 +124,9 @@ def register(app: typer.Typer) -> None:
             result = asyncio.run(_run(prepared, folder, ctx))
         except MoaError as exc:
             fail(exc, as_json)
+        except KeyboardInterrupt:
+            err.print(f"[yellow]interrupted[/]: the finished items are kept in {escape(str(folder))}; run the same command again to continue", highlight=False)
+            raise typer.Exit(130) from None
         if as_json:
             out.print_json(result.model_dump_json())
         else:

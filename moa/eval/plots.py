@@ -82,8 +82,11 @@ def eval_plots(out: Path, report: Report) -> tuple[list[str], str | None]:
         xs = [p.top_share for p in report.sweep]
         ys = [p.metrics[metric] for p in report.sweep]
         ax.plot(xs, ys, marker="o", ms=3)
-        for p in report.sweep[:: max(1, len(report.sweep) // 7)]:
-            ax.annotate(f"t={p.threshold:.2f}", (p.top_share, p.metrics[metric]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        last = -1.0
+        for p in report.sweep:  # label the thresholds where the curve moves on, not the pile-ups
+            if p.top_share - last >= 0.08:
+                ax.annotate(f"t={p.threshold:.2f}", (p.top_share, p.metrics[metric]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                last = p.top_share
         ax.set_xlabel(f"share of items answered by {report.steps[-1]}")
         ax.set_ylabel(metric)
         ax.set_title(f"threshold sweep {' → '.join(report.steps)} ({report.config.data_name})", fontsize=10)
@@ -93,8 +96,8 @@ def eval_plots(out: Path, report: Report) -> tuple[list[str], str | None]:
         bins = [b for b in report.reliability.bins if b.count]
         fig, ax = plt.subplots(figsize=(4.8, 4.4))
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
-        ax.bar([(b.lo + b.hi) / 2 for b in bins], [b.accuracy or 0.0 for b in bins], width=0.09, alpha=0.7, label="accuracy")
-        ax.plot([b.confidence for b in bins], [b.accuracy for b in bins], marker="o", color="black", lw=1, label="mean confidence")
+        ax.bar([(b.lo + b.hi) / 2 for b in bins], [b.accuracy or 0.0 for b in bins], width=0.09, alpha=0.7, label="accuracy per bin")
+        ax.plot([b.confidence for b in bins], [b.accuracy for b in bins], marker="o", color="black", lw=1, label="accuracy at the mean confidence")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")

@@ -60,6 +60,7 @@ class Report(BaseModel):
 
 
 def _model_seconds(record: ItemRecord) -> float:
+    """Latency of every call the item made (with --sweep, also the calls the cascade did not use)."""
     usage = [u for a in record.attempts for u in a.usage] if record.attempts else record.usage
     return sum(u.latency_s for u in usage)
 
@@ -110,7 +111,7 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
         item_seconds_p50=round(float(np.percentile(seconds, 50)), 4) if seconds else 0.0,
         item_seconds_p95=round(float(np.percentile(seconds, 95)), 4) if seconds else 0.0,
         overhead_ms_p50=round(1000 * float(np.percentile(overhead, 50)), 2) if overhead else None,
-        model_seconds_per_item=round(sum(_model_seconds(r) for r in records) / len(records), 4) if records else 0.0,
+        model_seconds_per_item=round(sum(u.latency_s for r in records for u in r.usage) / len(records), 4) if records else 0.0,
         reliability=reliability_of(records) if config.kind == "classification" else Reliability(),
         configs=configs,
         sweep=sweep,

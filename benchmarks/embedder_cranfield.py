@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -34,6 +32,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from moa.embedder import TOKENIZER_PATH, MiniLMEmbedder
+from moa.eval.formats import cranfield_docs, cranfield_qrels, cranfield_queries
+from moa.eval.metrics import ndcg_at_k, recall_at_k, reciprocal_rank
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "retrieval" / "cranfield"
@@ -41,75 +41,7 @@ K = 10
 T = TypeVar("T")
 
 
-# --- Cranfield loading ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Doc:
-    """One Cranfield document."""
-
-    id: int
-    title: str
-    body: str
-
-
-def _records(path: Path) -> list[dict[str, str]]:
-    """Parse the SMART format: ``.I <id>`` starts a record, ``.T/.A/.B/.W`` start its fields."""
-    records: list[dict[str, str]] = []
-    field = ""
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.startswith(".I"):
-            records.append({"I": line[2:].strip()})
-            field = ""
-        elif len(line) == 2 and line[0] == "." and line[1] in "TABW":
-            field = line[1]
-            records[-1][field] = ""
-        elif records and field:
-            records[-1][field] += line.strip() + " "
-    return [{k: " ".join(v.split()) for k, v in r.items()} for r in records]
-
-
-def load_docs(data: Path) -> list[Doc]:
-    """The 1,400 documents (ids 1..1400)."""
-    return [Doc(int(r["I"]), r.get("T", ""), r.get("W", "")) for r in _records(data / "cran.all.1400")]
-
-
-def load_queries(data: Path) -> list[str]:
-    """Queries in file order; query ``i`` of ``cranqrel`` is ``queries[i - 1]`` (file ids skip numbers)."""
-    return [r.get("W", "") for r in _records(data / "cran.qry")]
-
-
-def load_qrels(data: Path) -> dict[int, dict[int, int]]:
-    """``{query number: {doc id: gain}}``; codes 1..4 give gain 5 - code, code -1 (not relevant) is dropped."""
-    qrels: dict[int, dict[int, int]] = {}
-    for line in (data / "cranqrel").read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        query, doc, code = (int(p) for p in parts)
-        if 1 <= code <= 4:
-            qrels.setdefault(query, {})[doc] = 5 - code
-    return qrels
-
-
-# --- metrics --------------------------------------------------------------------------------
-
-
-def ndcg_at_k(ranked: list[int], gains: dict[int, int], k: int = K) -> float:
-    """nDCG@k with linear gains and log2 discount; ideal from all judged relevant docs."""
-    dcg = sum(gains.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
-    ideal = sum(g / math.log2(rank + 2) for rank, g in enumerate(sorted(gains.values(), reverse=True)[:k]))
-    return dcg / ideal if ideal else 0.0
-
-
-def recall_at_k(ranked: list[int], gains: dict[int, int], k: int = K) -> float:
-    """Share of the relevant docs found in the top k."""
-    return len(set(ranked[:k]) & gains.keys()) / len(gains)
-
-
-def reciprocal_rank(ranked: list[int], gains: dict[int, int]) -> float:
-    """1 / rank of the first relevant doc in the full ranking (0 if none)."""
-    return next((1.0 / (rank + 1) for rank, doc in enumerate(ranked) if doc in gains), 0.0)
+# Cranfield loading and the metrics live in the library: moa.eval.formats, moa.eval.metrics.
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -132,17 +64,17 @@ def measure(
     data: Path, *, limit: int | None, threads: int, batch_size: int, max_batch_tokens: int, repeats: int
 ) -> dict[str, object]:
     """Run every measurement and return the results."""
-    docs = load_docs(data)[:limit]
-    queries = load_queries(data)
+    docs = cranfield_docs(data)[:limit]
+    queries = cranfield_queries(data)
     kept = {d.id for d in docs}
-    qrels = {q: {d: g for d, g in rel.items() if d in kept} for q, rel in load_qrels(data).items()}
-    judged = {q: rel for q, rel in qrels.items() if rel and 1 <= q <= len(queries)}
+    qrels = {q: {d: g for d, g in rel.items() if d in kept} for q, rel in cranfield_qrels(data, len(queries)).items()}
+    judged = {q: rel for q, rel in qrels.items() if rel}
 
     load_before = os.getloadavg()[0]  # other processes on the machine skew the speed numbers
     embedder = MiniLMEmbedder(threads=threads, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
     (_, load_s, _) = _timed(lambda: embedder.embed(["warm up"]))
 
-    doc_texts = [f"{d.title}\n{d.body}".strip() for d in docs]
+    doc_texts = [d.text for d in docs]
     vectors, docs_s, docs_cpu = _timed(lambda: embedder.embed(doc_texts))
     doc_vectors = np.asarray(vectors, dtype=np.float32)
     query_vectors = np.asarray(embedder.embed(queries), dtype=np.float32)
@@ -160,8 +92,8 @@ def measure(
     ndcg, recall, rr = [], [], []
     for q, gains in sorted(judged.items()):
         ranked = [doc_ids[i] for i in np.argsort(-scores[q - 1], kind="stable")]
-        ndcg.append(ndcg_at_k(ranked, gains))
-        recall.append(recall_at_k(ranked, gains))
+        ndcg.append(ndcg_at_k(ranked, gains, K))
+        recall.append(recall_at_k(ranked, gains, K))
         rr.append(reciprocal_rank(ranked, gains))
 
     tokenizer_bytes = TOKENIZER_PATH.stat().st_size + (TOKENIZER_PATH.parent / "NOTICE").stat().st_size

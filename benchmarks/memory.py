@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from benchmarks._common import DATA, describe, finish, load, machine, parser, report, table  # noqa: E402
-from benchmarks.embedder_cranfield import load_docs, load_queries  # noqa: E402
+from moa.eval.formats import cranfield_docs, cranfield_queries  # noqa: E402
 from moa.embedder import Embedder, MiniLMEmbedder  # noqa: E402
 from moa.logs import configure_logging  # noqa: E402
 from moa.memory import ChromaMemory, chunk_text  # noqa: E402
@@ -81,8 +81,8 @@ def replicate(base: np.ndarray, n: int, noise: float, seed: int = 0) -> np.ndarr
 
 def cranfield_texts(limit: int) -> tuple[list[str], list[str]]:
     """Real chunks (Cranfield title + abstract, chunked) and short texts (the Cranfield queries)."""
-    chunks = [c for d in load_docs(CRANFIELD) for c in chunk_text(f"{d.title}\n\n{d.body}", max_chars=800)]
-    return chunks[:limit], load_queries(CRANFIELD)
+    chunks = [c for d in cranfield_docs(CRANFIELD) for c in chunk_text(d.text, max_chars=800)]
+    return chunks[:limit], cranfield_queries(CRANFIELD)
 
 
 def _rate(n: int, seconds: float) -> float:

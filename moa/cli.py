@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from moa import cli_learn
+from moa import cli_eval, cli_learn
 from moa.api import RunResult, apending, aresume, arun
 from moa.cli_approvals import Answers, render_handoff, render_pending
 from moa.cli_output import err, fail, out
@@ -34,6 +34,7 @@ app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run s
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 cli_learn.register(app)
+cli_eval.register(app)
 runs_app = typer.Typer(help="Recorded runs (see also `moa resume`).", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 graphs_app = typer.Typer(help="The available graphs.")

@@ -1,0 +1,178 @@
+"""Task metrics, each a pure function of predictions and gold answers.
+
+* classification: accuracy and macro-F1 (the mean over classes of each class's F1; a class never
+  predicted and never gold is left out, one with no true positive scores 0);
+* entities: micro precision / recall / F1 over exact ``(type, start, end)`` matches;
+* slots: micro precision / recall / F1 over ``(slot, value)`` pairs, values compared after
+  lower-casing and folding white space (a multiset: a pair given twice counts twice);
+* retrieval: nDCG@k (linear gains, log2 discount, ideal from every judged relevant document),
+  Recall@k and MRR (1 / rank of the first relevant document in the ranking returned);
+* question answering: exact match and token F1 after SQuAD normalisation (lower case, no
+  punctuation, no articles ``a/an/the``, folded white space), the best over the accepted answers.
+
+A missing prediction (``None``: the item failed) is wrong: no label, no entities, an empty ranking.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def accuracy(predicted: Sequence[str | None], gold: Sequence[str]) -> float:
+    """Share of items whose prediction equals the gold label."""
+    if not gold:
+        return 0.0
+    return sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+
+
+def per_class(predicted: Sequence[str | None], gold: Sequence[str], labels: Iterable[str] = ()) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each class (gold classes, predicted ones and ``labels``)."""
+    classes = sorted({*gold, *(p for p in predicted if p is not None), *labels})
+    out: dict[str, dict[str, float]] = {}
+    for c in classes:
+        tp = sum(p == c and g == c for p, g in zip(predicted, gold, strict=True))
+        n_pred = sum(p == c for p in predicted)
+        n_gold = sum(g == c for g in gold)
+        if not n_pred and not n_gold:
+            continue
+        out[c] = {**_prf(tp, n_pred, n_gold), "support": float(n_gold)}
+    return out
+
+
+def macro_f1(predicted: Sequence[str | None], gold: Sequence[str], labels: Iterable[str] = ()) -> float:
+    """Unweighted mean F1 over the classes (see the module docstring)."""
+    scores = per_class(predicted, gold, labels)
+    return float(np.mean([s["f1"] for s in scores.values()])) if scores else 0.0
+
+
+def _prf(tp: float, n_pred: float, n_gold: float) -> dict[str, float]:
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _micro(pairs: Iterable[tuple[Counter[Any], Counter[Any]]]) -> dict[str, float]:
+    tp = n_pred = n_gold = 0
+    for predicted, gold in pairs:
+        tp += sum((predicted & gold).values())
+        n_pred += sum(predicted.values())
+        n_gold += sum(gold.values())
+    return _prf(tp, n_pred, n_gold)
+
+
+def entity_prf(predicted: Sequence[Sequence[Sequence[Any]] | None], gold: Sequence[Sequence[Sequence[Any]]]) -> dict[str, float]:
+    """Micro precision/recall/F1 over exact ``(type, start, end)`` spans, per item then summed."""
+    return _micro(
+        (Counter(tuple(s[:3]) for s in p or []), Counter(tuple(s[:3]) for s in g)) for p, g in zip(predicted, gold, strict=True)
+    )
+
+
+def _value(text: Any) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def slot_prf(predicted: Sequence[Sequence[Sequence[Any]] | None], gold: Sequence[Sequence[Sequence[Any]]]) -> dict[str, float]:
+    """Micro precision/recall/F1 over ``(slot, value)`` pairs (values normalised)."""
+    return _micro(
+        (Counter((str(s[0]), _value(s[1])) for s in p or []), Counter((str(s[0]), _value(s[1])) for s in g))
+        for p, g in zip(predicted, gold, strict=True)
+    )
+
+
+def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) -> float:
+    """nDCG@k with linear gains and log2 discount; the ideal ranking uses every judged relevant doc."""
+    dcg = sum(gains.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
+    ideal = sum(g / math.log2(rank + 2) for rank, g in enumerate(sorted(gains.values(), reverse=True)[:k]))
+    return dcg / ideal if ideal else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) -> float:
+    """Share of the relevant documents found in the top ``k``."""
+    return len(set(ranked[:k]) & gains.keys()) / len(gains) if gains else 0.0
+
+
+def reciprocal_rank(ranked: Sequence[str], gains: Mapping[str, float]) -> float:
+    """1 / rank of the first relevant document (0 when none is returned)."""
+    return next((1.0 / (rank + 1) for rank, doc in enumerate(ranked) if doc in gains), 0.0)
+
+
+def retrieval_scores(predicted: Sequence[Sequence[str] | None], gold: Sequence[Mapping[str, float]], k: int = 10) -> dict[str, float]:
+    """Mean nDCG@k, Recall@k and MRR over the queries."""
+    if not gold:
+        return {f"ndcg@{k}": 0.0, f"recall@{k}": 0.0, "mrr": 0.0}
+    ranked = [list(p or []) for p in predicted]
+    return {
+        f"ndcg@{k}": float(np.mean([ndcg_at_k(r, g, k) for r, g in zip(ranked, gold, strict=True)])),
+        f"recall@{k}": float(np.mean([recall_at_k(r, g, k) for r, g in zip(ranked, gold, strict=True)])),
+        "mrr": float(np.mean([reciprocal_rank(r, g) for r, g in zip(ranked, gold, strict=True)])),
+    }
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def exact_match(predicted: str | None, answers: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised accepted answer."""
+    if predicted is None:
+        return 0.0
+    return float(any(normalize_answer(predicted) == normalize_answer(a) for a in answers))
+
+
+def token_f1(predicted: str | None, answers: Sequence[str]) -> float:
+    """The best token-overlap F1 of the prediction against the accepted answers."""
+    tokens = normalize_answer(predicted or "").split()
+    best = 0.0
+    for answer in answers:
+        truth = normalize_answer(answer).split()
+        common = sum((Counter(tokens) & Counter(truth)).values())
+        if not tokens or not truth:
+            best = max(best, float(tokens == truth))
+        elif common:
+            best = max(best, _prf(common, len(tokens), len(truth))["f1"])
+    return best
+
+
+def qa_scores(predicted: Sequence[str | None], gold: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Mean exact match and token F1."""
+    if not gold:
+        return {"exact_match": 0.0, "f1": 0.0}
+    return {
+        "exact_match": float(np.mean([exact_match(p, g) for p, g in zip(predicted, gold, strict=True)])),
+        "f1": float(np.mean([token_f1(p, g) for p, g in zip(predicted, gold, strict=True)])),
+    }
+
+
+def classification_scores(predicted: Sequence[str | None], gold: Sequence[str], labels: Iterable[str] = ()) -> dict[str, float]:
+    """Accuracy and macro-F1."""
+    return {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold, labels)}
+
+
+def score(kind: str, predicted: Sequence[Any], gold: Sequence[Any], labels: Iterable[str] = ()) -> dict[str, float]:
+    """The task metrics of ``kind`` (see :mod:`moa.eval.datasets`)."""
+    if kind == "classification":
+        return classification_scores(predicted, gold, labels)
+    if kind == "entities":
+        return entity_prf(predicted, gold)
+    if kind == "slots":
+        return slot_prf(predicted, gold)
+    if kind == "retrieval":
+        return retrieval_scores(predicted, gold)
+    return qa_scores(predicted, gold)
+
+
+HEADLINE = {"classification": "accuracy", "entities": "f1", "slots": "f1", "retrieval": "ndcg@10", "qa": "exact_match"}
+"""The one metric each kind is summarised by (plots, comparisons)."""

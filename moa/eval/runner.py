@@ -1,0 +1,221 @@
+"""Running an eval: the items of a data set through an agent (its cascade) or a graph, resumably.
+
+:func:`prepare` checks everything that can be checked before a model runs (the target, the data,
+the labels, the limit) and returns a :class:`Prepared` eval; :func:`aevaluate` runs its items and
+appends each finished item to ``results.jsonl`` in the output folder (see
+:mod:`moa.eval.records`), then writes the report. Items already in the folder are not run again.
+
+When the model is unreachable (or times out), the eval stops at once: what finished is kept,
+the report of those items is written, and a :class:`~moa.errors.RunError` says how to continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from moa.agent import Agent, ModelAgent
+from moa.context import RunContext
+from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, resolve
+from moa.eval.records import EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
+from moa.eval.report import Report, write_report
+from moa.eval.targets import AgentTarget, GraphTarget, check_fits, is_graph, resolve_steps
+from moa.learning import task_for
+from moa.memory import ChromaMemory, Memory
+from moa.registry import agent_catalog, get_graph
+
+log = structlog.get_logger(__name__)
+
+#: Errors that stop an eval: every later item would fail the same way.
+STOP_CODES = {ErrorCode.MODEL_UNREACHABLE, ErrorCode.MODEL_TIMEOUT, ErrorCode.EMBEDDER_UNAVAILABLE, ErrorCode.MEMORY_UNREACHABLE}
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Prepared:
+    """An eval ready to run."""
+
+    config: EvalConfig
+    dataset: EvalSet
+    examples: list[Example]
+    target: AgentTarget | GraphTarget
+
+
+def prepare(
+    target: str,
+    data: str | Path,
+    *,
+    ctx: RunContext,
+    format: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    label_map: Mapping[str, str] | None = None,
+    cascade: Sequence[str] | None = None,
+    threshold: float | None = None,
+    sweep: bool = False,
+    max_docs: int | None = None,
+    data_dir: Path | None = None,
+    agents: Sequence[Agent[Any, Any]] = (),
+) -> Prepared:
+    """Check and load everything an eval needs; no model is called.
+
+    ``cascade`` and ``threshold`` set the agent's own policy (:meth:`moa.ModelAgent.with_policy`);
+    a graph's agents take theirs from the settings.
+    """
+    if limit is not None and limit < 1:
+        raise UserError(ErrorCode.BAD_CONFIG, f"--limit must be at least 1, got {limit}; leave it out to evaluate every item")
+    catalog = agent_catalog(agents)
+    graph = is_graph(target, catalog)
+    options = dict(options or {})
+    path, preset = resolve(str(data), data_dir)
+    fmt = format or (preset.format if preset else detect_format(path))
+    allowed = None
+    agent = None if graph else catalog[target]
+    if isinstance(agent, ModelAgent) and (cascade or threshold is not None):
+        agent = agent.with_policy(threshold=threshold, cascade=list(cascade) if cascade else None)
+    if isinstance(agent, ModelAgent) and fmt in ("tsv", "csv", "jsonl"):
+        check_fits(agent, "classification")
+        allowed = task_for(agent, options).labels
+    dataset = load_eval_set(data, format=fmt, label_map=label_map, allowed=allowed, data_dir=data_dir, max_docs=max_docs)
+    if graph:
+        if dataset.kind != "qa":
+            raise UserError(
+                ErrorCode.INVALID_INPUT,
+                f"{target!r} is a graph: graphs are evaluated on question-answering data; {dataset.name} is {dataset.kind} data, evaluate it with an agent",
+            )
+        get_graph(target)  # a missing YAML file fails here, not once per item
+        runner: AgentTarget | GraphTarget = GraphTarget(target, agents)
+    else:
+        assert agent is not None
+        check_fits(agent, dataset.kind)
+        runner = _agent_target(agent, dataset, ctx, options, cascade, sweep)
+    config = EvalConfig(
+        target=target, target_kind="graph" if graph else "agent", data=str(path), data_name=dataset.name, format=fmt, kind=dataset.kind,
+        limit=limit, seed=seed, cascade=list(cascade) if cascade else None, threshold=threshold, options=options,
+        label_map=dict(label_map) if label_map else None, sweep=sweep, max_docs=max_docs,
+    )  # fmt: skip
+    return Prepared(config=config, dataset=dataset, examples=dataset.select(limit, seed), target=runner)
+
+
+def _agent_target(agent: Agent[Any, Any], dataset: EvalSet, ctx: RunContext, options: dict[str, Any], cascade: Sequence[str] | None, sweep: bool) -> AgentTarget:
+    if not isinstance(agent, ModelAgent):
+        if sweep:
+            raise UserError(ErrorCode.INVALID_INPUT, f"--sweep replays a cascade; agent {agent.name!r} calls no model")
+        return AgentTarget(agent, dataset.kind, options)
+    task_options = task_for(agent, options, dataset.labels).options if dataset.kind == "classification" else options
+    sample = {**(dataset.examples[0].options if dataset.examples else {}), **task_options}
+    steps = resolve_steps(agent, ctx, sample, cascade)
+    threshold = agent.policy(ctx).threshold
+    if sweep and (dataset.kind != "classification" or len(steps) < 2):
+        raise UserError(
+            ErrorCode.INVALID_INPUT,
+            f"--sweep needs a classification agent with at least two cascade steps (here: {dataset.kind}, steps {', '.join(s.name for s in steps)}); "
+            "e.g. --cascade specialist,slm after `moa train`",
+        )
+    return AgentTarget(agent, dataset.kind, task_options, steps, threshold, sweep)
+
+
+def _meta(prepared: Prepared, ctx: RunContext) -> Meta:
+    target = prepared.target
+    steps = [s.name for s in target.steps] if isinstance(target, AgentTarget) else []
+    models = {s.name: s.spec or f"specialist:{target.agent.name}" for s in target.steps} if isinstance(target, AgentTarget) else {}
+    models = models or {"slm": ctx.settings.slm, "llm": ctx.settings.llm}
+    if prepared.dataset.kind == "retrieval":
+        models["embedder"] = ctx.settings.embedder
+    return Meta(
+        config=prepared.config,
+        steps=steps,
+        threshold=target.threshold if isinstance(target, AgentTarget) else None,
+        labels=prepared.dataset.labels,
+        models=models,
+        machine=machine(),
+    )
+
+
+async def _index_corpus(prepared: Prepared, ctx: RunContext, out: Path, memory: Memory | None) -> RunContext:
+    """A context whose memory holds the retrieval corpus (indexed once per output folder)."""
+    if prepared.dataset.kind != "retrieval":
+        return ctx
+    memory = memory or ChromaMemory(out / "memory", collection="eval-corpus", embedder=ctx.embedder())
+    docs = prepared.dataset.corpus
+    if memory.count() != len(docs):
+        log.info("eval_indexing", docs=len(docs))
+        await memory.aadd([d.text for d in docs], ids=[d.id for d in docs], sources=[d.id for d in docs])
+    return dataclasses.replace(ctx, _memory=memory)
+
+
+async def aevaluate(prepared: Prepared, out: Path, *, ctx: RunContext, memory: Memory | None = None, on_progress: Progress | None = None) -> Report:
+    """Run the items of ``prepared`` not yet in ``out``; return the report of all its items.
+
+    Writes ``out/results.jsonl`` item by item, then the report (``report.md``, ``report.json``,
+    plots). Raises :class:`RunError` when the model (or embedder) is unreachable, after keeping
+    what finished.
+    """
+    store = ResultStore(out)
+    meta = store.open(_meta(prepared, ctx))
+    wanted = {e.id for e in prepared.examples}
+    done = {r.id: r for r in store.read() if r.id in wanted}
+    todo = [e for e in prepared.examples if e.id not in done]
+    total = len(prepared.examples)
+    if on_progress:
+        on_progress(len(done), total)
+    run_ctx = await _index_corpus(prepared, ctx, out, memory) if todo else ctx  # before the clock: indexing is not per item
+    stop: dict[str, Any] = {}
+    finished = 0
+    started, started_at = time.perf_counter(), time.time()
+    target = prepared.target
+    workers = 1 if isinstance(target, GraphTarget) else max(1, min(len(todo), target.agent.batch_width(ctx)))
+    log.info("eval_started", target=prepared.config.target, data=prepared.config.data_name, items=total, done=len(done), workers=workers)
+    pending = iter(todo)
+
+    async def worker(run_ctx: RunContext) -> None:
+        nonlocal finished
+        for example in pending:
+            if stop:
+                return
+            try:
+                record = await target(run_ctx, example)
+            except MoaError as exc:  # e.g. an item whose options the agent refuses: record it, go on
+                record = ItemRecord(id=example.id, gold=example.gold, error=exc.to_dict())
+            if record.error and record.prediction is None and record.error.get("code") in STOP_CODES:
+                stop.update(record.error)
+                return
+            store.append(record)
+            done[record.id] = record
+            finished += 1
+            if on_progress:
+                on_progress(len(done), total)
+
+    tasks = [asyncio.ensure_future(worker(run_ctx)) for _ in range(workers)]
+    try:
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # interrupted: no item may finish after the folder is closed
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    finally:
+        meta = store.add_session(meta, Session(started=started_at, seconds=round(time.perf_counter() - started, 3), items=finished, workers=workers))
+        records = [done[e.id] for e in prepared.examples if e.id in done]
+        report = write_report(out, meta, records) if records else None
+    if stop:
+        raise RunError(
+            ErrorCode(stop["code"]),
+            f"{stop.get('message', 'the model failed')}; the eval stopped: {len(records)} of {total} items are kept in {store.results} "
+            "— fix the model (see `moa models`) and run the same command again to continue",
+            details={"done": len(records), "total": total, "out": str(out)},
+        )
+    if report is None:
+        raise UserError(ErrorCode.BAD_DATA, f"no item of {prepared.config.data_name} was evaluated; check the data")
+    return report

@@ -150,3 +150,13 @@ def test_select_is_deterministic_and_a_larger_limit_keeps_the_smaller_sample() -
     assert len(data.select(None, seed=0)) == 50
     with pytest.raises(UserError, match="--limit must be at least 1"):
         data.select(0, seed=0)
+
+
+def test_a_preset_name_wins_over_a_folder_of_that_name_and_eval_folders_are_not_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cranfield(tmp_path / "shared" / "retrieval" / "cranfield", "1 1 2\n")
+    write(tmp_path / "cranfield" / "meta.json", json.dumps({"config": {"data": "somewhere"}}))  # an eval's output folder
+    write(tmp_path / "cranfield" / "report.json", json.dumps({"items": 3}))
+    monkeypatch.chdir(tmp_path)
+    assert load_eval_set("cranfield", data_dir=tmp_path / "shared").kind == "retrieval"
+    with pytest.raises(UserError, match="cannot tell the format of the folder"):
+        load_eval_set("./cranfield")

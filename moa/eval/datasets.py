@@ -17,7 +17,7 @@ The format is detected from the path (a folder with ``cran.all.1400`` is Cranfie
 is CoNLL; a ``.json`` with intents is SNIPS, one with questions is QA; ``.tsv/.csv/.txt`` and
 other ``.jsonl`` are classification) or given explicitly. The public data of ``../shared/eval``
 can be named: ``sst2``, ``sms``, ``wnut17``, ``snips``, ``cranfield``, ``parallelqa``
-(:data:`PRESETS`).
+(:data:`PRESETS`; the name wins over a file of that name in the working directory, ``./sst2`` is the file).
 
 :meth:`EvalSet.select` draws the items of an eval deterministically: the first ``limit`` of a
 permutation seeded by ``seed``, so a larger limit with the same seed keeps every item of a smaller
@@ -117,9 +117,13 @@ def default_data_dirs() -> list[Path]:
 
 
 def resolve(data: str, data_dir: Path | None = None) -> tuple[Path, Preset | None]:
-    """The path of ``data`` (a path, or a preset name) and its preset, if it is one."""
+    """The path of ``data`` (a preset name, or a path) and its preset, if it is one.
+
+    A preset name wins over a file or folder of the same name in the working directory; write
+    ``./sst2`` for that one.
+    """
     path = Path(data).expanduser()
-    if path.exists() or data not in PRESETS:
+    if data not in PRESETS:
         if not path.exists():
             names = ", ".join(PRESETS)
             raise UserError(ErrorCode.INPUT_FILE, f"data {data} does not exist; give a file or folder, or one of the public sets: {names}")
@@ -141,7 +145,8 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if formats.is_cranfield(path):
             return "cranfield"
-        if any(formats.looks_like_snips(p) for p in sorted(path.glob("*.json"))[:1]):
+        files = sorted(path.glob("*.json"))
+        if files and all(formats.looks_like_snips(p) for p in files):
             return "snips"
         raise UserError(
             ErrorCode.INPUT_FILE,

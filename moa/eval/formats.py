@@ -137,12 +137,16 @@ def parse_snips(path: Path) -> list[tuple[str, int, str, list[list[str]]]]:
 
 
 def looks_like_snips(path: Path) -> bool:
-    """A ``.json`` file whose top level maps intents to lists of ``{"data": ...}`` objects."""
+    """A ``.json`` file whose top level maps intents to lists of ``{"data": [...]}`` objects."""
     try:
-        head = path.read_text(encoding="utf-8-sig", errors="replace")[:4000].lstrip()
-    except OSError:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return head.startswith("{") and '"data"' in head
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(v, list) and v and all(isinstance(u, dict) and isinstance(u.get("data"), list) for u in v) for v in data.values())
+    )
 
 
 # --- Cranfield ---------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class Session(BaseModel):
     items: int = 0
     """Items finished in this session."""
     workers: int = 1
+    setup_seconds: float = 0.0
+    """Time before the first item (indexing a retrieval corpus); not in ``seconds``."""
 
 
 class Meta(BaseModel):

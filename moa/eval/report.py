@@ -47,6 +47,8 @@ class Report(BaseModel):
     unverified: dict[str, int] = Field(default_factory=dict)
     usage: UsageSummary
     wall_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    """Time spent before the items (indexing a retrieval corpus), over all sessions."""
     items_per_s: float | None = None
     item_seconds_p50: float = 0.0
     item_seconds_p95: float = 0.0
@@ -107,6 +109,7 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
         unverified=dict(Counter(r.unverified.split(":")[0] for r in records if r.unverified)),
         usage=summarize([u for r in records for u in r.usage]),
         wall_seconds=round(wall, 3),
+        setup_seconds=round(sum(s.setup_seconds for s in meta.sessions), 3),
         items_per_s=round(sum(s.items for s in sessions) / wall, 3) if wall > 0 else None,
         item_seconds_p50=round(float(np.percentile(seconds, 50)), 4) if seconds else 0.0,
         item_seconds_p95=round(float(np.percentile(seconds, 95)), 4) if seconds else 0.0,
@@ -164,7 +167,9 @@ def to_markdown(report: Report) -> str:
     lines += ["## Cost and latency", "", *_table(USAGE_HEADER, usage_rows(report))]
     answered = ", ".join(f"{k} {v}" for k, v in report.answered_by.items())
     lines += [
-        f"Items/s {_f(report.items_per_s, 2)} over {report.wall_seconds:.1f} s of wall time · item latency p50 {report.item_seconds_p50:.3f} s, "
+        f"Items/s {_f(report.items_per_s, 2)} over {report.wall_seconds:.1f} s of wall time"
+        + (f" (+ {report.setup_seconds:.1f} s indexing the corpus)" if report.setup_seconds >= 0.05 else "")
+        + f" · item latency p50 {report.item_seconds_p50:.3f} s, "
         f"p95 {report.item_seconds_p95:.3f} s · model time {report.model_seconds_per_item:.3f} s per item · moa overhead p50 "
         f"{_f(report.overhead_ms_p50, 1)} ms per item · escalation rate {report.escalation_rate:.1%} · answered by: {answered}"
         + (" · unverified: " + ", ".join(f"{k} {v}" for k, v in report.unverified.items()) if report.unverified else ""),

@@ -169,7 +169,9 @@ async def aevaluate(prepared: Prepared, out: Path, *, ctx: RunContext, memory: M
     total = len(prepared.examples)
     if on_progress:
         on_progress(len(done), total)
+    setup = time.perf_counter()
     run_ctx = await _index_corpus(prepared, ctx, out, memory) if todo else ctx  # before the clock: indexing is not per item
+    setup_seconds = round(time.perf_counter() - setup, 3)
     stop: dict[str, Any] = {}
     finished = 0
     started, started_at = time.perf_counter(), time.time()
@@ -206,7 +208,7 @@ async def aevaluate(prepared: Prepared, out: Path, *, ctx: RunContext, memory: M
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
     finally:
-        meta = store.add_session(meta, Session(started=started_at, seconds=round(time.perf_counter() - started, 3), items=finished, workers=workers))
+        meta = store.add_session(meta, Session(started=started_at, seconds=round(time.perf_counter() - started, 3), items=finished, workers=workers, setup_seconds=setup_seconds))
         records = [done[e.id] for e in prepared.examples if e.id in done]
         report = write_report(out, meta, records) if records else None
     if stop:

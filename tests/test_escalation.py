@@ -275,3 +275,16 @@ async def test_up_front_routing_by_length_and_script() -> None:
     assert long.answered_by == "llm" and (long.routed or "").startswith("long input")
     assert russian.answered_by == "llm" and (russian.routed or "").startswith("non-Latin script")
     assert len(slm.requests) == 1 and result.escalations.routed == 2 and result.escalations.count == 0
+
+
+async def test_a_model_never_gets_its_own_answers_as_demonstrations(tmp_path: Path) -> None:
+    s = settings(state_dir=tmp_path, cascade=["specialist", "slm"])
+    embedder = FakeEmbedder()
+    ctx = moa.RunContext.create(s, models=moa.Models(s, slm=FakeModel([sentiment("negative", 0.95)])), embedder=embedder)
+    agent = builtin_agents()["sentiment"]
+    task = task_for(agent, {"labels": ["positive", "negative"]})
+    await ctx.examples().add("sentiment", task.key, "an awful dull film", "negative", "fake:")
+    await ctx.examples().add("sentiment", task.key, "an awful boring film", "negative", "fake:big")
+    shots = await agent._examples(ctx, agent.make_input("an awful film", task.options), moa.Capabilities(chat=False, completion=True), "fake:")
+    assert [e.model for e in shots] == ["fake:big"]
+    await ctx.aclose()

@@ -26,6 +26,12 @@ pytestmark = [
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real model on shared cores can be slow; slow is not broken (a timeout would drop items)."""
+    monkeypatch.setenv("MOA_TIMEOUT", "600")
+
+
 def moa_eval(*args: str) -> dict[str, Any]:
     result = runner.invoke(app, ["eval", *args, "--data-dir", str(EVAL), "--json"])
     assert result.exit_code == 0, result.output

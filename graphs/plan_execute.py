@@ -7,10 +7,9 @@ when it is a chat model) or leaves the structured report.
 
 from __future__ import annotations
 
-from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from moa.executor import RunDeps, RunState, execute, make_plan_node, plan_node, synthesize
+from moa.executor import compile_plan_execute, make_plan_node, plan_node
 from moa.plan import Plan
 
 
@@ -20,12 +19,4 @@ def build(plan: Plan | None = None) -> CompiledStateGraph:  # type: ignore[type-
     Args:
         plan: a fixed DAG to run instead of planning each task (what a YAML graph's nodes declare).
     """
-    graph = StateGraph(RunState, context_schema=RunDeps)
-    graph.add_node("plan", plan_node if plan is None else make_plan_node(fixed=plan))
-    graph.add_node("execute", execute)
-    graph.add_node("synthesize", synthesize)
-    graph.add_edge(START, "plan")
-    graph.add_edge("plan", "execute")
-    graph.add_edge("execute", "synthesize")
-    graph.add_edge("synthesize", END)
-    return graph.compile(name="plan_execute")
+    return compile_plan_execute(plan_node if plan is None else make_plan_node(fixed=plan), "plan_execute")

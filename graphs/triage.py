@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from moa.executor import RunDeps, RunState, execute, make_plan_node, synthesize
+from moa.executor import compile_plan_execute, make_plan_node
 from moa.plan import INPUT, Plan, Subtask
 
 GATE_STEPS = ("specialist", "slm")
@@ -50,12 +49,5 @@ def build(criterion: str = "spam", mode: str = "drop", pass_unsure: float | None
             (``None``: trust every decision).
         plan: a fixed DAG to gate instead of planning each task.
     """
-    graph = StateGraph(RunState, context_schema=RunDeps)
-    graph.add_node("plan", make_plan_node(fixed=plan, transform=lambda p: gate(p, criterion=criterion, mode=mode, pass_unsure=pass_unsure)))
-    graph.add_node("execute", execute)
-    graph.add_node("synthesize", synthesize)
-    graph.add_edge(START, "plan")
-    graph.add_edge("plan", "execute")
-    graph.add_edge("execute", "synthesize")
-    graph.add_edge("synthesize", END)
-    return graph.compile(name="triage")
+    gated = make_plan_node(fixed=plan, transform=lambda p: gate(p, criterion=criterion, mode=mode, pass_unsure=pass_unsure))
+    return compile_plan_execute(gated, "triage")

@@ -35,6 +35,8 @@ from collections import Counter
 import structlog
 from langgraph.errors import GraphInterrupt
 from langgraph.func import task
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator
@@ -210,6 +212,20 @@ def _planned(deps: RunDeps, outcome: PlanOutcome) -> dict[str, Any]:
 
 
 _default_plan = make_plan_node()
+
+
+def compile_plan_execute(plan: PlanNode, name: str) -> CompiledStateGraph:  # type: ignore[type-arg]
+    """``plan → execute → synthesize`` with the given ``plan`` node (the shape of ``plan_execute``
+    and ``triage``)."""
+    graph = StateGraph(RunState, context_schema=RunDeps)
+    graph.add_node("plan", plan)
+    graph.add_node("execute", execute)
+    graph.add_node("synthesize", synthesize)
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", "execute")
+    graph.add_edge("execute", "synthesize")
+    graph.add_edge("synthesize", END)
+    return graph.compile(name=name)
 
 
 def _job(state: RunState, subtask: Subtask, upstream: Mapping[str, SubtaskResult]) -> SubtaskJob:

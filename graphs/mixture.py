@@ -66,7 +66,9 @@ def _question(state: RunState) -> str:
     return state["task"] + "\n\nInput:\n" + "\n".join(f"- {i}" for i in items[:50])
 
 
-async def _ask(deps: RunDeps, model: str, question: str, previous: Sequence[str], *, style: str, temperature: float, aggregate: bool) -> tuple[str, Any]:
+async def _ask(
+    deps: RunDeps, model: str, question: str, previous: Sequence[str], *, style: str, temperature: float, aggregate: bool, seed: int | None = None
+) -> tuple[str, Any]:
     """One answer from ``model`` (chat or completion prompt, chosen from its capabilities)."""
     backend = deps.ctx.backend_for(Step(model, deps.ctx.settings.tier_spec(model) if model in ("slm", "llm") else model))  # type: ignore[arg-type]
     caps = await backend.acapabilities()
@@ -82,9 +84,10 @@ async def _ask(deps: RunDeps, model: str, question: str, previous: Sequence[str]
         if previous:
             lines.append(("Answers to combine:\n" if aggregate else "Other answers:\n") + shown)
         lines += [f"Question: {question}", "Best combined answer:" if aggregate else "Answer:"]
-        request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["Question:", "\n\n"])
-    gen = await backend.agenerate(request)
-    return gen.text.strip(), (backend, gen)
+        request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["Question:"])
+    gen = await backend.agenerate(request.model_copy(update={"seed": seed}))
+    text = gen.text.strip()
+    return (text.split("\n\n")[0].strip() if not caps.chat else text), (backend, gen)  # a base model's answer: its first paragraph
 
 
 def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
@@ -98,7 +101,9 @@ def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
             started = time.perf_counter()
             deps.ctx.emit("subtask_started", sid, agent="proposer", items=1)
             try:
-                text, (backend, gen) = await _ask(deps, p.model, question, previous, style=p.style, temperature=p.temperature, aggregate=False)
+                text, (backend, gen) = await _ask(
+                    deps, p.model, question, previous, style=p.style, temperature=p.temperature, aggregate=False, seed=index * 100 + n
+                )
             except (RunError, UserError) as exc:
                 deps.ctx.emit("subtask_done", sid, status="failed")
                 item = ItemResult(item=question, error=exc.to_dict())

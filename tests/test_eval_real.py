@@ -26,6 +26,13 @@ pytestmark = [
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These machines are shared: give a slow extraction call time rather than stop the eval (a
+    timeout stops an eval on purpose, see test_an_unreachable_model_is_a_clear_error)."""
+    monkeypatch.setenv("MOA_TIMEOUT", "300")
+
+
 def moa_eval(*args: str) -> dict[str, Any]:
     result = runner.invoke(app, ["eval", *args, "--data-dir", str(EVAL), "--json"])
     assert result.exit_code == 0, result.output

@@ -28,7 +28,8 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _patient(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real model on shared cores can be slow; slow is not broken (a timeout would drop items)."""
+    """These machines are shared: give a slow extraction call time rather than stop the eval (a
+    timeout stops an eval on purpose, see test_an_unreachable_model_is_a_clear_error)."""
     monkeypatch.setenv("MOA_TIMEOUT", "600")
 
 

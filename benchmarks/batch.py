@@ -17,14 +17,15 @@ The engine is loaded and warmed (its few-shot prefix cached) before anything is 
 after the other; ``--block B`` interleaves them instead, B items at a time with a rotating order
 (moa then makes one run per block), which keeps the ratio fair when the load of the machine
 changes; the median over blocks of each block's ratio resists bursts of load best. The table
-gives each one's wall time, items/s, process CPU time
-(the engine runs in this process, so CPU seconds are less sensitive to other load than wall
-time), accuracy against the SST-2 labels, and the load average before and after. Target: moa ≥
+gives each configuration's wall time, items/s, process CPU time per item (the engine runs in this
+process), accuracy against the SST-2 labels, and the range of the load average. Target: moa ≥
 0.9× the direct items/s::
 
-    python benchmarks/batch.py --n 1000
-    python benchmarks/batch.py --n 1000 --block 100               # interleaved
+    python benchmarks/batch.py --n 1000 --block 50                # interleaved
     python benchmarks/batch.py --n 100 --configs direct,moa       # a quick look
+
+When another llama.cpp process shares the cores, the engine's busy-waiting OpenMP threads make
+every request 10-100× slower; set ``OMP_WAIT_POLICY=PASSIVE`` (see ``benchmarks/README.md``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ local model costs $0, and a cached call costs $0 at any price). ``--repeats`` ro
 own slice of the data (so every cold run starts cold); medians and the warm ÷ cold ratios::
 
     python benchmarks/cache.py --n 64 --repeats 3
+
+(On cores shared with another llama.cpp process, set ``OMP_WAIT_POLICY=PASSIVE``: see ``batch.py``.)
 """
 
 from __future__ import annotations

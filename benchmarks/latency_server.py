@@ -161,7 +161,9 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8099)
     p.add_argument("--latency", type=float, default=0.5, help="seconds each request waits (default %(default)s)")
     args = p.parse_args()
-    uvicorn.run(create_app(args.latency), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    # Idle keep-alive connections stay open for 120 s (uvicorn's default is 5 s): a client that
+    # reuses a connection just as the server closes it gets a ReadError, and moa does not retry.
+    uvicorn.run(create_app(args.latency), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, timeout_keep_alive=120)
 
 
 if __name__ == "__main__":

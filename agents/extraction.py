@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Literal, TypeVar
 
 import structlog
 from pydantic import BaseModel, Field, create_model
 
 from moa import Capabilities, Generation, GenerateRequest, Message, ModelAgent, RunContext, generate_structured
+from moa.structured import schema_of
 from moa.settings import Tier
 
 log = structlog.get_logger(__name__)
@@ -75,10 +77,7 @@ class ExtractionAgent(ModelAgent[ExtractionInput, Entities, BaseModel]):
     max_tokens = 160
 
     def decode_type(self, data: ExtractionInput, caps: Capabilities) -> type[BaseModel]:
-        mention = create_model(
-            "Mention", text=(str, Field(min_length=1, max_length=80)), type=(Literal[tuple(data.types)], ...)  # type: ignore[valid-type]
-        )
-        return create_model("Mentions", entities=(list[mention], Field(max_length=12)))  # type: ignore[valid-type]
+        return _mentions(tuple(data.types))
 
     def completion_prompt(self, data: ExtractionInput) -> str:
         lines = [f"List the named entities in each text. Types: {', '.join(data.types)}.", ""]
@@ -133,7 +132,7 @@ async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tie
     Raises :class:`moa.RunError` (``INVALID_OUTPUT``) when the model cannot produce a valid value.
     """
     backend = ctx.models.tier(tier)
-    schema_text = json.dumps(schema.model_json_schema())
+    schema_text = json.dumps(schema_of(schema))
     if (await backend.acapabilities()).chat:
         request = GenerateRequest(
             messages=[
@@ -146,6 +145,13 @@ async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tie
         request = GenerateRequest(prompt=f"JSON schema: {schema_text}\n\nText: {' '.join(text.split())}\n\nJSON: ", max_tokens=400)
     result = await generate_structured(backend, request, schema, tier=tier, agent="extraction", purpose="extract")
     return result.value
+
+
+@lru_cache(maxsize=128)
+def _mentions(types: tuple[str, ...]) -> type[BaseModel]:
+    """The decode model for one set of entity types, built once (pydantic classes are costly to create)."""
+    mention = create_model("Mention", text=(str, Field(min_length=1, max_length=80)), type=(Literal[types], ...))  # type: ignore[valid-type,arg-type]
+    return create_model("Mentions", entities=(list[mention], Field(max_length=12)))  # type: ignore[valid-type]
 
 
 agent = ExtractionAgent()

@@ -13,11 +13,11 @@ probability of the decision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
-
-from collections.abc import Sequence
 
 from moa import Capabilities, Generation, Message, ModelAgent
 from moa.learned import Example
@@ -100,11 +100,7 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
         return ["spam", "ham"] if _is_spam(data.criterion) else ["yes", "no"]
 
     def decode_type(self, data: FilterInput, caps: Capabilities) -> type[BaseModel]:
-        label = (Literal[tuple(self.choices(data))], ...)  # type: ignore[valid-type]
-        score = {} if caps.logprobs else {"confidence": (float, Field(ge=0, le=1))}
-        if caps.chat:
-            return create_model("FilterAnswer", reason=(str, Field(max_length=300)), label=label, **score)  # type: ignore[call-overload]
-        return create_model("FilterAnswer", label=label, **score)  # type: ignore[call-overload]
+        return _answer(tuple(self.choices(data)), caps.logprobs, caps.chat)
 
     def completion_prompt(self, data: FilterInput) -> str:
         return self.completion_prompt_with(data, ())
@@ -156,6 +152,16 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
 
     def forward(self, item: str, output: BaseModel) -> list[str]:
         return [item] if output.keep else []  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=32)
+def _answer(choices: tuple[str, ...], logprobs: bool, chat: bool) -> type[BaseModel]:
+    """The decode model for one pair of choices, built once (pydantic classes are costly to create)."""
+    label = (Literal[choices], ...)  # type: ignore[valid-type]
+    score = {} if logprobs else {"confidence": (float, Field(ge=0, le=1))}
+    if chat:
+        return create_model("FilterAnswer", reason=(str, Field(max_length=300)), label=label, **score)  # type: ignore[call-overload]
+    return create_model("FilterAnswer", label=label, **score)  # type: ignore[call-overload]
 
 
 agent = FilteringAgent()

@@ -8,12 +8,11 @@ model's own score (chat models are asked for one).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
-
-from collections.abc import Sequence
-from typing import Any
 
 from moa import Capabilities, Generation, Message, ModelAgent
 from moa.learned import Example
@@ -70,10 +69,7 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
     threshold = 0.7
 
     def decode_type(self, data: SentimentInput, caps: Capabilities) -> type[BaseModel]:
-        label_type = Literal[tuple(data.labels)]  # type: ignore[valid-type]
-        if caps.logprobs:
-            return create_model("SentimentDecision", label=(label_type, ...))
-        return create_model("SentimentDecision", label=(label_type, ...), confidence=(float, Field(ge=0, le=1)))
+        return _decision(tuple(data.labels), caps.logprobs)
 
     def completion_prompt(self, data: SentimentInput) -> str:
         return self.completion_prompt_with(data, ())
@@ -112,6 +108,15 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
             label = max(probs, key=probs.__getitem__)
             return Sentiment(label=label, confidence=round(probs[label], 4))
         return Sentiment(label=str(decoded.label), confidence=float(getattr(decoded, "confidence", 0.5)))  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=128)
+def _decision(labels: tuple[str, ...], logprobs: bool) -> type[BaseModel]:
+    """The decode model for one label set, built once (pydantic classes are costly to create)."""
+    label_type = Literal[labels]  # type: ignore[valid-type]
+    if logprobs:
+        return create_model("SentimentDecision", label=(label_type, ...))
+    return create_model("SentimentDecision", label=(label_type, ...), confidence=(float, Field(ge=0, le=1)))
 
 
 agent = SentimentAgent()

@@ -7,6 +7,8 @@ when it is a chat model) or leaves the structured report.
 
 from __future__ import annotations
 
+from functools import cache
+
 from langgraph.graph.state import CompiledStateGraph
 
 from moa.executor import compile_plan_execute, make_plan_node, plan_node
@@ -18,5 +20,13 @@ def build(plan: Plan | None = None) -> CompiledStateGraph:  # type: ignore[type-
 
     Args:
         plan: a fixed DAG to run instead of planning each task (what a YAML graph's nodes declare).
+
+    Without ``plan`` the compiled graph is built once and shared (compiling takes ~4 ms, a run
+    of a small plan about as long): treat it as read-only, e.g. ``build().copy(update=...)``.
     """
-    return compile_plan_execute(plan_node if plan is None else make_plan_node(fixed=plan), "plan_execute")
+    return _planned() if plan is None else compile_plan_execute(make_plan_node(fixed=plan), "plan_execute")
+
+
+@cache
+def _planned() -> CompiledStateGraph:  # type: ignore[type-arg]
+    return compile_plan_execute(plan_node, "plan_execute")

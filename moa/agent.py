@@ -35,7 +35,7 @@ from moa.escalation import SPECIALIST, Attempt, Escalation, Policy, Step
 from moa.learned import Example
 from moa.models.base import Capabilities, Generation, GenerateRequest, Message, ModelBackend, ToolCall
 from moa.settings import Tier
-from moa.structured import generate_structured
+from moa.structured import generate_structured, schema_of
 from moa.tools import Tool, run_tool_loop
 from moa.usage import Usage
 
@@ -176,7 +176,11 @@ class Agent(ABC, Generic[InputT, OutputT]):
             for index, data in pending:
                 results[index] = await one(index, data)
 
-        await asyncio.gather(*(worker() for _ in range(max(1, min(len(inputs), self.batch_width(ctx))))))
+        try:
+            await asyncio.gather(*(worker() for _ in range(max(1, min(len(inputs), self.batch_width(ctx))))))
+        finally:  # cancelled (the run was): stop the items' work too, which the shields kept from the cancellation
+            for work in first.values():
+                work.cancel()
         return [r for r in results if r is not None]
 
     def batch_width(self, ctx: RunContext) -> int:
@@ -352,7 +356,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     def request(
         self, data: InputT, caps: Capabilities, messages: list[Message] | None = None, examples: Sequence[Example] = ()
     ) -> GenerateRequest:
-        schema = self.decode_type(data, caps).model_json_schema()
+        schema = schema_of(self.decode_type(data, caps))
         top = self.logprobs if caps.logprobs else 0
         if caps.chat:
             messages = messages or self.chat_messages(data)

@@ -179,10 +179,11 @@ class RunContext:
         async with semaphore:
             yield
 
-    def _load_once(self, key: tuple[str, ...], path: Path, load: Callable[[Path], Any]) -> Any:
-        """What ``load(path)`` gives, once per run; ``None`` when the file is missing or unusable."""
+    def _load_once(self, key: tuple[str, ...], where: Callable[[], Path], load: Callable[[Path], Any]) -> Any:
+        """What ``load(where())`` gives, once per run; ``None`` when the file is missing or unusable."""
         if key not in self._learned:
             found = None
+            path = where()
             if path.exists():
                 try:
                     found = load(path)
@@ -195,13 +196,13 @@ class RunContext:
         """The trained specialist for ``agent`` on the task ``key``, if there is one (loaded once)."""
         from moa.specialist import Specialist
 
-        return self._load_once(("specialist", agent, key), specialist_path(self.settings, agent, key), Specialist.load)  # type: ignore[no-any-return]
+        return self._load_once(("specialist", agent, key), lambda: specialist_path(self.settings, agent, key), Specialist.load)  # type: ignore[no-any-return]
 
     def calibration(self, agent: str, model: str) -> Calibration | None:
         """The confidence calibration of ``agent`` on ``model`` (``moa calibrate``), if there is one."""
         from moa.calibration import Calibration
 
-        return self._load_once(("calibration", agent, model), calibration_path(self.settings, agent, model), Calibration.load)  # type: ignore[no-any-return]
+        return self._load_once(("calibration", agent, model), lambda: calibration_path(self.settings, agent, model), Calibration.load)  # type: ignore[no-any-return]
 
     def examples(self) -> ExampleStore:
         """The store of examples answered by higher steps."""

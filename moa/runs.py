@@ -103,7 +103,7 @@ def state_error(exc: sqlite3.Error, path: Path | str, settings: Settings) -> Moa
 
 
 async def connect(path: Path, settings: Settings) -> aiosqlite.Connection:
-    """Open (creating its folder) a SQLite state database; check that it is one."""
+    """Open (creating its folder) a SQLite state database in WAL mode; check that it is one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -117,6 +117,8 @@ async def connect(path: Path, settings: Settings) -> aiosqlite.Connection:
     try:
         async with conn.execute("PRAGMA schema_version") as cursor:
             await cursor.fetchone()
+        # WAL first: synchronous=NORMAL is crash-safe only in WAL mode (settings.state_sync)
+        await conn.executescript(f"PRAGMA journal_mode=WAL; PRAGMA synchronous={settings.state_sync.upper()};")
     except sqlite3.Error as exc:
         await conn.close()
         raise state_error(exc, path, settings) from exc

@@ -288,3 +288,22 @@ async def test_checkpoints_can_go_to_another_sqlite_file(tmp_path: Path) -> None
         assert conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 'x1'").fetchone()[0] > 0
     with sqlite3.connect(state_path(settings)) as conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'checkpoints'").fetchone() is None
+
+
+@pytest.mark.parametrize(("state_sync", "level"), [("normal", 1), ("full", 2)])
+async def test_state_databases_are_wal_with_the_chosen_sync_level(state_sync: str, level: int) -> None:
+    from moa.durable import open_checkpointer
+
+    settings = moa.load_settings(state_sync=state_sync)
+    async with open_index(settings) as index, open_checkpointer(settings) as saver:
+        for conn in (index.conn, saver.conn):  # type: ignore[attr-defined]
+            async with conn.execute("PRAGMA synchronous") as cursor:
+                assert (await cursor.fetchone())[0] == level
+            async with conn.execute("PRAGMA journal_mode") as cursor:
+                assert (await cursor.fetchone())[0] == "wal"
+
+
+def test_an_unknown_state_sync_is_a_clear_error() -> None:
+    with pytest.raises(UserError) as info:
+        moa.load_settings(state_sync="off")
+    assert info.value.code == ErrorCode.BAD_CONFIG and "state_sync" in info.value.message

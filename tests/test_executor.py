@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -170,8 +171,10 @@ def _first_label(request: GenerateRequest) -> str:
     return json.dumps({"label": line.split("one of:")[1].strip(" .").split(", ")[0], "confidence": 0.9})
 
 
-async def test_a_subtask_starts_when_its_own_dependencies_finish() -> None:
-    # a is slow; b -> c is a fast chain: c must not wait for a (no superstep barrier)
+@pytest.mark.parametrize("durable", [True, False], ids=["langgraph-tasks", "asyncio-tasks"])
+async def test_a_subtask_starts_when_its_own_dependencies_finish(durable: bool) -> None:
+    # a is slow; b -> c is a fast chain: c must not wait for a (no superstep barrier), whether
+    # subtasks are LangGraph tasks (checkpointed) or plain asyncio tasks (not checkpointed)
     model = FakeModel(_first_label, delay=lambda request: 1.0 if "slowpos" in prompt_of(request) else 0.0)
     plan = {
         "subtasks": [
@@ -181,10 +184,48 @@ async def test_a_subtask_starts_when_its_own_dependencies_finish() -> None:
         ]
     }
     events: list[tuple[str, str | None]] = []
-    result = await moa.arun("t", input=["x"], plan=plan, slm=model, llm=model, on_event=lambda e: events.append((e.kind, e.subtask)))
+    settings = moa.load_settings(durable=durable)
+    result = await moa.arun("t", input=["x"], plan=plan, slm=model, llm=model, settings=settings, on_event=lambda e: events.append((e.kind, e.subtask)))
     assert result.status == "ok"
     assert [s for kind, s in events if kind == "subtask_done"] == ["b", "c", "a"]
     assert result.results["a"].items[0].output.label == "slowpos"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["langgraph-tasks", "asyncio-tasks"])
+async def test_cancelling_a_run_cancels_the_subtasks_still_running(durable: bool) -> None:
+    from pydantic import BaseModel
+
+    class Text(BaseModel):
+        text: str
+
+    class Done(BaseModel):
+        ok: bool
+
+    class Slow(moa.FunctionAgent[Text, Done]):
+        name = "slow"
+        description = "Takes its time."
+        input_type = Text
+        output_type = Done
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def wait(ctx: moa.RunContext, data: Text) -> Done:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Done(ok=True)
+
+    plan = {"subtasks": [{"id": "s1", "agent": "slow"}, {"id": "s2", "agent": "slow"}]}
+    settings = moa.load_settings(durable=durable)
+    run = asyncio.ensure_future(moa.arun("t", input=["x"], plan=plan, agents=[Slow(wait)], slm=FakeModel(), llm=FakeModel(), settings=settings))
+    await asyncio.wait_for(started.wait(), 10)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.wait_for(cancelled.wait(), 5)  # the agent's work was stopped, not left running
 
 
 async def test_a_plan_longer_than_max_steps_is_refused_before_any_model_call() -> None:

@@ -131,8 +131,7 @@ async def measure(sizes: list[int], repeats: int, state_dir: Path, *, profile: b
             config = {"configurable": {"thread_id": f"t{runs}"}}
             _check((await saved.ainvoke({"text": ITEM, "n": n}, config, durability="sync"))["results"], n, "langgraph+sqlite")
 
-        async def run_agent(n: int) -> None:
-            settings = settings_for(state_dir, n, durable=False)
+        async def run_agent(n: int, settings: moa.Settings) -> None:
             ctx = moa.RunContext.create(settings, models=Models(settings, slm=model, llm=model))
 
             async def work(sid: str, text: str) -> Any:
@@ -141,20 +140,22 @@ async def measure(sizes: list[int], repeats: int, state_dir: Path, *, profile: b
 
             _check((await fan_out(work).compile().ainvoke({"text": ITEM, "n": n}))["results"], n, "langgraph+agent")
 
-        async def run_moa(n: int, durable: bool) -> None:
+        async def run_moa(n: int, settings: moa.Settings) -> None:
             plan = {"subtasks": [{"id": f"s{i}", "agent": "sentiment"} for i in range(n)]}
-            result = await moa.arun("sentiment", input=[ITEM], plan=plan, settings=settings_for(state_dir, n, durable=durable), slm=model, llm=model)
+            result = await moa.arun("sentiment", input=[ITEM], plan=plan, settings=settings, slm=model, llm=model)
             if result.status != "ok":
                 raise RuntimeError(f"moa run failed: {result.errors[:1]}")
             _check(result.results, n, "moa")
 
         def configs(n: int) -> dict[str, Callable[[], Awaitable[Any]]]:
+            # settings are made once, as an application would (loading them reads moa.toml and the environment)
+            plain_settings, durable_settings = settings_for(state_dir, n, durable=False), settings_for(state_dir, n, durable=True)
             return {
                 "langgraph": lambda: run_plain(n),
                 "langgraph+sqlite": lambda: run_saved(n),
-                "langgraph+agent": lambda: run_agent(n),
-                "moa": lambda: run_moa(n, False),
-                "moa durable": lambda: run_moa(n, True),
+                "langgraph+agent": lambda: run_agent(n, plain_settings),
+                "moa": lambda: run_moa(n, plain_settings),
+                "moa durable": lambda: run_moa(n, durable_settings),
             }
 
         for n in sizes[:1]:  # warm up imports, graph compilation caches, SQLite files
@@ -178,7 +179,12 @@ async def measure(sizes: list[int], repeats: int, state_dir: Path, *, profile: b
                     }
                 )
             print(f"  N={n}: " + ", ".join(f"{c} {1000 * med[c] / n:.3f} ms/subtask" for c in CONFIGS), f"load {loads:.2f}", file=sys.stderr)
-        profiled = await _profile(lambda: run_moa(sizes[-1], False), lambda: run_moa(sizes[-1], True)) if profile else None
+        last = sizes[-1]
+        profiled = (
+            await _profile(lambda: run_moa(last, settings_for(state_dir, last, durable=False)), lambda: run_moa(last, settings_for(state_dir, last, durable=True)))
+            if profile
+            else None
+        )
     lines = {c: fit([r["subtasks"] for r in rows if r["config"] == c], [r["median_s"] for r in rows if r["config"] == c]) for c in CONFIGS}
     fits = {c: {"ms_per_extra_subtask": round(1000 * k, 4), "fixed_ms_per_run": round(1000 * b, 3)} for c, (k, b) in lines.items()}
     return {"sizes": sizes, "repeats": repeats, "rows": rows, "fit": fits, "profile": profiled}

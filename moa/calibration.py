@@ -78,7 +78,11 @@ class Calibration(BaseModel):
     ece_raw: float | None = None
     """Expected calibration error of the raw confidences on the fitting data."""
     ece: float | None = None
-    """Expected calibration error after calibration, on the fitting data."""
+    """Expected calibration error after calibration, on the fitting data (optimistic: isotonic
+    regression fits those very points)."""
+    ece_held_out: float | None = None
+    """Expected calibration error after calibration on answers it was not fitted on (5-fold
+    cross-validation; ``None`` below 50 answers): what to expect on new items."""
     table: list[ThresholdRow] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -115,6 +119,7 @@ class Calibration(BaseModel):
         calibrated = calibration.apply_many(conf)
         calibration.ece_raw = expected_calibration_error(conf, hit)
         calibration.ece = expected_calibration_error(calibrated, hit)
+        calibration.ece_held_out = _held_out_ece(conf, hit)
         calibration.table = threshold_table(calibrated, hit)
         log.debug(
             "calibration_fitted",
@@ -178,6 +183,19 @@ def _check_points(
     if np.any((hit != 0) & (hit != 1)):
         raise UserError(ErrorCode.INVALID_INPUT, "outcomes must be true/false (1/0)")
     return conf, hit
+
+
+def _held_out_ece(conf: npt.NDArray[np.float64], hit: npt.NDArray[np.float64], folds: int = 5, min_points: int = 50) -> float | None:
+    """ECE of isotonic calibration on answers left out of its fit (``folds``-fold, fixed seed)."""
+    if len(conf) < min_points:
+        return None
+    fold = np.random.default_rng(0).permutation(len(conf)) % folds
+    predicted = np.empty(len(conf))
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        xs, ys = _isotonic(conf[train], hit[train])
+        predicted[test] = np.interp(conf[test], xs, ys)
+    return expected_calibration_error(predicted, hit)
 
 
 def _isotonic(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[list[float], list[float]]:

@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
         for row in calibration.table:
             table.add_row(f"{row.threshold:.2f}", f"{row.coverage:.0%}", "-" if row.precision is None else f"{row.precision:.3f}")
         out.print(table)
-        out.print(f"ECE {calibration.ece_raw:.3f} → {calibration.ece:.3f} · stored in {path}", highlight=False)
+        held_out = "" if calibration.ece_held_out is None else f", {calibration.ece_held_out:.3f} on answers left out of the fit (5-fold)"
+        out.print(f"ECE {calibration.ece_raw:.3f} → {calibration.ece:.3f} on the fitting answers{held_out} · stored in {path}", highlight=False)
 
     @app.command()
     def train(

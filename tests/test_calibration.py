@@ -218,3 +218,15 @@ def test_load_missing_or_corrupt(tmp_path: Path) -> None:
         with pytest.raises(UserError) as info:
             Calibration.load(bad)
         assert info.value.code == ErrorCode.INPUT_FILE and "corrupt" in info.value.message
+
+
+def test_held_out_ece_is_honest_where_the_fitting_data_flatters() -> None:
+    rng = np.random.default_rng(11)
+    conf = rng.uniform(0.5, 1.0, 200)
+    correct = rng.uniform(size=200) < 0.7  # confidence says nothing about correctness
+    calibration = Calibration.fit(conf, correct, agent="a", model="m")
+    assert calibration.ece is not None and calibration.ece_held_out is not None
+    assert calibration.ece < 0.02  # isotonic regression memorises its own points
+    assert calibration.ece_held_out > 2 * calibration.ece + 0.02  # on answers it never saw it cannot
+    small = Calibration.fit(conf[:30], correct[:30], agent="a", model="m")
+    assert small.ece_held_out is None  # too few answers to hold any out

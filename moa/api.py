@@ -244,6 +244,8 @@ async def _drive(
             answered: list[Approval] = []
             if resume:  # before the index says `running`: a wrong answer leaves the run as it was
                 start, state, answered = await _resume_input(graph, config, ctx.run_id, settings, answers)
+                if isinstance(graph.checkpointer, BaseCheckpointSaver) and (spent := await load_snapshot(graph.checkpointer, ctx.run_id)):
+                    ctx.budget.carry(spent.usage, record.seconds)  # the budget is the run's, not this attempt's
             if index is not None and resume:
                 await index.resumed(ctx.run_id)
             elif index is not None:

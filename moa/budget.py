@@ -56,6 +56,11 @@ class Budget:
             calls, tokens, cost = self._per_step.get(u.tier or "none", (0, 0, 0.0))
             self._per_step[u.tier or "none"] = (calls + 1, tokens + u.tokens, cost + u.cost)
 
+    def carry(self, usage: Iterable[Usage], seconds: float) -> None:
+        """Count what earlier attempts of a resumed run spent: their calls and their wall time."""
+        self.add(usage)
+        self.started -= seconds
+
     def _estimate(self, step: str) -> tuple[float, float]:
         calls, tokens, cost = self._per_step.get(step, (0, 0, 0.0))
         if calls == 0:

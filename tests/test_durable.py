@@ -85,6 +85,22 @@ async def test_a_crashed_run_resumes_without_redoing_finished_subtasks() -> None
         assert after.subtasks[["a", "b"].index(sid)] == saved[sid]
 
 
+async def test_a_resumed_run_keeps_the_budget_its_first_attempt_spent() -> None:
+    handler = Crashing()
+    model = FakeModel(handler)
+    await _crash(model)  # a and b finished: 4 calls
+    handler.armed = False
+    before = len(model.requests)
+    first = await load_view(moa.load_settings(), "r1")
+    used = sum(s.prompt_tokens + s.completion_tokens for s in first.subtasks)
+    assert used > 0
+    # a budget the first attempt already used up: nothing more runs
+    result = await moa.aresume("r1", slm=model, llm=model, settings=moa.load_settings(budget_tokens=used))
+    assert result.status == "stopped" and "token budget" in (result.stopped or "")
+    assert len(model.requests) == before
+    assert all(i.error and i.error["code"] == ErrorCode.BUDGET_EXCEEDED for i in result.results["c"].items)
+
+
 async def test_resume_of_an_unknown_run() -> None:
     with pytest.raises(UserError) as info:
         await moa.aresume("nope", slm=FakeModel(), llm=FakeModel())

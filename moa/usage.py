@@ -61,7 +61,8 @@ class UsageSummary(BaseModel):
     """Share of tokens processed below the ``llm`` tier."""
     cache_hits: int = 0
     all_llm_cost: float | None = None
-    """Estimated cost had every call gone to the ``llm`` tier at its price (same token counts);
+    """Estimated cost had every call gone to the ``llm`` tier at its price: each call's own token
+    counts, and for calls that used no tokens (a local specialist) the agent's mean model call.
     ``None`` when the llm tier has no price configured."""
     saving: float | None = None
     """``all_llm_cost - cost`` in $."""
@@ -77,6 +78,27 @@ def _percentile(values: list[float], q: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return round(ordered[low] + (ordered[high] - ordered[low]) * (rank - low), 4)
+
+
+def _as_llm_calls(records: list[Usage]) -> list[tuple[float, float]]:
+    """(prompt, completion) tokens of each call had it gone to the llm tier: its own tokens, or for
+    a call that used none (a local specialist) the mean call of the same agent on a model (of any
+    agent when that one made none)."""
+    def mean(rows: list[Usage]) -> tuple[float, float]:
+        return (sum(r.prompt_tokens for r in rows) / len(rows), sum(r.completion_tokens for r in rows) / len(rows)) if rows else (0.0, 0.0)
+
+    model_calls = [r for r in records if r.tokens]
+    by_agent: dict[str | None, tuple[float, float]] = {}
+    calls: list[tuple[float, float]] = []
+    for r in records:
+        if r.tokens:
+            calls.append((r.prompt_tokens, r.completion_tokens))
+            continue
+        if r.agent not in by_agent:
+            mine = [m for m in model_calls if m.agent == r.agent and m.purpose == "agent"]
+            by_agent[r.agent] = mean(mine or model_calls)
+        calls.append(by_agent[r.agent])
+    return calls
 
 
 def summarize(records: Iterable[Usage], *, llm_price: tuple[float, float] | None = None) -> UsageSummary:
@@ -104,7 +126,7 @@ def summarize(records: Iterable[Usage], *, llm_price: tuple[float, float] | None
     cost = sum(t.cost for t in per_tier.values())
     all_llm = None
     if llm_price is not None and any(llm_price):
-        all_llm = sum((r.prompt_tokens * llm_price[0] + r.completion_tokens * llm_price[1]) / 1000 for r in records)
+        all_llm = sum((p * llm_price[0] + c * llm_price[1]) / 1000 for p, c in _as_llm_calls(records))
     return UsageSummary(
         calls=calls,
         prompt_tokens=sum(t.prompt_tokens for t in per_tier.values()),

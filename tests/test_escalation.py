@@ -255,6 +255,19 @@ async def test_interrupted_run_keeps_finished_items() -> None:
     assert 3 <= len(items) < 40 and all(i.output is not None for i in items)
 
 
+def test_the_all_llm_counterfactual_prices_specialist_answers_as_the_agents_mean_model_call() -> None:
+    from moa.usage import Usage, summarize
+
+    records = [
+        Usage(model="m", tier="slm", prompt_tokens=100, completion_tokens=10, agent="sentiment"),
+        Usage(model="m", tier="slm", prompt_tokens=200, completion_tokens=30, agent="sentiment"),
+        Usage(model="m", tier="slm", prompt_tokens=1000, completion_tokens=100, agent="extraction"),
+        Usage(model="spec", tier="specialist", agent="sentiment"),  # no tokens: counted as (150, 20)
+    ]
+    summary = summarize(records, llm_price=(1.0, 2.0))
+    assert summary.all_llm_cost == pytest.approx((100 + 20 + 200 + 60 + 1000 + 200 + 150 + 40) / 1000)
+
+
 async def test_summary_prices_the_all_llm_counterfactual() -> None:
     s = settings(llm="openai:big@http://127.0.0.1:9/v1", prices={"openai:big@http://127.0.0.1:9/v1": {"prompt": 1.0, "completion": 2.0}})
     model = FakeModel([sentiment("positive", 0.9)])

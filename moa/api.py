@@ -12,7 +12,6 @@ its ``pending`` approvals; ``aresume(run_id, approve=[...], deny=[...])`` answer
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sqlite3
 import time
@@ -31,7 +30,6 @@ from pydantic import BaseModel, Field
 from moa.agent import Agent
 from moa.approvals import (
     Approval,
-    Decisions,
     Handoff,
     pending_of,
     resolve_answers,
@@ -321,7 +319,8 @@ async def arun(
         agents: extra agents (replace built-ins of the same name).
         plan: a plan to run instead of planning.
         slm, llm: backends to use for the tiers instead of the configured specs (e.g. fakes).
-        context: a :class:`RunContext` to reuse (its models stay open); else one is made and closed.
+        context: a :class:`RunContext` to reuse: its models, memory and embedder stay open; the run gets
+            its own budget, journal and approvals. Else one is made and closed.
             Each run gets its own run id either way.
         run_id: the id to record the run under (default: a fresh one); must not exist yet.
     """
@@ -343,7 +342,7 @@ async def arun(
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:
-        ctx = dataclasses.replace(context, settings=settings, run_id=run_id or new_run_id(), on_event=on_event or context.on_event, decisions=Decisions())
+        ctx = context.for_run(settings, run_id or new_run_id(), on_event)
     record = RunRecord(
         run_id=ctx.run_id, task=task, graph=graph_name, status="running", started=time.time(), items=len(items), plan=_plan_json(plan)
     )
@@ -437,7 +436,7 @@ async def aresume(
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:
-        ctx = dataclasses.replace(context, settings=settings, run_id=run_id, on_event=on_event or context.on_event, decisions=Decisions())
+        ctx = context.for_run(settings, run_id, on_event)
     deps = RunDeps(ctx=ctx, agents=catalog, plan=record.plan)
     try:
         return await _drive(compiled, None, deps=deps, record=record, resume=True, answers=answers)

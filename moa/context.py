@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -111,6 +112,14 @@ class RunContext:
             _embedder=embedder,
         )
 
+    def for_run(self, settings: Settings, run_id: str, on_event: EventSink | None) -> RunContext:
+        """A context for another run that shares this one's models, memory and embedder, with
+        its own budget, journal, approvals and per-run caches."""
+        return dataclasses.replace(
+            self, settings=settings, run_id=run_id, on_event=on_event or self.on_event, budget=Budget.from_settings(settings),
+            journal=[], partial=None, decisions=Decisions(), _cache={}, _learned={},
+        )  # fmt: skip
+
     def embedder(self) -> Embedder:
         if self._embedder is None:
             from moa.embedder import make_embedder
@@ -144,6 +153,9 @@ class RunContext:
         """The escalation policy of ``agent`` in this run: its own ``cascade`` if given, else the
         run's (validated once per run); consecutive steps on the same model are merged."""
         cache_key = ("cascade", *(e if isinstance(e, str) else f"{e.spec}#{id(e)}" for e in cascade or ()))
+        policy_key = ("policy", agent, str(default_threshold), *cache_key)
+        if (known_policy := self._learned.get(policy_key)) is not None:
+            return known_policy  # type: ignore[no-any-return]
         steps = self._learned.get(cache_key)
         if steps is None:
             entries: list[str] = []
@@ -160,7 +172,8 @@ class RunContext:
                     continue  # the same model twice in a row: one step
                 merged.append(step)
             steps = self._learned[cache_key] = tuple(merged)
-        return Policy(steps=steps, threshold=threshold_for(self.settings, agent, default_threshold), escalate=self.settings.escalate)
+        policy = self._learned[policy_key] = Policy(steps=steps, threshold=threshold_for(self.settings, agent, default_threshold), escalate=self.settings.escalate)
+        return policy
 
     def backend_for(self, step: Step) -> ModelBackend:
         """The backend a model step runs on (tiers honour backends injected into :class:`Models`)."""

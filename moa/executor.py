@@ -448,14 +448,16 @@ async def execute(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
     ran: set[str] = set()
     changed = asyncio.Event()
 
+    by_id = {s.id: s for s in plan.subtasks}
+
     async def subtask(subtask_id: str) -> dict[str, Any]:
-        spec = plan.get(subtask_id)
+        spec = by_id[subtask_id]
         upstream = {d: await finished[d] for d in spec.depends_on}
         ran.add(subtask_id)
         return await run_subtask(_job(state, spec, upstream), deps)
 
     async def approved(subtask_id: str) -> dict[str, Any]:
-        spec = plan.get(subtask_id)
+        spec = by_id[subtask_id]
         upstream = {d: finished[d].result() for d in spec.depends_on}
         ran.add(subtask_id)
         return await continue_subtask(_job(state, spec, upstream), going_on[subtask_id], deps)
@@ -489,7 +491,7 @@ async def execute(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
 
     def held(sid: str) -> bool:
         """Cannot move before a person answers: waits, or depends on one that does."""
-        return sid in waiting or any(not finished[d].done() and held(d) for d in plan.get(sid).depends_on)
+        return sid in waiting or any(not finished[d].done() and held(d) for d in by_id[sid].depends_on)
 
     def failure() -> BaseException | None:
         for future in finished.values():

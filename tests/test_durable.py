@@ -145,6 +145,18 @@ async def test_a_reused_context_gives_each_run_its_own_id() -> None:
     assert second.reused == [] and second.summary.calls == 2
 
 
+async def test_a_reused_context_gives_each_run_its_own_budget_and_journal() -> None:
+    model = FakeModel(['{"label":"positive","confidence":0.9}'])
+    plan = {"subtasks": [{"id": "a", "agent": "sentiment"}]}
+    probe = await moa.arun("t", input=ITEMS, plan=plan, slm=model, llm=model)
+    settings = moa.load_settings(budget_tokens=probe.summary.prompt_tokens + probe.summary.completion_tokens + 1)  # room for one run
+    ctx = moa.RunContext.create(settings, models=moa.Models(settings, slm=model, llm=model))
+    first = await moa.arun("t", input=ITEMS, plan=plan, context=ctx)
+    second = await moa.arun("t", input=ITEMS, plan=plan, context=ctx)
+    assert first.status == second.status == "ok"  # the first run's tokens are not charged to the second
+    assert ctx.journal == [] and ctx.budget.tokens == 0  # the caller's context is left as it was
+
+
 async def _fixed_plan(state: RunState, runtime: Any) -> dict[str, Any]:
     return {"plan": moa.Plan.model_validate(PLAN)}
 

@@ -242,9 +242,10 @@ async def test_specialist_only_cascade_without_a_specialist_is_a_clear_item_erro
 
 async def test_interrupted_run_keeps_finished_items() -> None:
     model = FakeModel(lambda r: sentiment("positive", 0.9), delay=0.05, max_concurrency=1)
-    ctx = moa.RunContext.create(settings(), models=moa.Models(settings(), slm=model, llm=model))
+    done: list[moa.Event] = []
+    ctx = moa.RunContext.create(settings(), models=moa.Models(settings(), slm=model, llm=model), on_event=lambda e: done.append(e) if e.kind == "item_done" else None)
     task = asyncio.ensure_future(moa.arun("t", input=[f"item {i}" for i in range(40)], plan=PLAN, context=ctx))
-    while len(ctx.journal) < 3:
+    while len(done) < 3:
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -162,7 +162,8 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.5, help="seconds each request waits (default %(default)s)")
     args = p.parse_args()
     # Idle keep-alive connections stay open for 120 s (uvicorn's default is 5 s): a client that
-    # reuses a connection just as the server closes it gets a ReadError, and moa does not retry.
+    # reuses a connection just as the server closes it gets a ReadError. moa sends such a request
+    # again (connection_retries), but a benchmark should not time the retries.
     uvicorn.run(create_app(args.latency), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, timeout_keep_alive=120)
 
 

@@ -15,7 +15,7 @@ Policy:
   to :class:`GenerateRequest` later changes every key (old entries are simply never hit).
 * **Freshness.** An entry older than ``ttl`` seconds is a miss; :meth:`CallCache.prune`
   deletes such rows (run once when the file is opened). ``put`` overwrites.
-* **Hits.** A hit returns the stored :class:`Generation` with ``cached=True`` and
+* **Hits.** A hit returns the stored :class:`Generation` with ``cached=True``, ``retries=0`` and
   ``latency_s`` = the lookup time (usage records then cost 0).
 * **Never fail a run because of the cache.** A corrupt file (not a database, malformed, or
   another schema) is moved aside as ``<name>.corrupt-<timestamp>`` and rebuilt; a locked or
@@ -366,7 +366,7 @@ class CachedBackend(ModelBackend):
                 gen = await asyncio.shield(pending)
             except Exception:  # that call failed or was cancelled: try again (maybe as the caller)
                 continue
-            return gen.model_copy(update={"cached": True, "latency_s": time.perf_counter() - start})
+            return gen.model_copy(update={"cached": True, "latency_s": time.perf_counter() - start, "retries": 0})
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
         inflight[key] = future
         try:
@@ -388,7 +388,7 @@ class CachedBackend(ModelBackend):
         start = time.perf_counter()
         hit = await asyncio.to_thread(self.cache.get, key)  # sqlite may wait on a lock: off the event loop
         if hit is not None:
-            return hit.model_copy(update={"cached": True, "latency_s": time.perf_counter() - start})
+            return hit.model_copy(update={"cached": True, "latency_s": time.perf_counter() - start, "retries": 0})
         gen = await call(request)
         await asyncio.to_thread(self.cache.put, key, gen)
         return gen

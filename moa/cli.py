@@ -141,6 +141,8 @@ def _accounting(result: RunResult) -> str:
     parts += [f"escalations {e.count}" + (f" ({', '.join(f'{k} {v}' for k, v in e.by_reason.items())})" if e.by_reason else "")]
     if e.unverified:
         parts.append("unverified " + ", ".join(f"{k} {v}" for k, v in e.unverified.items()))
+    if s.retries:
+        parts.append(f"requests sent again after a broken connection {s.retries}")
     if s.all_llm_cost is not None:
         parts.append(f"all-llm estimate ${s.all_llm_cost:.4f}, saved ${s.saving or 0:.4f} ({s.saving_pct or 0:.0%})")
     else:

@@ -60,7 +60,11 @@ class Settings(BaseSettings):
     planner: PlannerChoice = "auto"
     """``router`` (embedding match, no generative model), ``llm``, or ``auto`` (llm when capable)."""
     timeout: float = Field(60.0, gt=0)
-    """Seconds to wait for one model call."""
+    """Seconds to wait for one model call (a request sent again gets what is left of it)."""
+    connection_retries: int = Field(1, ge=0, le=5)
+    """How many times an Ollama or OpenAI-compatible request is sent again when its connection broke
+    before the server answered (e.g. the server closed an idle keep-alive connection as it was
+    reused). Refused connections, timeouts and HTTP errors (429, 5xx) are never sent again."""
     max_task_chars: int = Field(4000, gt=0)
     """Longest task text accepted."""
     max_input_bytes: int = Field(5_000_000, gt=0)

@@ -53,6 +53,7 @@ def usage_of(backend: ModelBackend, gen: Generation, *, tier: str | None, agent:
         latency_s=gen.latency_s,
         cost=0.0 if gen.cached else (gen.prompt_tokens * prompt_price + gen.completion_tokens * completion_price) / 1000,
         cached=gen.cached,
+        retries=gen.retries,
         agent=agent,
         subtask=subtask,
         purpose=purpose,

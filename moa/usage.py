@@ -25,6 +25,8 @@ class Usage(BaseModel):
     subtask: str | None = None
     cached: bool = False
     """Served from the call cache (cost 0, latency of the lookup)."""
+    retries: int = 0
+    """Requests sent again because their connection broke before the server answered."""
     purpose: str = "agent"
     """What the call was for: ``agent``, ``repair``, ``calibrate``, ``extract``, ``plan``, ``synthesize``, ``tool``."""
 
@@ -43,6 +45,8 @@ class TierTotals(BaseModel):
     latency_p50: float = 0.0
     latency_p95: float = 0.0
     cache_hits: int = 0
+    retries: int = 0
+    """Requests sent again because their connection broke before the server answered."""
 
 
 class UsageSummary(BaseModel):
@@ -60,6 +64,8 @@ class UsageSummary(BaseModel):
     slm_token_share: float
     """Share of tokens processed below the ``llm`` tier."""
     cache_hits: int = 0
+    retries: int = 0
+    """Requests sent again because their connection broke before the server answered."""
     all_llm_cost: float | None = None
     """Estimated cost had every call gone to the ``llm`` tier at its price: each call's own token
     counts, and for calls that used no tokens (a local specialist) the agent's mean model call.
@@ -116,6 +122,7 @@ def summarize(records: Iterable[Usage], *, llm_price: tuple[float, float] | None
         t.cost += r.cost
         t.latency_s += r.latency_s
         t.cache_hits += r.cached
+        t.retries += r.retries
         latencies.setdefault(name, []).append(r.latency_s)
     for name, t in per_tier.items():
         t.latency_p50 = _percentile(latencies[name], 0.5)
@@ -137,6 +144,7 @@ def summarize(records: Iterable[Usage], *, llm_price: tuple[float, float] | None
         slm_call_share=(calls - llm.calls) / calls if calls else 0.0,
         slm_token_share=(tokens - llm.prompt_tokens - llm.completion_tokens) / tokens if tokens else 0.0,
         cache_hits=sum(t.cache_hits for t in per_tier.values()),
+        retries=sum(t.retries for t in per_tier.values()),
         all_llm_cost=all_llm,
         saving=None if all_llm is None else all_llm - cost,
         saving_pct=None if not all_llm else (all_llm - cost) / all_llm,

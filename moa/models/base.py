@@ -87,6 +87,9 @@ class Generation(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     cached: bool = False
     """Served from the model-call cache (no model ran; ``latency_s`` is the lookup time)."""
+    retries: int = 0
+    """Requests sent again because their connection broke before the server answered
+    (:mod:`moa.models.transport`); ``latency_s`` includes them."""
 
 
 class Capabilities(BaseModel):

@@ -6,6 +6,10 @@ decoding); completion requests go to ``/api/generate`` with ``raw=True`` so that
 chat template (few-shot prompts for base models). What the model can do is read once from
 ``/api/show`` (its ``capabilities`` list and chat ``template``) and cached; until that first probe
 :attr:`OllamaBackend.capabilities` returns a conservative default.
+
+A request whose connection broke before Ollama answered (e.g. a proxy in front of it closing an
+idle keep-alive connection as it is reused) is sent again, ``connection_retries`` times at most,
+within ``timeout`` (:mod:`moa.models.transport`). A refused connection fails at once.
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import ollama
 import structlog
 
 from moa.errors import ErrorCode, RunError, UserError
+from moa.models import transport
 from moa.models.base import (
     Capabilities,
     GenerateRequest,
@@ -34,6 +39,8 @@ from moa.models.base import (
 )
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 DEFAULT_CAPABILITIES = Capabilities(chat=True, completion=True, json_schema=True, logprobs=False, tools=False)
 """What :attr:`OllamaBackend.capabilities` reports before the model was probed."""
@@ -56,6 +63,8 @@ class OllamaBackend(ModelBackend):
             arrives in one read, so this bounds a whole generation).
         max_concurrency: requests in flight at once from this backend.
         keep_alive: how long Ollama keeps the model loaded after a request (``"5m"``, ``"-1"``).
+        connection_retries: how many times a request is sent again when its connection broke
+            before Ollama answered (see :mod:`moa.models.transport`); 0 turns this off.
     """
 
     def __init__(
@@ -67,12 +76,16 @@ class OllamaBackend(ModelBackend):
         timeout: float = 60.0,
         max_concurrency: int = 2,
         keep_alive: str | None = None,
+        connection_retries: int = 1,
     ) -> None:
         super().__init__(spec, max_concurrency=max_concurrency)
+        if connection_retries < 0:
+            raise UserError(ErrorCode.BAD_CONFIG, f"{spec}: connection_retries must be 0 or more, not {connection_retries}")
         self.model = model
         self.host = host
         self.timeout = timeout
         self.keep_alive = keep_alive
+        self.connection_retries = connection_retries
         self._capabilities: Capabilities | None = None
         self._bound: tuple[asyncio.AbstractEventLoop, ollama.AsyncClient] | None = None
 
@@ -86,11 +99,34 @@ class OllamaBackend(ModelBackend):
         loop = asyncio.get_running_loop()
         if self._bound is None or self._bound[0] is not loop:
             # A client of an earlier loop is dropped: its connections died with that loop.
-            self._bound = (loop, ollama.AsyncClient(host=self.host, timeout=self.timeout))
+            client = ollama.AsyncClient(
+                host=self.host, timeout=self.timeout, event_hooks={"response": [transport.mark_answered]}
+            )
+            self._bound = (loop, client)
         return self._bound[1]
 
+    async def _send(self, call: Callable[[], Awaitable[_T]], attempts: transport.Attempts) -> _T:
+        """Await ``call()``, sent again if its connection broke before an answer; errors → RunError."""
+
+        async def attempt(left: float) -> _T:
+            if left >= self.timeout:  # the first attempt: the client's own timeout applies
+                return await call()
+            async with asyncio.timeout(left):  # a request sent again gets what is left
+                return await call()
+
+        before = attempts.retries
+        with self._errors(attempts, before):
+            return await transport.send(
+                attempt,
+                retries=self.connection_retries,
+                timeout=self.timeout,
+                attempts=attempts,
+                spec=self.spec,
+                host=self.host,
+            )
+
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, attempts: transport.Attempts, before: int) -> Iterator[None]:
         """Turn client and transport failures into :class:`RunError` messages that say what to do."""
         try:
             yield
@@ -107,7 +143,7 @@ class OllamaBackend(ModelBackend):
                 f"Ollama at {self.host} failed for model {self.model!r}: {exc.error} (HTTP {exc.status_code})",
                 details={"host": self.host, "model": self.model, "status": exc.status_code},
             ) from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise RunError(
                 ErrorCode.MODEL_TIMEOUT,
                 f"Ollama at {self.host} did not answer within {self.timeout:g} s (model {self.model!r}); "
@@ -115,6 +151,8 @@ class OllamaBackend(ModelBackend):
                 details={"host": self.host, "model": self.model, "timeout_s": self.timeout},
             ) from exc
         except (ConnectionError, httpx.TransportError) as exc:  # ollama turns ConnectError into ConnectionError
+            if transport.broken_cause(exc) is not None:
+                raise self._broken_error(exc, attempts.retries - before) from exc
             raise RunError(
                 ErrorCode.MODEL_UNREACHABLE,
                 f"cannot reach Ollama at {self.host}: start it with `ollama serve` "
@@ -122,16 +160,29 @@ class OllamaBackend(ModelBackend):
                 details={"host": self.host, "model": self.model},
             ) from exc
 
-    async def acapabilities(self) -> Capabilities:
-        return await self._probe()
+    def _broken_error(self, exc: BaseException, resent: int) -> RunError:
+        """Ollama (or a proxy in front of it) accepted the connection, then closed it without a (complete) answer."""
+        if transport.broke_before_answer(exc):
+            when = "before answering" + (f", also when the request was sent again ({resent}x)" if resent else "")
+        else:
+            when = "while its answer was arriving (not sent again: Ollama had already answered)"
+        return RunError(
+            ErrorCode.MODEL_UNREACHABLE,
+            f"Ollama at {self.host} closed the connection {when}: {transport.root_cause(exc)}. Something "
+            "accepts connections there but drops them: check Ollama's log (it may be crashing or "
+            "restarting) or the proxy in front of it.",
+            details={"host": self.host, "model": self.model, "retries": resent},
+        )
 
-    async def _probe(self) -> Capabilities:
+    async def acapabilities(self) -> Capabilities:
+        return await self._probe(transport.Attempts())
+
+    async def _probe(self, attempts: transport.Attempts) -> Capabilities:
         """Read the model's capabilities from ``/api/show`` (once; cached)."""
         if self._capabilities is not None:
             return self._capabilities
         client = self._client()
-        with self._errors():
-            shown = await client.show(self.model)
+        shown = await self._send(lambda: client.show(self.model), attempts)
         version = await self._version()
         names = set(shown.capabilities or ["completion"])  # Ollama < 0.6.4 lists none
         template = (shown.template or "").strip()
@@ -161,9 +212,9 @@ class OllamaBackend(ModelBackend):
 
     async def check(self) -> str:
         """Verify Ollama answers and has the model; return a one-line description."""
-        with self._errors():
-            listed = await self._client().list()
-        caps = await self._probe()
+        client = self._client()
+        listed = await self._send(client.list, transport.Attempts())
+        caps = await self._probe(transport.Attempts())
         available = ", ".join(m.model or "?" for m in listed.models[:5])
         features = [name for name in ("chat", "completion", "tools", "logprobs", "embeddings") if getattr(caps, name)]
         log.debug("ollama_check", host=self.host, models=available)
@@ -171,7 +222,14 @@ class OllamaBackend(ModelBackend):
 
     async def generate(self, request: GenerateRequest) -> Generation:
         """Run one chat (``/api/chat``) or raw completion (``/api/generate``) request."""
-        caps = await self._probe()
+        attempts = transport.Attempts()
+        caps = await self._probe(attempts)
+        if request.prompt is None and not caps.chat:
+            raise UserError(
+                ErrorCode.BAD_MODEL_SPEC,
+                f"Ollama model {self.model!r} has no chat template (a base model); use completion "
+                "prompts with it, or point the tier at an instruction-tuned model",
+            )
         options: dict[str, Any] = {"temperature": request.temperature, "num_predict": request.max_tokens}
         if request.seed is not None:
             options["seed"] = request.seed
@@ -186,28 +244,21 @@ class OllamaBackend(ModelBackend):
         started = time.perf_counter()
         response: ollama.ChatResponse | ollama.GenerateResponse
         raw_calls: Sequence[ollama.Message.ToolCall]
-        with self._errors():
-            if request.prompt is not None:
-                generated = await client.generate(
-                    self.model, request.prompt, raw=True, format=request.json_schema, options=options, **extra
-                )
-                text, raw_calls, response = generated.response or "", (), generated
-            else:
-                if not caps.chat:
-                    raise UserError(
-                        ErrorCode.BAD_MODEL_SPEC,
-                        f"Ollama model {self.model!r} has no chat template (a base model); use completion "
-                        "prompts with it, or point the tier at an instruction-tuned model",
-                    )
-                chatted = await client.chat(
-                    self.model,
-                    _messages(request.messages or []),
-                    tools=[_tool(t) for t in request.tools or []] or None,
-                    format=request.json_schema,
-                    options=options,
-                    **extra,
-                )
-                text, raw_calls, response = chatted.message.content or "", chatted.message.tool_calls or (), chatted
+        if request.prompt is not None:
+            prompt = request.prompt
+            generated = await self._send(
+                lambda: client.generate(self.model, prompt, raw=True, format=request.json_schema, options=options, **extra),
+                attempts,
+            )
+            text, raw_calls, response = generated.response or "", (), generated
+        else:
+            messages = _messages(request.messages or [])
+            tools = [_tool(t) for t in request.tools or []] or None
+            chatted = await self._send(
+                lambda: client.chat(self.model, messages, tools=tools, format=request.json_schema, options=options, **extra),
+                attempts,
+            )
+            text, raw_calls, response = chatted.message.content or "", chatted.message.tool_calls or (), chatted
         latency = time.perf_counter() - started
         return Generation(
             text=text,
@@ -217,6 +268,7 @@ class OllamaBackend(ModelBackend):
             finish_reason=response.done_reason,
             logprobs=_logprobs(response.logprobs),
             tool_calls=[_tool_call(i, call) for i, call in enumerate(raw_calls)],
+            retries=attempts.retries,
         )
 
     async def aclose(self) -> None:

@@ -16,8 +16,11 @@ completions endpoint the schema is sent as ``extra_body={"json_schema": schema}`
 server convention).
 
 The output length is sent as ``max_tokens``: some servers (llama.cpp) ignore
-``max_completion_tokens``. The client retries nothing (``max_retries=0``): moa applies its own
-retry policy, and an unreachable host must fail fast.
+``max_completion_tokens``. The client's own retries are off (``max_retries=0``: they would also
+retry refused connections, timeouts, 429 and 5xx). moa sends a request again only when its
+connection broke before the server answered (a server closing an idle keep-alive connection just
+as it is reused), ``connection_retries`` times at most, within ``timeout``; see
+:mod:`moa.models.transport`. A refused connection fails at once with ``model_unreachable``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import structlog
 from openai.types.chat import ChatCompletion
 
 from moa.errors import ErrorCode, RunError, UserError
+from moa.models import transport
 from moa.models.base import (
     Capabilities,
     GenerateRequest,
@@ -71,7 +75,10 @@ class OpenAIBackend(ModelBackend):
             (or ``OPENAI_BASE_URL``).
         api_key: The API key; defaults to ``OPENAI_API_KEY``, else ``"not-needed"`` when
             ``base_url`` is set (local servers take any key).
-        timeout: Seconds allowed for one HTTP request (connect, write, read).
+        timeout: Seconds allowed for one HTTP request (connect, write, read); a request sent
+            again gets what is left of it.
+        connection_retries: How many times a request is sent again when its connection broke
+            before the server answered (see :mod:`moa.models.transport`); 0 turns this off.
         max_concurrency: In-flight requests allowed through :meth:`agenerate`.
         chat: The model has a chat template (instruction-tuned); enables chat requests.
         completion: Raw text completion (``/completions``) is available, for base models.
@@ -95,8 +102,11 @@ class OpenAIBackend(ModelBackend):
         completion: bool = False,
         schema_mode: SchemaMode = "auto",
         price_per_1k: tuple[float, float] = (0.0, 0.0),
+        connection_retries: int = 1,
     ) -> None:
         super().__init__(spec, max_concurrency=max_concurrency)
+        if connection_retries < 0:
+            raise UserError(ErrorCode.BAD_CONFIG, f"{spec}: connection_retries must be 0 or more, not {connection_retries}")
         if schema_mode not in ("json_schema", "json_object", "auto"):
             raise UserError(
                 ErrorCode.BAD_MODEL_SPEC,
@@ -111,12 +121,14 @@ class OpenAIBackend(ModelBackend):
             )
         self.model = model
         self.timeout = timeout
+        self.connection_retries = connection_retries
         self.price_per_1k = price_per_1k
         self._chat = chat
         self._completion = completion
         self._schema_mode: SchemaMode = schema_mode
         self._use_json_object = schema_mode == "json_object"
-        self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"response": [transport.mark_answered]})
+        self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http)
         self.base_url = str(self._client.base_url).rstrip("/")
 
     @property
@@ -150,11 +162,13 @@ class OpenAIBackend(ModelBackend):
                 "a GenerateRequest needs exactly one of `prompt` (completion) or `messages` (chat)",
             )
         started = time.perf_counter()
+        attempts = transport.Attempts()
         if request.prompt is not None:
-            generation = await self._complete(request, request.prompt)
+            generation = await self._complete(request, request.prompt, attempts)
         else:
-            generation = await self._chat_complete(request, request.messages or [])
+            generation = await self._chat_complete(request, request.messages or [], attempts)
         generation.latency_s = time.perf_counter() - started
+        generation.retries = attempts.retries
         _log.debug(
             "model_call",
             spec=self.spec,
@@ -163,12 +177,13 @@ class OpenAIBackend(ModelBackend):
             completion_tokens=generation.completion_tokens,
             latency_s=round(generation.latency_s, 4),
             finish_reason=generation.finish_reason,
+            retries=generation.retries,
         )
         return generation
 
     async def check(self) -> str:
         """List the server's models and describe the endpoint; raise RunError if unreachable."""
-        page = await self._call(self._client.models.list)
+        page = await self._call(lambda timeout: self._client.models.list(timeout=timeout), transport.Attempts())
         ids = [m.id for m in page.data]
         listed = "listed" if self.model in ids else "not listed; local servers usually serve any name"
         shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
@@ -180,7 +195,9 @@ class OpenAIBackend(ModelBackend):
 
     # -- chat ---------------------------------------------------------------------------------
 
-    async def _chat_complete(self, request: GenerateRequest, messages: Sequence[Message]) -> Generation:
+    async def _chat_complete(
+        self, request: GenerateRequest, messages: Sequence[Message], attempts: transport.Attempts
+    ) -> Generation:
         if not self._chat:
             raise UserError(
                 ErrorCode.BAD_MODEL_SPEC,
@@ -204,9 +221,9 @@ class OpenAIBackend(ModelBackend):
             kwargs["top_logprobs"] = request.top_logprobs
         schema = request.json_schema
         if schema is None:
-            response = await self._call(lambda: self._create_chat(kwargs))
+            response = await self._call(lambda timeout: self._create_chat(kwargs, timeout), attempts)
         else:
-            response = await self._chat_with_schema(kwargs, schema)
+            response = await self._chat_with_schema(kwargs, schema, attempts)
 
         if not response.choices:
             raise RunError(ErrorCode.MODEL_ERROR, f"{self.base_url} returned no choices for {self.model!r}")
@@ -221,18 +238,23 @@ class OpenAIBackend(ModelBackend):
             tool_calls=self._parse_tool_calls(message.tool_calls or []),
         )
 
-    async def _chat_with_schema(self, kwargs: dict[str, Any], schema: dict[str, Any]) -> ChatCompletion:
+    async def _chat_with_schema(
+        self, kwargs: dict[str, Any], schema: dict[str, Any], attempts: transport.Attempts
+    ) -> ChatCompletion:
         """Chat with a schema-constrained output, falling back to ``json_object`` once in auto mode."""
         json_object: dict[str, Any] = {"type": "json_object", "schema": schema}
         if self._use_json_object:
-            return await self._call(lambda: self._create_chat({**kwargs, "response_format": json_object}))
+            return await self._call(
+                lambda timeout: self._create_chat({**kwargs, "response_format": json_object}, timeout), attempts
+            )
         json_schema: dict[str, Any] = {
             "type": "json_schema",
             "json_schema": {"name": "output", "schema": schema, "strict": False},
         }
         try:
             return await self._call(
-                lambda: self._create_chat({**kwargs, "response_format": json_schema}),
+                lambda timeout: self._create_chat({**kwargs, "response_format": json_schema}, timeout),
+                attempts,
                 passthrough=(openai.BadRequestError, openai.UnprocessableEntityError),
             )
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
@@ -246,12 +268,14 @@ class OpenAIBackend(ModelBackend):
                 server_message=_server_message(exc),
                 retry_with="json_object",
             )
-        response = await self._call(lambda: self._create_chat({**kwargs, "response_format": json_object}))
+        response = await self._call(
+            lambda timeout: self._create_chat({**kwargs, "response_format": json_object}, timeout), attempts
+        )
         self._use_json_object = True  # remembered: later calls go straight to json_object
         return response
 
-    async def _create_chat(self, kwargs: dict[str, Any]) -> ChatCompletion:
-        response = await self._client.chat.completions.create(**kwargs)
+    async def _create_chat(self, kwargs: dict[str, Any], timeout: float) -> ChatCompletion:
+        response = await self._client.chat.completions.create(**kwargs, timeout=timeout)
         return cast(ChatCompletion, response)
 
     def _parse_tool_calls(self, raw_calls: Sequence[Any]) -> list[ToolCall]:
@@ -287,7 +311,7 @@ class OpenAIBackend(ModelBackend):
 
     # -- completion ---------------------------------------------------------------------------
 
-    async def _complete(self, request: GenerateRequest, prompt: str) -> Generation:
+    async def _complete(self, request: GenerateRequest, prompt: str, attempts: transport.Attempts) -> Generation:
         if not self._completion:
             raise UserError(
                 ErrorCode.BAD_MODEL_SPEC,
@@ -314,7 +338,7 @@ class OpenAIBackend(ModelBackend):
             kwargs["logprobs"] = request.top_logprobs
         if request.json_schema is not None:
             kwargs["extra_body"] = {"json_schema": request.json_schema}
-        response = await self._call(lambda: self._client.completions.create(**kwargs))
+        response = await self._call(lambda timeout: self._client.completions.create(**kwargs, timeout=timeout), attempts)
         if not response.choices:
             raise RunError(ErrorCode.MODEL_ERROR, f"{self.base_url} returned no choices for {self.model!r}")
         choice = response.choices[0]
@@ -330,13 +354,24 @@ class OpenAIBackend(ModelBackend):
 
     async def _call(
         self,
-        make: Callable[[], Awaitable[_T]],
+        make: Callable[[float], Awaitable[_T]],
+        attempts: transport.Attempts,
         *,
         passthrough: tuple[type[openai.APIStatusError], ...] = (),
     ) -> _T:
-        """Await one client call, turning the client's exceptions into :class:`RunError`."""
+        """Await one client call (``make(timeout)``), sending it again if its connection broke
+        before an answer (:func:`moa.models.transport.send`); turn the client's exceptions into
+        :class:`RunError`. Re-sends are added to ``attempts``."""
+        before = attempts.retries
         try:
-            return await make()
+            return await transport.send(
+                make,
+                retries=self.connection_retries,
+                timeout=self.timeout,
+                attempts=attempts,
+                spec=self.spec,
+                base_url=self.base_url,
+            )
         except openai.APITimeoutError as exc:
             raise RunError(
                 ErrorCode.MODEL_TIMEOUT,
@@ -346,9 +381,12 @@ class OpenAIBackend(ModelBackend):
                 details={"base_url": self.base_url, "timeout_s": self.timeout},
             ) from exc
         except openai.APIConnectionError as exc:
+            if transport.broken_cause(exc) is not None:
+                raise self._broken_error(exc, attempts.retries - before) from exc
             raise RunError(
                 ErrorCode.MODEL_UNREACHABLE,
-                f"cannot reach the OpenAI-compatible server at {self.base_url}: {_root_cause(exc)}. " + _START_HINT,
+                f"cannot reach the OpenAI-compatible server at {self.base_url}: {transport.root_cause(exc)}. "
+                + _START_HINT,
                 details={"base_url": self.base_url},
             ) from exc
         except openai.APIStatusError as exc:
@@ -362,6 +400,20 @@ class OpenAIBackend(ModelBackend):
                 details={"base_url": self.base_url},
             ) from exc
 
+    def _broken_error(self, exc: openai.APIConnectionError, resent: int) -> RunError:
+        """The server accepted the connection, then closed it without a (complete) answer."""
+        if transport.broke_before_answer(exc):
+            when = "before answering" + (f", also when the request was sent again ({resent}x)" if resent else "")
+        else:
+            when = "while its answer was arriving (not sent again: the server had already answered)"
+        return RunError(
+            ErrorCode.MODEL_UNREACHABLE,
+            f"the OpenAI-compatible server at {self.base_url} closed the connection {when}: "
+            f"{transport.root_cause(exc)}. Something accepts connections there but drops them: check the "
+            "server's log (it may be crashing or restarting) or the proxy in front of it.",
+            details={"base_url": self.base_url, "retries": resent},
+        )
+
     def _status_error(self, exc: openai.APIStatusError) -> RunError:
         status = exc.status_code
         hint = ""
@@ -370,12 +422,21 @@ class OpenAIBackend(ModelBackend):
         elif status == 404:
             hint = f" Check the model name ({self.model!r}) and that base_url ends with the API root (often /v1)."
         elif status == 429:
-            hint = " The server is rate-limiting; lower MOA_CONCURRENCY or retry later."
+            hint = " The server is rate-limiting; lower MOA_CONCURRENCY (or slm_concurrency / llm_concurrency) or retry later."
+        elif status >= 500:
+            hint = " The server failed or is overloaded (moa does not send the request again); check its log, or retry later."
+        retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
+        if retry_after and status in (429, 503):
+            wait = f"{retry_after.strip()} s" if retry_after.strip().isdigit() else f"until {retry_after}"
+            hint += f" It asks to wait {wait} (Retry-After)."
+        details: dict[str, Any] = {"base_url": self.base_url, "status": status}
+        if retry_after:
+            details["retry_after"] = retry_after
         return RunError(
             ErrorCode.MODEL_ERROR,
             f"the OpenAI-compatible server at {self.base_url} answered HTTP {status} for model "
             f"{self.model!r}: {_server_message(exc)}.{hint}",
-            details={"base_url": self.base_url, "status": status},
+            details=details,
         )
 
 
@@ -481,11 +542,3 @@ def _server_message(exc: openai.APIStatusError) -> str:
             return str(body["detail"])
     text = exc.response.text if exc.response is not None else ""
     return text[:500] if text else exc.message
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause of a connection error, e.g. 'Connection refused'."""
-    cause: BaseException = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    return str(cause) or type(cause).__name__

@@ -59,7 +59,14 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
         model, host = _split_at(rest)
         if not model:
             raise UserError(ErrorCode.BAD_MODEL_SPEC, f"model spec {spec!r} names no model; e.g. 'ollama:llama3.2:1b'")
-        backend = OllamaBackend(spec, model=model, host=host or settings.ollama_host, timeout=settings.timeout, max_concurrency=settings.concurrency)
+        backend = OllamaBackend(
+            spec,
+            model=model,
+            host=host or settings.ollama_host,
+            timeout=settings.timeout,
+            max_concurrency=settings.concurrency,
+            connection_retries=settings.connection_retries,
+        )
     elif kind in ("openai", "openai+completion"):
         from moa.models.openai import OpenAIBackend
 
@@ -72,6 +79,7 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
             base_url=url or settings.openai_base_url,
             api_key=settings.openai_api_key,
             timeout=settings.timeout,
+            connection_retries=settings.connection_retries,
             max_concurrency=settings.concurrency,
             chat=kind == "openai",
             completion=kind == "openai+completion",

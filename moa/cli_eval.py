@@ -25,10 +25,10 @@ from moa.labelled import parse_label_map
 from moa.settings import load_settings
 
 
-def _default_out(target: str, data: str, cascade: str | None, sweep: bool) -> Path:
+def _default_out(target: str, data: str, cascade: str | None, sweep: bool, shots: int = 0) -> Path:
     name = Path(data).stem if data not in PRESETS else data
     steps = (cascade or "default").replace(",", "-").replace(":", "_").replace("/", "_")
-    return Path("moa-eval") / f"{Path(target).stem}-{name}-{steps}{'-sweep' if sweep else ''}"
+    return Path("moa-eval") / f"{Path(target).stem}-{name}-{steps}{f'-shots{shots}' if shots else ''}{'-sweep' if sweep else ''}"
 
 
 def _write_rest(prepared: Prepared, path: Path) -> int:
@@ -48,7 +48,7 @@ def _write_rest(prepared: Prepared, path: Path) -> int:
 
 def _render(report: Report, folder: Path) -> None:
     c = report.config
-    title = f"{c.target} on {c.data_name}: {report.items} items · {' → '.join(report.steps) or c.target}"
+    title = f"{c.target} on {c.data_name}: {report.items} items · {' → '.join(report.steps) or c.target}" + (f" · {c.shots} worked examples per prompt" if c.shots else "")
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value")
@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
         format: Annotated[Optional[str], typer.Option("--format", help=f"Data format: {', '.join(FORMATS)} (default: detected).")] = None,
         limit: Annotated[Optional[int], typer.Option(help="Evaluate this many items (a seeded sample; a larger limit keeps the smaller one's items).")] = None,
         seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+        shots: Annotated[int, typer.Option(help="Entities/slots: show the agent this many worked examples per prompt, drawn from the items the eval leaves out (needs --limit).")] = 0,
         cascade: Annotated[Optional[str], typer.Option(help="Steps answers climb, e.g. specialist,slm or slm.")] = None,
         threshold: Annotated[Optional[float], typer.Option(help="Escalate answers whose confidence is below this (0..1).")] = None,
         sweep: Annotated[bool, typer.Option("--sweep", help="Run every cascade step on every item, so the threshold sweep covers every threshold.")] = False,
@@ -112,11 +113,11 @@ def register(app: typer.Typer) -> None:
             steps = [s.strip() for s in cascade.split(",") if s.strip()] if cascade else None
             settings = load_settings(slm=slm, llm=llm, cache=cache, cascade=steps, threshold=threshold, durable=False)
             ctx = RunContext.create(settings)
-            folder = out_dir or _default_out(target, data, cascade, sweep)
+            folder = out_dir or _default_out(target, data, cascade, sweep, shots)
             prepared = prepare(
                 target, data, ctx=ctx, format=format, limit=limit, seed=seed, options=parse_options(option),
                 label_map=parse_label_map(label_map) if label_map else None, cascade=steps, threshold=threshold,
-                sweep=sweep, max_docs=docs, data_dir=data_dir,
+                sweep=sweep, max_docs=docs, data_dir=data_dir, shots=shots,
             )  # fmt: skip
             if rest is not None:
                 n = _write_rest(prepared, rest)

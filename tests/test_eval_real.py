@@ -68,11 +68,22 @@ def test_extraction_wnut17(tmp_path: Path) -> None:
 
 def test_extraction_snips(tmp_path: Path) -> None:
     report = moa_eval("extraction", "snips", "--limit", "10", "--out", str(tmp_path / "ev"))
-    assert report["items"] == 10 and report["errors"] == 0
+    # zero-shot (no example shows these slots): the 270M base model sometimes repeats the whole
+    # utterance until the token limit, an invalid output (28 of 100 items), which a cascade escalates
+    assert report["items"] == 10 and set(report["error_codes"]) <= {"invalid_output"}
     store = ResultStore(tmp_path / "ev")
     slots = set(store.read_meta().labels)
     assert len(slots) == 39  # the slot names of the 7 intents
-    assert all(kind in slots and isinstance(value, str) for r in store.read() for kind, value in r.prediction)
+    assert all(kind in slots and isinstance(value, str) for r in store.read() for kind, value in r.prediction or [])
+
+
+def test_extraction_snips_with_worked_examples_from_the_data(tmp_path: Path) -> None:
+    report = moa_eval("extraction", "snips", "--limit", "10", "--shots", "3", "--out", str(tmp_path / "ev"))
+    assert report["items"] == 10 and report["shots_per_item"] == 3
+    assert report["metrics"]["f1"] > 0  # without examples of the slots: 0.000 (the model copied empty demonstrations)
+    meta = ResultStore(tmp_path / "ev").read_meta()
+    shown = {i for d in meta.demonstrations for i in d.ids}
+    assert shown and shown.isdisjoint(r.id for r in ResultStore(tmp_path / "ev").read())
 
 
 def test_retrieval_cranfield(tmp_path: Path) -> None:

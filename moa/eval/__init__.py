@@ -9,6 +9,7 @@
   Cranfield, question answering), format detection, the public sets by name;
 * :mod:`moa.eval.metrics` — accuracy, macro-F1, entity and slot F1, nDCG/Recall/MRR, EM/F1;
 * :mod:`moa.eval.runner` — the resumable run (``results.jsonl``, one line per item);
+* :mod:`moa.eval.shots` — worked examples for the agent drawn from the items the eval leaves out;
 * :mod:`moa.eval.sweep` — configurations, the threshold sweep and reliability, replayed from records;
 * :mod:`moa.eval.report`, :mod:`moa.eval.compare`, :mod:`moa.eval.plots` — Markdown, JSON, PNG.
 """
@@ -40,7 +41,7 @@ async def aevaluate_path(
 ) -> Report:
     """Evaluate ``target`` (an agent or graph name) on ``data`` (a path or a public set's name) into
     ``out`` and return the report. ``options`` go to :func:`prepare` (``limit``, ``seed``, ``format``,
-    ``cascade``, ``threshold``, ``sweep``, ``options``, ``label_map``, ``max_docs``, ``data_dir``, ``agents``).
+    ``cascade``, ``threshold``, ``sweep``, ``options``, ``label_map``, ``max_docs``, ``data_dir``, ``agents``, ``shots``).
     Evals are not recorded as runs (``durable`` is off: the folder is the record)."""
     base = settings or (context.settings if context else load_settings())
     policy = {k: v for k, v in (("cascade", options.get("cascade")), ("threshold", options.get("threshold"))) if v is not None}

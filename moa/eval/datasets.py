@@ -81,9 +81,14 @@ class EvalSet(BaseModel):
         """The items of an eval: the first ``limit`` of a permutation seeded by ``seed``, in file order."""
         if limit is not None and limit < 1:
             raise UserError(ErrorCode.BAD_CONFIG, f"--limit must be at least 1, got {limit}; leave it out to evaluate every item")
-        order = np.random.default_rng(seed).permutation(len(self.examples))
-        chosen = sorted(order[:limit].tolist()) if limit is not None else list(range(len(self.examples)))
+        order = self.order(seed)
+        chosen = sorted(order[:limit]) if limit is not None else list(range(len(self.examples)))
         return [self.examples[i] for i in chosen]
+
+    def order(self, seed: int) -> list[int]:
+        """The seeded permutation of item indices that :meth:`select` takes its items from the start of
+        (worked examples for ``--shots`` come from its end, :mod:`moa.eval.shots`)."""
+        return [int(i) for i in np.random.default_rng(seed).permutation(len(self.examples))]
 
     def rest(self, limit: int | None, seed: int) -> list[Example]:
         """The items :meth:`select` leaves out (to train on data disjoint from the eval)."""

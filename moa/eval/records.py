@@ -11,6 +11,7 @@ file without calling a model.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -48,6 +49,8 @@ class EvalConfig(BaseModel):
     sweep: bool = False
     """Every cascade step answered every item (the cascade's choice is computed from those answers)."""
     max_docs: int | None = None
+    shots: int = 0
+    """Worked examples per prompt drawn from the data set's items outside the eval (``--shots``)."""
 
     def identity(self) -> dict[str, Any]:
         return self.model_dump(exclude={"limit"})
@@ -65,6 +68,13 @@ class Session(BaseModel):
     """Time before the first item (indexing a retrieval corpus); not in ``seconds``."""
 
 
+class Demonstrations(BaseModel):
+    """The items of the data set shown as worked examples to every evaluated item with these options."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    ids: list[str] = Field(default_factory=list)
+
+
 class Meta(BaseModel):
     """``meta.json``: the configuration, the resolved cascade and models, and the sessions."""
 
@@ -77,6 +87,8 @@ class Meta(BaseModel):
     models: dict[str, str] = Field(default_factory=dict)
     """Model spec per tier / step."""
     machine: dict[str, Any] = Field(default_factory=dict)
+    demonstrations: list[Demonstrations] = Field(default_factory=list)
+    """With ``--shots``: the items each group of evaluated items was shown (see :mod:`moa.eval.shots`)."""
     sessions: list[Session] = Field(default_factory=list)
 
 
@@ -110,6 +122,8 @@ class ItemRecord(BaseModel):
     """Calls the cascade (or graph) made for this item."""
     seconds: float = 0.0
     """Wall time of the item."""
+    shots: int = 0
+    """Worked examples drawn from the data set that the item's prompt showed (``--shots``)."""
 
 
 def machine() -> dict[str, Any]:
@@ -121,6 +135,12 @@ def machine() -> dict[str, Any]:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cores": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(), "load_1m": load}
+
+
+def _changed(old: list[Demonstrations], new: list[Demonstrations]) -> bool:
+    """Items with the same options were shown other demonstrations (a new group is no change)."""
+    before = {json.dumps(d.options, sort_keys=True): d.ids for d in old}
+    return any(before.get(json.dumps(d.options, sort_keys=True), d.ids) != d.ids for d in new)
 
 
 class ResultStore:
@@ -144,6 +164,12 @@ class ResultStore:
                 raise UserError(
                     ErrorCode.BAD_CONFIG,
                     f"{self.folder} holds the results of another eval ({diff}); give another --out folder, or delete it to start again",
+                )
+            if _changed(old.demonstrations, meta.demonstrations) and self.read():
+                raise UserError(
+                    ErrorCode.BAD_CONFIG,
+                    f"{self.folder} holds items evaluated with other demonstrations (the larger --limit now evaluates items that were shown "
+                    "as demonstrations); give another --out folder, or keep the --limit",
                 )
             meta = meta.model_copy(update={"sessions": old.sessions})
         try:

@@ -59,6 +59,11 @@ class Report(BaseModel):
     sweep: list[SweepPoint] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     plots: list[str] = Field(default_factory=list)
+    shots_per_item: float = 0.0
+    """Mean number of worked examples drawn from the data set per item's prompt (``--shots``; the
+    agent's own built-in examples are not counted)."""
+    demonstration_items: int = 0
+    """Distinct items of the data set shown as worked examples (none of them evaluated)."""
 
 
 def _model_seconds(record: ItemRecord) -> float:
@@ -90,6 +95,12 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
                     "The sweep is replayed from the steps the cascade tried, so it covers thresholds up to the eval's own "
                     f"({meta.threshold}); run with --sweep for every threshold."
                 )
+    fewer = sum(r.shots < config.shots for r in records)
+    if config.shots and fewer:
+        notes.append(
+            f"{fewer} of {len(records)} items were shown fewer than {config.shots} worked examples: the items left out of the eval "
+            "with the same options (e.g. the same slot names) ran short."
+        )
     if config.kind == "retrieval":
         notes.append("Retrieval calls no generative model; the query embeddings (and the corpus indexing, done once per folder) are not in the usage table.")
     return Report(
@@ -119,7 +130,19 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
         configs=configs,
         sweep=sweep,
         notes=notes,
+        shots_per_item=round(sum(r.shots for r in records) / len(records), 3) if records else 0.0,
+        demonstration_items=len({i for d in meta.demonstrations for i in d.ids}),
     )
+
+
+def _shots_line(report: Report) -> list[str]:
+    if not report.config.shots:
+        return []
+    return [
+        f"Worked examples: {report.config.shots} per prompt requested (--shots), {report.shots_per_item:g} shown per item on average, "
+        f"drawn from {report.demonstration_items} items of the data set outside the eval (ids in meta.json).",
+        "",
+    ]
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -152,6 +175,7 @@ def to_markdown(report: Report) -> str:
         f"{report.items} items of `{c.data}` ({c.kind}, format {c.format}; limit {c.limit or 'none'}, seed {c.seed}). "
         f"Cascade {steps}, threshold {report.threshold if report.threshold is not None else '-'}" + (", every step on every item (--sweep)" if c.sweep else "") + ".",
         "",
+        *_shots_line(report),
         f"Models: {models}. Machine: {m.get('cores', '?')} cores, {m.get('cpu') or '?'}, {m.get('platform', '?')}, Python {m.get('python', '?')}; "
         f"load average {_f(m.get('load_1m'), 2)} at the start. Created {report.created}.",
         "",

@@ -24,8 +24,9 @@ import structlog
 from moa.agent import Agent, ModelAgent
 from moa.context import RunContext
 from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.eval import shots as demos
 from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, resolve
-from moa.eval.records import EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
+from moa.eval.records import Demonstrations, EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
 from moa.eval.report import Report, write_report
 from moa.eval.targets import AgentTarget, GraphTarget, check_fits, is_graph, resolve_steps
 from moa.learning import task_for
@@ -48,6 +49,8 @@ class Prepared:
     dataset: EvalSet
     examples: list[Example]
     target: AgentTarget | GraphTarget
+    demonstrations: list[Demonstrations] = dataclasses.field(default_factory=list)
+    """With ``shots``: the items of the data set shown as worked examples, per group of options."""
 
 
 def prepare(
@@ -66,14 +69,18 @@ def prepare(
     max_docs: int | None = None,
     data_dir: Path | None = None,
     agents: Sequence[Agent[Any, Any]] = (),
+    shots: int = 0,
 ) -> Prepared:
     """Check and load everything an eval needs; no model is called.
 
     ``cascade`` and ``threshold`` set the agent's own policy (:meth:`moa.ModelAgent.with_policy`);
-    a graph's agents take theirs from the settings.
+    a graph's agents take theirs from the settings. ``shots``: give the agent this many worked
+    examples per prompt, drawn from the items the eval leaves out (:mod:`moa.eval.shots`).
     """
     if limit is not None and limit < 1:
         raise UserError(ErrorCode.BAD_CONFIG, f"--limit must be at least 1, got {limit}; leave it out to evaluate every item")
+    if not 0 <= shots <= demos.MAX_SHOTS:
+        raise UserError(ErrorCode.BAD_CONFIG, f"--shots must be between 0 and {demos.MAX_SHOTS}, got {shots}")
     catalog = agent_catalog(agents)
     graph = is_graph(target, catalog)
     options = dict(options or {})
@@ -87,6 +94,8 @@ def prepare(
         check_fits(agent, "classification")
         allowed = task_for(agent, options).labels
     dataset = load_eval_set(data, format=fmt, label_map=label_map, allowed=allowed, data_dir=data_dir, max_docs=max_docs)
+    examples = dataset.select(limit, seed)
+    drawn = _draw_shots(target, None if graph else catalog[target], dataset, examples, shots, seed) if shots else []
     if graph:
         if dataset.kind != "qa":
             raise UserError(
@@ -98,13 +107,35 @@ def prepare(
     else:
         assert agent is not None
         check_fits(agent, dataset.kind)
-        runner = _agent_target(agent, dataset, ctx, options, cascade, sweep)
+        runner = dataclasses.replace(_agent_target(agent, dataset, ctx, options, cascade, sweep), demonstrations=demos.by_group(dataset, drawn))
+        if options or drawn:
+            runner.make_input(examples[0])  # bad options (e.g. a malformed 'examples') fail here, not once per item
     config = EvalConfig(
         target=target, target_kind="graph" if graph else "agent", data=str(path), data_name=dataset.name, format=fmt, kind=dataset.kind,
         limit=limit, seed=seed, cascade=list(cascade) if cascade else None, threshold=threshold, options=options,
-        label_map=dict(label_map) if label_map else None, sweep=sweep, max_docs=max_docs,
+        label_map=dict(label_map) if label_map else None, sweep=sweep, max_docs=max_docs, shots=shots,
     )  # fmt: skip
-    return Prepared(config=config, dataset=dataset, examples=dataset.select(limit, seed), target=runner)
+    return Prepared(config=config, dataset=dataset, examples=examples, target=runner, demonstrations=drawn)
+
+
+def _draw_shots(target: str, agent: Agent[Any, Any] | None, dataset: EvalSet, examples: list[Example], shots: int, seed: int) -> list[Demonstrations]:
+    """``shots`` worked examples per group of items, from the items the eval leaves out; refuses
+    what cannot take them."""
+    if agent is None or "examples" not in agent.input_type.model_fields:
+        raise UserError(
+            ErrorCode.INVALID_INPUT,
+            f"--shots gives an agent worked examples through its 'examples' option; {target!r} takes none (e.g. use the extraction agent)",
+        )
+    if dataset.kind not in demos.KINDS:
+        raise UserError(ErrorCode.INVALID_INPUT, f"--shots draws worked examples from entity or slot data; {dataset.name} is {dataset.kind} data")
+    drawn = demos.draw(dataset, examples, shots, seed)
+    if not any(d.ids for d in drawn):
+        raise UserError(
+            ErrorCode.BAD_DATA,
+            f"--shots {shots} draws worked examples from the items the eval leaves out, and it leaves none out of {dataset.name} "
+            f"({len(dataset)} items); give a --limit below {len(dataset)}",
+        )
+    return drawn
 
 
 def _agent_target(agent: Agent[Any, Any], dataset: EvalSet, ctx: RunContext, options: dict[str, Any], cascade: Sequence[str] | None, sweep: bool) -> AgentTarget:
@@ -139,6 +170,7 @@ def _meta(prepared: Prepared, ctx: RunContext) -> Meta:
         labels=prepared.dataset.labels,
         models=models,
         machine=machine(),
+        demonstrations=prepared.demonstrations,
     )
 
 

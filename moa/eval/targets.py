@@ -23,6 +23,7 @@ from moa.errors import ErrorCode, MoaError, UserError
 from moa.escalation import SPECIALIST, Attempt, Step
 from moa.eval.datasets import Example, Kind
 from moa.eval.records import ItemRecord, StepRecord
+from moa.eval.shots import group_of
 from moa.eval.sweep import settle
 from moa.graphspec import is_graph_file
 from moa.learning import classifier
@@ -104,10 +105,19 @@ class AgentTarget:
     steps: list[Step] = field(default_factory=list)
     threshold: float | None = None
     sweep: bool = False
+    demonstrations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Worked examples drawn from the data set, by group of item options (:mod:`moa.eval.shots`);
+    they follow any ``examples`` given in :attr:`options`."""
+
+    def drawn_for(self, example: Example) -> list[dict[str, Any]]:
+        return self.demonstrations.get(group_of(example.options), [])
 
     def make_input(self, example: Example) -> BaseModel:
         defaults = {"k": RETRIEVAL_K} if self.kind == "retrieval" else {}
-        return self.agent.make_input(example.text, {**defaults, **example.options, **self.options})
+        options = {**defaults, **example.options, **self.options}
+        if drawn := self.drawn_for(example):
+            options["examples"] = [*options.get("examples", []), *drawn]
+        return self.agent.make_input(example.text, options)
 
     async def __call__(self, ctx: RunContext, example: Example) -> ItemRecord:
         data = self.make_input(example)
@@ -117,7 +127,7 @@ class AgentTarget:
             for step in self.steps:
                 run, attempt = await self.agent.attempt(ctx, step, data, None)
                 attempts.append(_step_record(self.kind, self.agent, data, attempt, run.usage))
-            record = ItemRecord(id=example.id, gold=example.gold, attempts=attempts)
+            record = ItemRecord(id=example.id, gold=example.gold, attempts=attempts, shots=len(self.drawn_for(example)))
             return settle(record, len(self.steps), self.threshold).model_copy(update={"seconds": round(time.perf_counter() - started, 4)})
         run = await self.agent.run(ctx, data)
         seconds = round(time.perf_counter() - started, 4)
@@ -136,6 +146,7 @@ class AgentTarget:
             attempts=attempts,
             usage=run.usage,
             seconds=seconds,
+            shots=len(self.drawn_for(example)),
         )
 
 

@@ -24,8 +24,9 @@ process), accuracy against the SST-2 labels, and the range of the load average. 
     python benchmarks/batch.py --n 1000 --block 50                # interleaved
     python benchmarks/batch.py --n 100 --configs direct,moa       # a quick look
 
-When another llama.cpp process shares the cores, the engine's busy-waiting OpenMP threads make
-every request 10-100× slower; set ``OMP_WAIT_POLICY=PASSIVE`` (see ``benchmarks/README.md``).
+When another llama.cpp process shares the cores, OpenMP's default busy-waiting makes every
+request many times slower; moa's embedded backend sets ``GOMP_SPINCOUNT=1000`` unless
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set (measurements in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations

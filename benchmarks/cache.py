@@ -16,7 +16,7 @@ own slice of the data (so every cold run starts cold); medians and the warm ÷ c
 
     python benchmarks/cache.py --n 64 --repeats 3
 
-(On cores shared with another llama.cpp process, set ``OMP_WAIT_POLICY=PASSIVE``: see ``batch.py``.)
+(On cores always shared with another llama.cpp process, ``OMP_WAIT_POLICY=PASSIVE`` helps: see ``batch.py``.)
 """
 
 from __future__ import annotations

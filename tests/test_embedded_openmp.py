@@ -39,3 +39,12 @@ def test_loading_the_engine_applies_the_default_before_openmp_starts(extra: dict
     # and the engine's libgomp was loaded only then (so it read the setting)
     probe = "import sys, moa.models.embedded; print('xllamacpp' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.real
+def test_an_engine_closed_right_after_loading_lets_the_process_exit() -> None:
+    # the engine's HTTP listener thread, stopped before it reached its accept loop, kept the
+    # destructor waiting forever: 7-11 of 30 such processes hung before the fix
+    script = "import asyncio; from moa.models.embedded import EmbeddedBackend; b = EmbeddedBackend(); b._load(); asyncio.run(b.aclose())"
+    for _ in range(6):
+        subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True)

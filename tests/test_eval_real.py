@@ -60,9 +60,13 @@ def test_filtering_sms(tmp_path: Path) -> None:
 def test_extraction_wnut17(tmp_path: Path) -> None:
     report = moa_eval("extraction", "wnut17", "--limit", "10", "--out", str(tmp_path / "ev"))
     assert report["items"] == 10 and set(report["metrics"]) == {"precision", "recall", "f1"}
+    # the 270M model's answer is invalid now and then (1-3 in 100 items): an error, no prediction
+    assert set(report["error_codes"]) <= {"invalid_output"}
     types = {"person", "location", "group", "creative-work", "corporation", "product"}
-    for record in ResultStore(tmp_path / "ev").read():
-        for kind, start, end in record.prediction:
+    records = ResultStore(tmp_path / "ev").read()
+    assert sum(r.prediction is not None for r in records) >= 7
+    for record in records:
+        for kind, start, end in record.prediction or []:
             assert kind in types and 0 <= start < end
 
 

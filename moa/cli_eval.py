@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         label_map: LabelMap = None,
         option: OptionList = None,
         docs: Annotated[Optional[int], typer.Option("--docs", help="Retrieval: index only the first N documents.")] = None,
-        data_dir: Annotated[Optional[Path], typer.Option("--data-dir", envvar="MOA_EVAL_DATA", help="Folder of the public data sets (default ../shared/eval).")] = None,
+        data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of the public data sets (default: MOA_EVAL_DATA, else ../shared/eval).")] = None,
         rest: Annotated[Optional[Path], typer.Option("--rest", help="Also write the labelled items this eval leaves out to this TSV (train a specialist on it).")] = None,
         slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
         llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,

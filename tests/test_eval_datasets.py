@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from moa.errors import ErrorCode, UserError
-from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, resolve
+from moa.eval.datasets import EvalSet, Example, default_data_dirs, detect_format, load_eval_set, resolve
 
 
 def write(path: Path, text: str) -> Path:
@@ -138,6 +138,17 @@ def test_public_sets_by_name(tmp_path: Path) -> None:
         resolve("wnut17", tmp_path / "shared")
     with pytest.raises(UserError, match="does not exist"):
         resolve(str(tmp_path / "nope.tsv"))
+
+
+def test_moa_eval_data_points_the_python_api_at_the_public_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "elsewhere" / "sentiment" / "sst2_dev.tsv", "sentence\tlabel\ngood\t1\n")
+    monkeypatch.chdir(tmp_path)  # no ../shared/eval from here
+    monkeypatch.setenv("MOA_EVAL_DATA", str(tmp_path / "elsewhere"))
+    assert resolve("sst2")[0] == tmp_path / "elsewhere" / "sentiment" / "sst2_dev.tsv"
+    monkeypatch.setenv("MOA_EVAL_DATA", str(tmp_path / "missing"))
+    assert default_data_dirs()[0] == tmp_path / "missing"  # looked in first, then the usual places
+    monkeypatch.delenv("MOA_EVAL_DATA")
+    assert tmp_path / "missing" not in default_data_dirs()
 
 
 def test_select_is_deterministic_and_a_larger_limit_keeps_the_smaller_sample() -> None:

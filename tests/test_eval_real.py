@@ -16,11 +16,12 @@ from moa.cli import app
 from moa.eval.datasets import load_eval_set
 from moa.eval.records import ResultStore
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
+from eval_data import EVAL, needs_eval
+
 
 pytestmark = [
     pytest.mark.real,
-    pytest.mark.skipif(not EVAL.is_dir(), reason=f"the public eval data is not at {EVAL} (../shared/eval); these tests need it"),
+    needs_eval,
 ]
 
 runner = CliRunner()

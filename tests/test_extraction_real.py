@@ -20,11 +20,12 @@ from moa.eval.shots import as_demonstration
 from moa.models.embedded import EmbeddedBackend
 from moa.models.registry import Models
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
+from eval_data import EVAL, needs_eval
+
 
 pytestmark = [
     pytest.mark.real,
-    pytest.mark.skipif(not EVAL.is_dir(), reason=f"the public eval data is not at {EVAL} (../shared/eval); this test needs it"),
+    needs_eval,
 ]
 
 

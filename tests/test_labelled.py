@@ -11,8 +11,8 @@ import pytest
 from moa.errors import ErrorCode, UserError
 from moa.labelled import LabelledSet, load_labelled, parse_label_map
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
-needs_eval = pytest.mark.skipif(not EVAL.is_dir(), reason=f"public eval data not found at {EVAL} (../shared/eval)")
+from eval_data import EVAL, needs_eval
+
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

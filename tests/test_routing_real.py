@@ -21,11 +21,11 @@ from moa.learning import calibrate_agent, task_for, train_agent
 from moa.models.embedded import EmbeddedBackend
 from moa.registry import builtin_agents
 
+from eval_data import EVAL, needs_eval
+
 pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = ROOT.parent / "shared" / "eval"
-needs_eval = pytest.mark.skipif(not EVAL.is_dir(), reason=f"public eval data not found at {EVAL} (../shared/eval)")
 BINARY = {"labels": ["positive", "negative"]}
 
 

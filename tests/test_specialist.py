@@ -21,8 +21,8 @@ from moa.testing import FakeEmbedder
 from moa.labelled import LabelledSet, load_labelled
 from moa.specialist import Specialist, TrainReport, _fit_temperature, macro_f1, train_specialist
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
-needs_eval = pytest.mark.skipif(not EVAL.is_dir(), reason=f"public eval data not found at {EVAL} (../shared/eval)")
+from eval_data import EVAL, needs_eval
+
 
 
 HashEmbedder = FakeEmbedder

@@ -26,6 +26,7 @@ one (a resumed eval can grow).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +117,10 @@ PRESETS: dict[str, Preset] = {
 
 
 def default_data_dirs() -> list[Path]:
-    """Where the public data is looked for: ``../shared/eval`` from here, then from the repository."""
+    """Where the public data is looked for: ``MOA_EVAL_DATA``, ``../shared/eval`` from here, then from the repository."""
     repo = Path(__file__).resolve().parents[2]
-    return [Path.cwd().parent / "shared" / "eval", Path.cwd() / "shared" / "eval", repo.parent / "shared" / "eval"]
+    chosen = [Path(os.environ["MOA_EVAL_DATA"]).expanduser()] if os.environ.get("MOA_EVAL_DATA") else []
+    return [*chosen, Path.cwd().parent / "shared" / "eval", Path.cwd() / "shared" / "eval", repo.parent / "shared" / "eval"]
 
 
 def resolve(data: str, data_dir: Path | None = None) -> tuple[Path, Preset | None]:
@@ -141,7 +143,7 @@ def resolve(data: str, data_dir: Path | None = None) -> tuple[Path, Preset | Non
     tried = ", ".join(str(d) for d in dirs)
     raise UserError(
         ErrorCode.INPUT_FILE,
-        f"the public data set {data!r} ({preset.path}) is not in {tried}; give its folder with --data-dir (or MOA_EVAL_DATA), or a file path",
+        f"the public data set {data!r} ({preset.path}) is not in {tried}; give its folder with --data-dir or MOA_EVAL_DATA, or a file path",
     )
 
 
@@ -228,8 +230,8 @@ def _snips(path: Path, _: int | None) -> EvalSet:
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     utterances = [u for f in files for u in formats.parse_snips(f)]
     slots_of: dict[str, set[str]] = {}
-    for intent, _, _, slots in utterances:
-        slots_of.setdefault(intent, set()).update(s for s, _ in slots)
+    for intent, _text, _spans, slots in utterances:
+        slots_of.setdefault(intent, set()).update(s for s, _value in slots)
     examples = [
         Example(id=f"{intent}-{index}", text=text, gold=slots, options={"types": sorted(slots_of[intent]) or ["none"]})
         for intent, index, text, slots in utterances

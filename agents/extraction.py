@@ -44,7 +44,7 @@ DEFAULT_TYPES = ("person", "organization", "location", "product", "date")
 MAX_EXAMPLES = 32
 """The most caller examples one input takes (each one lengthens every prompt)."""
 
-_SHOTS = (
+_SHOTS: tuple[tuple[str, list[tuple[str, str]]], ...] = (
     ("Tim Cook presented the new iPhone in Cupertino on Monday.",
      [("Tim Cook", "person"), ("iPhone", "product"), ("Cupertino", "location"), ("Monday", "date")]),
     ("I ordered a Kindle from Amazon and it never arrived.", [("Kindle", "product"), ("Amazon", "organization")]),

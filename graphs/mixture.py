@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from moa import GenerateRequest, Message, RunError, UserError
 from moa.errors import ErrorCode
 from moa.escalation import Step
-from moa.executor import ItemResult, RunDeps, RunState, SubtaskResult
+from moa.executor import ItemResult, RunDeps, RunGraph, RunState, SubtaskResult
 from moa.plan import Plan, Subtask
 from moa.planner import PlannerInfo
 from moa.structured import usage_of
@@ -153,7 +152,7 @@ def _plan_node(proposers: Sequence[Proposer], layers: int, aggregator: str) -> A
     return plan
 
 
-def build(proposers: Sequence[Proposer | dict[str, Any]] | None = None, layers: int = 2, aggregator: str = "llm") -> CompiledStateGraph:  # type: ignore[type-arg]
+def build(proposers: Sequence[Proposer | dict[str, Any]] | None = None, layers: int = 2, aggregator: str = "llm") -> RunGraph:
     """Build a layered Mixture-of-Agents graph.
 
     Args:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from functools import cache
 
-from langgraph.graph.state import CompiledStateGraph
 
-from moa.executor import compile_plan_execute, make_plan_node, plan_node
+from moa.executor import RunGraph, compile_plan_execute, make_plan_node, plan_node
 from moa.plan import Plan
 
 
-def build(plan: Plan | None = None) -> CompiledStateGraph:  # type: ignore[type-arg]
+def build(plan: Plan | None = None) -> RunGraph:
     """Build and compile the plan-and-execute graph.
 
     Args:
@@ -28,5 +27,5 @@ def build(plan: Plan | None = None) -> CompiledStateGraph:  # type: ignore[type-
 
 
 @cache
-def _planned() -> CompiledStateGraph:  # type: ignore[type-arg]
+def _planned() -> RunGraph:
     return compile_plan_execute(plan_node, "plan_execute")

@@ -15,14 +15,13 @@ import time
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from moa import GenerateRequest, Message, RunError, UserError
 from moa.errors import ErrorCode
 from moa.escalation import Step
-from moa.executor import ItemResult, RunDeps, RunState, SubtaskResult
+from moa.executor import ItemResult, RunDeps, RunGraph, RunState, SubtaskResult
 from moa.memory import Passage
 from moa.plan import Plan, Subtask
 from moa.planner import PlannerInfo
@@ -152,7 +151,7 @@ async def _plan(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
     return {"plan": plan, "planner": info}
 
 
-def build(k: int = 4, min_score: float = 0.3, model: str = "llm") -> CompiledStateGraph:  # type: ignore[type-arg]
+def build(k: int = 4, min_score: float = 0.3, model: str = "llm") -> RunGraph:
     """Build the retrieval-augmented answer graph.
 
     Args:

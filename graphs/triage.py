@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from langgraph.graph.state import CompiledStateGraph
 
-from moa.executor import compile_plan_execute, make_plan_node
+from moa.executor import RunGraph, compile_plan_execute, make_plan_node
 from moa.plan import INPUT, Plan, Subtask
 
 GATE_STEPS = ("specialist", "slm")
@@ -39,7 +38,7 @@ def gate(plan: Plan, *, criterion: str, mode: str, pass_unsure: float | None, la
     )
 
 
-def build(criterion: str = "spam", mode: str = "drop", pass_unsure: float | None = 0.7, plan: Plan | None = None) -> CompiledStateGraph:  # type: ignore[type-arg]
+def build(criterion: str = "spam", mode: str = "drop", pass_unsure: float | None = 0.7, plan: Plan | None = None) -> RunGraph:
     """Build the triage graph.
 
     Args:

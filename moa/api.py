@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.pregel import Pregel
-from langgraph.types import Command
+from langgraph.types import Command, Durability
 from pydantic import BaseModel, Field
 
 from moa.agent import Agent
@@ -202,12 +203,12 @@ def _result(
 
 
 async def _resume_input(
-    graph: Pregel, config: dict[str, Any], run_id: str, settings: Settings, answers: tuple[Answer, Answer] | None
+    graph: Pregel, config: RunnableConfig, run_id: str, settings: Settings, answers: tuple[Answer, Answer] | None
 ) -> tuple[Any, dict[str, Any] | None, list[Approval]]:
     """What a resumed run is invoked with (``None``, or the answers to its open approvals as a
     ``Command``), its final state when it had already ended, and the approvals it waited for."""
     try:
-        saved = await graph.aget_state(config)  # type: ignore[arg-type]
+        saved = await graph.aget_state(config)
     except sqlite3.Error as exc:
         raise translate(exc, settings) or exc from exc
     if not saved.values:
@@ -227,12 +228,12 @@ async def _resume_input(
 
 
 async def _drive(
-    compiled: Pregel, input: dict[str, Any] | None, *, deps: RunDeps, record: RunRecord, resume: bool, answers: tuple[Answer, Answer] | None = None
+    compiled: Pregel[Any, Any, Any, Any], input: dict[str, Any] | None, *, deps: RunDeps, record: RunRecord, resume: bool, answers: tuple[Answer, Answer] | None = None
 ) -> RunResult:
     """Invoke the graph under the run's checkpoint thread; keep the run index up to date."""
     ctx = deps.ctx
     settings = ctx.settings
-    config: dict[str, Any] = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": settings.max_steps}
+    config: RunnableConfig = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": settings.max_steps}
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
         async with _durable(settings) as (saver, index):
@@ -252,7 +253,7 @@ async def _drive(
             pending: list[Approval] = []
             try:
                 if state is None:
-                    durability = "sync" if graph.checkpointer is not None else None  # save each step before the next
+                    durability: Durability | None = "sync" if graph.checkpointer is not None else None  # save each step before the next
                     state = await graph.ainvoke(start, config, context=deps, durability=durability)
                 pending = [a for _, approvals in pending_of(state.get("__interrupt__", [])) for a in approvals]
                 if pending:

@@ -172,7 +172,7 @@ class Calibration(BaseModel):
 
 
 def _check_points(
-    confidences: Sequence[float] | npt.NDArray[np.float64], correct: Sequence[bool] | npt.NDArray[np.bool_]
+    confidences: Sequence[float] | npt.NDArray[np.float64], correct: Sequence[bool] | npt.NDArray[np.bool_] | npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
     hit = np.asarray(correct, dtype=np.float64).reshape(-1)

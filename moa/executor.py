@@ -28,9 +28,8 @@ import operator
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypedDict
-
 from collections import Counter
+from typing import Annotated, Any, Literal, Protocol, TypeAlias, TypedDict
 
 import structlog
 from langgraph.config import get_config
@@ -169,7 +168,14 @@ class RunDeps:
     plan: Plan | dict[str, Any] | str | None = None
 
 
-PlanNode = Callable[[RunState, Runtime[RunDeps]], Awaitable[dict[str, Any]]]
+class PlanNode(Protocol):
+    """A graph's ``plan`` node (LangGraph passes the runtime by keyword)."""
+
+    def __call__(self, state: RunState, *, runtime: Runtime[RunDeps]) -> Awaitable[dict[str, Any]]: ...
+
+
+RunGraph: TypeAlias = CompiledStateGraph[RunState, RunDeps, RunState, RunState]
+"""A compiled moa graph: :class:`RunState` in and out, :class:`RunDeps` as its runtime context."""
 
 
 def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Plan] | None = None) -> PlanNode:
@@ -192,7 +198,7 @@ def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Pla
 
 async def plan_node(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
     """The default ``plan`` node (see :func:`make_plan_node`)."""
-    return await _default_plan(state, runtime)
+    return await _default_plan(state, runtime=runtime)
 
 
 async def _choose(deps: RunDeps) -> tuple[Any, str]:
@@ -216,7 +222,7 @@ def _planned(deps: RunDeps, outcome: PlanOutcome) -> dict[str, Any]:
 _default_plan = make_plan_node()
 
 
-def compile_plan_execute(plan: PlanNode, name: str) -> CompiledStateGraph:  # type: ignore[type-arg]
+def compile_plan_execute(plan: PlanNode, name: str) -> RunGraph:
     """``plan → execute → synthesize`` with the given ``plan`` node (the shape of ``plan_execute``
     and ``triage``)."""
     graph = StateGraph(RunState, context_schema=RunDeps)
@@ -549,7 +555,7 @@ def _spawners(
     result is saved as soon as it finishes, so a resumed run does not do it again), else as a
     plain asyncio task (nothing to save, and a LangGraph task costs ~0.2 ms of bookkeeping)."""
     if get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is not None:
-        return task(name="subtask")(subtask), task(name="approved")(approved)  # type: ignore[arg-type]
+        return task(name="subtask")(subtask), task(name="approved")(approved)  # type: ignore[arg-type, return-value]
     return (lambda sid: asyncio.ensure_future(subtask(sid))), (lambda sid: asyncio.ensure_future(approved(sid)))
 
 

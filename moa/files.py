@@ -11,7 +11,7 @@ from typing import BinaryIO
 from moa.errors import ErrorCode, UserError
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], what: str) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], what: str) -> None:
     """Write ``path`` through a temporary file and a rename, so readers never see half a file.
 
     Raises :class:`UserError` (``BAD_CONFIG``) naming ``what`` when the directory is not writable.

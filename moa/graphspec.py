@@ -95,7 +95,8 @@ def _line_of(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
 
 class _Problems:
     def __init__(self, path: Path, lines: Mapping[tuple[Any, ...], int]) -> None:
-        self.path, self.lines, self.found = path, lines, []  # type: list[tuple[int, str]]
+        self.path, self.lines = path, lines
+        self.found: list[tuple[int, str]] = []
 
     def add(self, loc: tuple[Any, ...], message: str) -> None:
         self.found.append((_line_of(self.lines, loc), message))

@@ -335,7 +335,7 @@ class ChromaMemory(Memory):
             if (error := self._translate(exc)) is None:
                 raise
             raise error from exc
-        metas = result.get("metadatas") or [None] * len(result["ids"])
+        metas: Sequence[Mapping[str, Any] | None] = result.get("metadatas") or [None] * len(result["ids"])
         return [_passage(pid, doc, meta, 1.0) for pid, doc, meta in zip(result["ids"], result.get("documents") or [], metas, strict=True)]
 
     def count(self) -> int:

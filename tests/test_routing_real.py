@@ -144,7 +144,12 @@ def test_ctrl_c_writes_the_finished_items(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"subtasks": [{"id": "s", "agent": "sentiment"}]}))
-    proc = _moa("run", "sentiment", "--input", str(texts), "--plan", str(plan), "-o", str(out), tmp_path=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _moa(
+        "run", "sentiment", "--input", str(texts), "--plan", str(plan), "-o", str(out), tmp_path=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # as on a terminal: a shell without job control starts background jobs (e.g. a test run
+        # started with `&`) with SIGINT ignored, and the child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     cache = Path(os.environ["MOA_STATE_DIR"]) / "cache.sqlite"
     started = time.monotonic()
     # a few items finished (seen in the call cache), or long enough that some must have: the

@@ -158,8 +158,9 @@ class Agent(ABC, Generic[InputT, OutputT]):
             return result
 
         async def one(index: int, data: InputT) -> AgentRun:
-            key = data.model_dump_json()
-            if key in first:
+            if len(inputs) == 1:  # nothing to share: no task, no shield (a cancellation reaches the work directly)
+                result = await compute(data, priors[0] if priors else None)
+            elif (key := data.model_dump_json()) in first:
                 shared = await asyncio.shield(first[key])
                 result = shared.model_copy(update={"usage": [], "deduplicated": True})
             else:
@@ -176,8 +177,9 @@ class Agent(ABC, Generic[InputT, OutputT]):
             for index, data in pending:
                 results[index] = await one(index, data)
 
+        workers = max(1, min(len(inputs), self.batch_width(ctx)))
         try:
-            await asyncio.gather(*(worker() for _ in range(max(1, min(len(inputs), self.batch_width(ctx))))))
+            await (worker() if workers == 1 else asyncio.gather(*(worker() for _ in range(workers))))
         finally:  # cancelled (the run was): stop the items' work too, which the shields kept from the cancellation
             for work in first.values():
                 work.cancel()
@@ -431,7 +433,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     ) -> tuple[AgentRun, float | None]:
         caps = await backend.acapabilities()
         method = self._confidence_method(ctx, caps, data, step)
-        if method != "logprobs":
+        if method != "logprobs" and caps.logprobs:
             caps = caps.model_copy(update={"logprobs": False})
         messages, calls, tool_usage = await self._use_tools(ctx, backend, data, caps, subtask, step)
         examples = await self._examples(ctx, data, caps, backend.spec)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from moa.budget import Budget
 from moa.errors import MoaError
 from moa.escalation import Policy, Step, resolve_cascade, threshold_for
 from moa.learned import ExampleStore, calibration_path, specialist_path
+from moa.logs import enabled
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.settings import Settings
@@ -89,6 +91,8 @@ class RunContext:
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _examples: ExampleStore | None = None
+    info_logs: bool = field(default_factory=lambda: enabled(logging.INFO), init=False)
+    """Whether info logs are emitted (asked once per run; per-subtask info logs are skipped otherwise)."""
 
     @classmethod
     def create(
@@ -115,6 +119,8 @@ class RunContext:
     def for_run(self, settings: Settings, run_id: str, on_event: EventSink | None) -> RunContext:
         """A context for another run that shares this one's models, memory and embedder, with
         its own budget, journal, approvals and per-run caches."""
+        if self._examples is not None:
+            self._examples.forget()
         return dataclasses.replace(
             self, settings=settings, run_id=run_id, on_event=on_event or self.on_event, budget=Budget.from_settings(settings),
             journal=[], partial=None, decisions=Decisions(), _cache={}, _learned={},
@@ -224,7 +230,8 @@ class RunContext:
         return self._examples
 
     def emit(self, kind: str, subtask: str | None = None, **data: Any) -> None:
-        self.on_event(Event(kind, subtask, data))
+        if self.on_event is not _ignore:
+            self.on_event(Event(kind, subtask, data))
 
     async def aclose(self) -> None:
         if self._examples is not None:

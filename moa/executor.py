@@ -47,6 +47,7 @@ from moa.approvals import Approval, ask, payload, step_rule, subtask_rule
 from moa.context import RunContext
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.escalation import Attempt, Escalation, Step, StoredOutput, stored_output
+from moa.logs import log_context
 from moa.models.base import GenerateRequest, Message
 from moa.plan import INPUT, Plan, Subtask
 from moa.planner import (
@@ -345,8 +346,9 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps, *, approved: bool = False)
         waiting = SubtaskResult(id=subtask.id, agent=agent.name, status="waiting", waiting=[approval], reason=f"waiting for approval ({approval.rule})")
         return {"results": {subtask.id: waiting}, "usage": []}
     deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(job.items))
-    with structlog.contextvars.bound_contextvars(run_id=deps.ctx.run_id, subtask=subtask.id):
-        log.info("subtask_started", agent=agent.name, items=len(job.items))
+    with log_context(run_id=deps.ctx.run_id, subtask=subtask.id):
+        if deps.ctx.info_logs:
+            log.info("subtask_started", agent=agent.name, items=len(job.items))
         try:
             inputs = [agent.make_input(item, subtask.options) for item in job.items]
         except MoaError as exc:
@@ -363,7 +365,8 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps, *, approved: bool = False)
 
 def _done(result: SubtaskResult, usage: list[Usage], deps: RunDeps) -> dict[str, Any]:
     deps.ctx.emit("subtask_done", result.id, status=result.status, seconds=result.seconds)
-    log.info("subtask_done", run_id=deps.ctx.run_id, subtask=result.id, status=result.status, items=len(result.items))
+    if deps.ctx.info_logs:
+        log.info("subtask_done", run_id=deps.ctx.run_id, subtask=result.id, status=result.status, items=len(result.items))
     return {"results": {result.id: result}, "usage": usage}
 
 
@@ -385,7 +388,7 @@ async def continue_subtask(job: SubtaskJob, prior: SubtaskResult, deps: RunDeps)
     started = time.perf_counter()
     parked = [position for position, item in enumerate(prior.items) if item.waiting]
     deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(parked))
-    with structlog.contextvars.bound_contextvars(run_id=deps.ctx.run_id, subtask=subtask.id):
+    with log_context(run_id=deps.ctx.run_id, subtask=subtask.id):
         inputs = [agent.make_input(prior.items[p].item, subtask.options) for p in parked]
         priors: list[AgentRun | None] = [prior.items[p].parked(agent.output_type) for p in parked]
         runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id, priors=priors)

@@ -73,6 +73,7 @@ class ExampleStore:
         self.embedder = embedder
         self._memories: dict[str, ChromaMemory] = {}
         self._counts: dict[str, int] = {}
+        self._exists: bool | None = None  # looked at once per store (a run): examples another process adds later are for later runs
         self._lock = asyncio.Lock()
 
     def _memory(self, agent: str, key: str) -> ChromaMemory:
@@ -83,13 +84,21 @@ class ExampleStore:
             self._memories[name] = ChromaMemory(self.path, collection=name, embedder=self.embedder)
         return self._memories[name]
 
+    def forget(self) -> None:
+        """Look at the disk again (a new run): examples other processes stored since count now."""
+        self._exists = None
+        self._counts.clear()
+
     async def add(self, agent: str, key: str, text: str, label: str, model: str) -> None:
         memory = self._memory(agent, key)
         await memory.aadd([text], ids=[hashlib.sha256(text.encode()).hexdigest()[:16]], metadatas=[{"label": label, "model": model, "time": time.time()}])
         self._counts.pop(memory.collection_name, None)
+        self._exists = True
 
     async def count(self, agent: str, key: str) -> int:
-        if not self.path.exists():  # nothing stored yet: don't open Chroma
+        if self._exists is None:
+            self._exists = self.path.exists()
+        if not self._exists:  # nothing stored yet: don't open Chroma
             return 0
         memory = self._memory(agent, key)
         if memory.collection_name not in self._counts:

@@ -302,3 +302,21 @@ async def test_a_model_never_gets_its_own_answers_as_demonstrations(tmp_path: Pa
     shots = await agent._examples(ctx, agent.make_input("an awful film", task.options), moa.Capabilities(chat=False, completion=True), "fake:")
     assert [e.model for e in shots] == ["fake:big"]
     await ctx.aclose()
+
+
+async def test_the_example_store_is_looked_at_once_a_run_and_again_in_the_next(tmp_path: Path) -> None:
+    s = settings(state_dir=tmp_path, cascade=["specialist", "slm"])
+    embedder = FakeEmbedder()
+    ctx = moa.RunContext.create(s, models=moa.Models(s, slm=FakeModel([sentiment("negative", 0.95)])), embedder=embedder)
+    other = moa.RunContext.create(s, models=moa.Models(s, slm=FakeModel([sentiment("negative", 0.95)])), embedder=embedder)
+    task = task_for(builtin_agents()["sentiment"], {"labels": ["positive", "negative"]})
+    assert await ctx.examples().count("sentiment", task.key) == 0  # nothing on disk yet
+    await other.examples().add("sentiment", task.key, "an awful dull film", "negative", "fake:big")  # another run stores one
+    assert await ctx.examples().count("sentiment", task.key) == 0  # this run keeps what it saw
+    await ctx.examples().add("sentiment", task.key, "a dull film", "negative", "fake:big")
+    assert await ctx.examples().count("sentiment", task.key) == 2  # its own writes count at once
+    await other.examples().add("sentiment", task.key, "a boring film", "negative", "fake:big")
+    later = ctx.for_run(s, "next", None)
+    assert await later.examples().count("sentiment", task.key) == 3  # the next run looks again
+    await ctx.aclose()
+    await other.aclose()

@@ -191,8 +191,9 @@ async def test_a_subtask_starts_when_its_own_dependencies_finish(durable: bool) 
     assert result.results["a"].items[0].output.label == "slowpos"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("items", [1, 3], ids=["one-item", "batch"])  # a one-item batch runs its item without a task of its own
 @pytest.mark.parametrize("durable", [True, False], ids=["langgraph-tasks", "asyncio-tasks"])
-async def test_cancelling_a_run_cancels_the_subtasks_still_running(durable: bool) -> None:
+async def test_cancelling_a_run_cancels_the_subtasks_still_running(durable: bool, items: int) -> None:
     from pydantic import BaseModel
 
     class Text(BaseModel):
@@ -220,7 +221,8 @@ async def test_cancelling_a_run_cancels_the_subtasks_still_running(durable: bool
 
     plan = {"subtasks": [{"id": "s1", "agent": "slow"}, {"id": "s2", "agent": "slow"}]}
     settings = moa.load_settings(durable=durable)
-    run = asyncio.ensure_future(moa.arun("t", input=["x"], plan=plan, agents=[Slow(wait)], slm=FakeModel(), llm=FakeModel(), settings=settings))
+    texts = [f"x{i}" for i in range(items)]
+    run = asyncio.ensure_future(moa.arun("t", input=texts, plan=plan, agents=[Slow(wait)], slm=FakeModel(), llm=FakeModel(), settings=settings))
     await asyncio.wait_for(started.wait(), 10)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -270,15 +269,13 @@ async def test_openai_reused_keep_alive_connection_closed_by_the_server() -> Non
 async def test_openai_server_that_always_drops_is_unreachable_after_one_retry() -> None:
     with openai_server(then="close") as server:
         async with openai_backend(server.url + "/v1") as model:
-            started = time.perf_counter()
             with pytest.raises(RunError) as caught:
                 await model.generate(HI)
-            elapsed = time.perf_counter() - started
     error = caught.value
     assert error.code == ErrorCode.MODEL_UNREACHABLE and error.details["retries"] == 1
     assert server.url in error.message and "closed the connection before answering" in error.message
     assert "sent again" in error.message and "check the server's log" in error.message
-    assert len(server.received) == 2 and elapsed < 5
+    assert len(server.received) == 2  # the request and one retry, then the error
 
 
 @pytest.mark.real
@@ -341,12 +338,11 @@ async def test_openai_check_is_retried_too() -> None:
 async def test_openai_down_server_fails_fast_without_retry(free_port: int) -> None:
     url = f"http://127.0.0.1:{free_port}/v1"
     async with openai_backend(url, timeout=30.0) as model:
-        started = time.perf_counter()
         with capture_logs() as logs, pytest.raises(RunError) as caught:
             await model.generate(HI)
-        elapsed = time.perf_counter() - started
+    # refused at once: unreachable, not a timeout after 30 s, and not sent again
     assert caught.value.code == ErrorCode.MODEL_UNREACHABLE and "llama-server" in caught.value.message
-    assert not resent_warnings(logs) and elapsed < 2
+    assert not resent_warnings(logs)
 
 
 @contextmanager
@@ -362,12 +358,9 @@ def silent_listener() -> Iterator[str]:
 async def test_openai_slow_server_times_out_once() -> None:
     with silent_listener() as url:
         async with openai_backend(url + "/v1", timeout=0.5) as model:
-            started = time.perf_counter()
             with capture_logs() as logs, pytest.raises(RunError) as caught:
                 await model.generate(HI)
-            elapsed = time.perf_counter() - started
-    assert caught.value.code == ErrorCode.MODEL_TIMEOUT and not resent_warnings(logs)
-    assert elapsed < 2
+    assert caught.value.code == ErrorCode.MODEL_TIMEOUT and not resent_warnings(logs)  # a timeout is not sent again
 
 
 # -- the real ollama client against a flaky server -----------------------------------------------
@@ -430,8 +423,8 @@ async def test_ollama_server_that_always_drops_is_unreachable_after_one_retry() 
 @pytest.mark.real
 async def test_ollama_down_server_fails_fast_without_retry(free_port: int) -> None:
     backend = OllamaBackend("ollama:m", model="m", host=f"http://127.0.0.1:{free_port}", timeout=30)
-    started = time.perf_counter()
     with capture_logs() as logs, pytest.raises(RunError) as caught:
         await backend.generate(GenerateRequest(prompt="hi", max_tokens=1))
+    # refused at once: unreachable, not a timeout after 30 s, and not sent again
     assert caught.value.code == ErrorCode.MODEL_UNREACHABLE and "ollama serve" in caught.value.message
-    assert not resent_warnings(logs) and time.perf_counter() - started < 2
+    assert not resent_warnings(logs)

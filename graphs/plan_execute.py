@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import cache
 
-
 from moa.executor import RunGraph, compile_plan_execute, make_plan_node, plan_node
 from moa.plan import Plan
 

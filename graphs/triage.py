@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from moa.executor import RunGraph, compile_plan_execute, make_plan_node
 from moa.plan import INPUT, Plan, Subtask
 

@@ -43,6 +43,7 @@ from moa.escalation import EscalationSummary, resolve_cascade, summarize_escalat
 from moa.graphspec import GraphFile, is_graph_file
 from moa.executor import ItemResult, RunDeps, SubtaskResult, revive_results
 from moa.inputs import check_items, check_task, read_items
+from moa.logs import log_context
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.plan import Plan
@@ -235,7 +236,7 @@ async def _drive(
     settings = ctx.settings
     config: RunnableConfig = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": settings.max_steps}
     started = time.perf_counter()
-    with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
+    with log_context(run_id=ctx.run_id):
         async with _durable(settings) as (saver, index):
             graph = compiled if saver is None or compiled.checkpointer is not None else compiled.copy(update={"checkpointer": saver})
             state: dict[str, Any] | None = None

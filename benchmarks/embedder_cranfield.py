@@ -31,9 +31,9 @@ from typing import TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
-from moa.embedder import TOKENIZER_PATH, MiniLMEmbedder
 from moa.eval.formats import cranfield_docs, cranfield_qrels, cranfield_queries
 from moa.eval.metrics import ndcg_at_k, recall_at_k, reciprocal_rank
+from moa.models.embeddings import TOKENIZER_PATH, MiniLMEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "retrieval" / "cranfield"

@@ -60,13 +60,13 @@ DATA = ROOT.parent / "shared" / "eval"
 from pydantic import BaseModel, ValidationError  # noqa: E402
 
 from moa import Capabilities, Generation, TokenLogprob  # noqa: E402
+from moa.agent.confidence import calibrate, choice_probs  # noqa: E402
 from moa.agents.extraction import ExtractionInput  # noqa: E402
 from moa.agents.extraction import agent as extraction  # noqa: E402
 from moa.agents.filtering import FilterInput  # noqa: E402
 from moa.agents.filtering import agent as filtering  # noqa: E402
 from moa.agents.sentiment import SentimentInput  # noqa: E402
 from moa.agents.sentiment import agent as sentiment  # noqa: E402
-from moa.confidence import calibrate, choice_probs  # noqa: E402
 from moa.models.embedded import engine_schema  # noqa: E402
 
 CAPS = Capabilities(chat=False, completion=True, json_schema=True, logprobs=True)
@@ -494,8 +494,9 @@ class Variant:
 
 def drive(args: argparse.Namespace) -> dict[str, Any]:
     """Run every variant on the same items, interleaved block by block (rotating the order)."""
-    import structlog
     import logging
+
+    import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pythons = {"xllamacpp": args.python_xllamacpp, "llama-cpp-python": args.python_lcp}

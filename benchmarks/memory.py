@@ -4,14 +4,14 @@ Embedding 100k chunks with MiniLM on 2 cores takes about an hour, so the embedde
 measured apart and combined into an estimate:
 
 * **embedder**: the shipped MiniLM (int8 ONNX) on ``--real`` real chunks (Cranfield abstracts cut by
-  ``moa.memory.chunk_text``, 800 characters) and on short texts (Cranfield queries): texts/s, and
+  ``moa.memory.chroma.chunk_text``, 800 characters) and on short texts (Cranfield queries): texts/s, and
   the latency of embedding one query;
 * **Chroma**: ``--sizes`` chunks (default 10,000 and 100,000) whose vectors are the real chunks'
   embeddings replicated with noise (Gaussian, ``--noise`` per dimension, renormalised: cosine ≈ 0.9
   to the original), each with its chunk's text; queried with the embeddings of the real Cranfield
   queries. Two ways, one after the other, each into a fresh on-disk ``PersistentClient``:
 
-  - ``moa``: :class:`moa.memory.ChromaMemory` (``aadd`` / ``aquery``, writes of 256, ids hashed)
+  - ``moa``: :class:`moa.memory.chroma.ChromaMemory` (``aadd`` / ``aquery``, writes of 256, ids hashed)
     with an embedder that returns the precomputed vectors (no model runs);
   - ``chroma``: chromadb itself, ``collection.add`` in batches of the client's maximum.
 
@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import DATA, describe, finish, load, machine, parser, report, table  # noqa: E402
 from moa.eval.formats import cranfield_docs, cranfield_queries  # noqa: E402
-from moa.embedder import Embedder, MiniLMEmbedder  # noqa: E402
 from moa.logs import configure_logging  # noqa: E402
-from moa.memory import ChromaMemory, chunk_text  # noqa: E402
+from moa.memory.chroma import ChromaMemory, chunk_text  # noqa: E402
+from moa.models.embeddings import Embedder, MiniLMEmbedder  # noqa: E402
 
 CRANFIELD = DATA / "retrieval" / "cranfield"
 

@@ -44,7 +44,7 @@ from langgraph.types import Send  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 import moa  # noqa: E402
-from benchmarks._common import describe, finish, interleaved, load, machine, median, parser, report, table, fit  # noqa: E402
+from benchmarks._common import describe, finish, fit, interleaved, load, machine, median, parser, report, table  # noqa: E402
 from moa.agents.sentiment import agent as sentiment  # noqa: E402
 from moa.logs import configure_logging  # noqa: E402
 from moa.models.base import GenerateRequest  # noqa: E402

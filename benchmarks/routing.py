@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "eval"
 
 import moa  # noqa: E402
-from moa.labelled import LabelledSet, load_labelled  # noqa: E402
-from moa.learning import Task, task_for, train_agent  # noqa: E402
+from moa.agent.learn import Task, task_for, train_agent  # noqa: E402
+from moa.learning.labelled import LabelledSet, load_labelled  # noqa: E402
 from moa.logs import configure_logging  # noqa: E402
-from moa.registry import builtin_agents  # noqa: E402
+from moa.workflow.catalog import builtin_agents  # noqa: E402
 
 TASKS = {
     "sentiment": (DATA / "sentiment" / "sst2_dev.tsv", {"1": "positive", "0": "negative"}),

@@ -18,9 +18,11 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, create_model
 
 import moa
-from moa.executor import RunDeps, RunState, execute, synthesize
-from moa.planner import given_plan
-from moa.report import to_markdown
+from moa.workflow.nodes import synthesize
+from moa.workflow.planner import given_plan
+from moa.workflow.report import to_markdown
+from moa.workflow.scheduler import execute
+from moa.workflow.state import RunDeps, RunState
 
 MESSAGES = [
     "My card was charged twice and I need the money back today!",

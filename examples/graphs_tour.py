@@ -18,8 +18,8 @@ from pathlib import Path
 
 import moa
 from moa.graphs import mixture, rag, triage
-from moa.memory import add_files
-from moa.report import to_markdown
+from moa.memory.chroma import add_files
+from moa.workflow.report import to_markdown
 
 DATA = Path(__file__).parent / "data"
 

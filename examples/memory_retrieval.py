@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import moa
-from moa.memory import add_files
+from moa.memory.chroma import add_files
 
 DOCS = Path(__file__).parent / "data" / "handbook.md"
 QUESTIONS = ["how many days do I have to return an item?", "which countries do you ship to?"]

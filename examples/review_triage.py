@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import moa
-from moa.report import to_markdown
+from moa.workflow.report import to_markdown
 
 DATA = Path(__file__).parent / "data" / "reviews.txt"
 

@@ -4,9 +4,11 @@ A planner turns a task into a DAG of subtasks; small local models run the subtas
 as specialised agents; outputs are schema-validated; every model call is accounted.
 """
 
-from moa.agent import Agent, AgentRun, FunctionAgent, ModelAgent, ToolCallRecord
-from moa.confidence import choice_confidence
-from moa.context import Event, RunContext
+from moa.agent.base import Agent, FunctionAgent
+from moa.agent.results import AgentRun, ToolCallRecord
+from moa.agent.model import ModelAgent
+from moa.agent.confidence import choice_confidence
+from moa.agent.context import Event, RunContext
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.models.base import (
     Capabilities,
@@ -20,7 +22,7 @@ from moa.models.base import (
 )
 from moa.models.registry import Models, create_backend
 from moa.settings import Settings, load_settings
-from moa.structured import generate_structured
+from moa.agent.structured import generate_structured
 from moa.usage import Usage, UsageSummary, summarize
 
 __version__ = "0.1.0"
@@ -57,10 +59,13 @@ __all__ = [
     "summarize",
 ]
 
-from moa.api import RunResult, apending, aresume, arun, pending, resume, run  # noqa: E402
-from moa.approvals import Approval, Handoff  # noqa: E402
-from moa.plan import Plan, Subtask  # noqa: E402
-from moa.tools import Tool, agent_tool, as_langchain_tool, memory_search, run_tool_loop, tool  # noqa: E402
+from moa.workflow.results import RunResult
+from moa.workflow.driver import apending, aresume, arun
+from moa.api import pending, resume, run
+from moa.routing.approvals import Approval
+from moa.workflow.results import Handoff
+from moa.workflow.plan import Plan, Subtask  # noqa: E402
+from moa.agent.tools import Tool, agent_tool, as_langchain_tool, memory_search, run_tool_loop, tool  # noqa: E402
 
 __all__ += ["Plan", "RunResult", "Subtask", "Tool", "agent_tool", "aresume", "arun", "resume", "as_langchain_tool", "memory_search", "run", "run_tool_loop", "tool"]
 __all__ += ["Approval", "Handoff", "apending", "pending"]

@@ -1,5 +1,5 @@
 import sys
 
-from moa.cli import main
+from moa.cli.main import main
 
 sys.exit(main())

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from moa.embedder import Embedder
 from moa.errors import ErrorCode, RunError
-from moa.models.base import Capabilities, Generation, GenerateRequest, ModelBackend
+from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend
+from moa.models.embeddings import Embedder
 
 Handler = Callable[[GenerateRequest], str | Generation]
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from pydantic import BaseModel, Field
 
 
-
 class Usage(BaseModel):
     """One model call."""
 

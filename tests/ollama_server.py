@@ -187,7 +187,7 @@ def create_app(backend: ModelBackend) -> FastAPI:
         if isinstance(body, JSONResponse):
             return body
         if not embedders:
-            from moa.embedder import MiniLMEmbedder
+            from moa.models.embeddings import MiniLMEmbedder
 
             embedders.append(MiniLMEmbedder())
         texts = [body["input"]] if isinstance(body["input"], str) else list(body["input"])

@@ -11,8 +11,8 @@ import pytest
 import moa
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Generation, ToolCall
-from moa.registry import builtin_agents
-from moa.runs import open_index
+from moa.workflow.catalog import builtin_agents
+from moa.workflow.index import open_index
 from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 
 GOOD = '{"label":"positive","confidence":0.9}'
@@ -404,7 +404,7 @@ async def test_an_llm_tier_agent_denied_its_first_step_fails_the_item_with_the_r
 async def test_a_run_index_from_before_approvals_gets_its_new_column() -> None:
     import sqlite3
 
-    from moa.runs import state_path
+    from moa.workflow.index import state_path
 
     path = state_path(moa.load_settings())
     path.parent.mkdir(parents=True)
@@ -424,7 +424,7 @@ async def test_a_run_index_from_before_approvals_gets_its_new_column() -> None:
 async def test_a_pause_is_logged_and_the_report_marks_waiting_and_handed_over_items() -> None:
     from structlog.testing import capture_logs
 
-    from moa.report import item_table
+    from moa.workflow.report import item_table
 
     slm = weak_on("unclear")
     llm = FakeModel([sentiment("negative", 0.97)], spec="fake:big")

@@ -15,17 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import moa  # noqa: E402
 from benchmarks import batch, cache, memory, overhead, parallelism  # noqa: E402
 from benchmarks._common import fit, machine, table  # noqa: E402
 from benchmarks.latency_server import create_app, instance, latency_of, marker  # noqa: E402
 from moa.agents.sentiment import SentimentInput  # noqa: E402
 from moa.agents.sentiment import agent as sentiment  # noqa: E402
-from moa.cache import CachedBackend, CallCache  # noqa: E402
 from moa.models.base import Capabilities, GenerateRequest  # noqa: E402
+from moa.models.cache import CachedBackend, CallCache  # noqa: E402
 from moa.models.registry import Models  # noqa: E402
 from moa.testing import FakeEmbedder, FakeModel  # noqa: E402
-
-import moa  # noqa: E402
 
 ANSWER = '{"label":"positive","confidence":0.9}'
 

@@ -1,4 +1,4 @@
-"""The model-call cache (moa.cache): keys, hits, expiry, persistence, and surviving bad files."""
+"""The model-call cache (moa.models.cache): keys, hits, expiry, persistence, and surviving bad files."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from moa.cache import CachedBackend, CallCache, cacheable
 from moa.errors import ErrorCode, RunError
 from moa.models.base import GenerateRequest, Generation, Message, TokenLogprob, ToolSpec
+from moa.models.cache import CachedBackend, CallCache, cacheable
 from moa.testing import FakeModel, prompt_of
 
 TTL = 3600.0

@@ -1,4 +1,4 @@
-"""moa.calibration: isotonic calibration of confidences, threshold tables, reliability bins, ECE."""
+"""moa.learning.calibration: isotonic calibration of confidences, threshold tables, reliability bins, ECE."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moa.calibration import (
+from moa.errors import ErrorCode, UserError
+from moa.learning.calibration import (
     THRESHOLDS,
     Calibration,
     expected_calibration_error,
     reliability,
     threshold_table,
 )
-from moa.errors import ErrorCode, UserError
 
 
 def overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

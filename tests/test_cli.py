@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from moa.cli import app, main
+from moa.cli.main import app, main
 
 runner = CliRunner()
 

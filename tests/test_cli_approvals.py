@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import moa
-from moa import cli_approvals
-from moa.cli import app
+from moa.cli import approvals as cli_approvals
+from moa.cli.main import app
 from moa.testing import FakeModel
 
 runner = CliRunner()

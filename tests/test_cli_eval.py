@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from moa.cli import app
-from moa.cli_eval import _write_rest
+from moa.cli.eval import _write_rest
+from moa.cli.main import app
 from moa.eval import aevaluate, prepare
 from moa.testing import FakeModel
 from tests.test_eval_runner import LABELS, context, oracle, reviews

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from moa.cli import app
-from moa.cli_learn import parse_options
+from moa.cli.learn import parse_options
+from moa.cli.main import app
 from moa.errors import UserError
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 import moa
-from moa.cli import app
-from moa.runs import state_path
+from moa.cli.main import app
+from moa.workflow.index import state_path
 from moa.testing import FakeModel
 
 runner = CliRunner()

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from moa.confidence import calibrate, choice_confidence, choice_probs
+from moa.agent.confidence import calibrate, choice_confidence, choice_probs
 from moa.models.base import Generation, TokenLogprob
 
 

@@ -23,15 +23,15 @@ from flaky_server import Action, FlakyServer, flaky_server
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from moa.cache import CachedBackend, CallCache
+from moa.agent.structured import generate_structured
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models import transport
 from moa.models.base import GenerateRequest, Generation, Message
+from moa.models.cache import CachedBackend, CallCache
 from moa.models.ollama import OllamaBackend
 from moa.models.openai import OpenAIBackend
 from moa.models.registry import create_backend
 from moa.settings import load_settings
-from moa.structured import generate_structured
 from moa.testing import FakeModel
 from moa.usage import summarize
 
@@ -187,8 +187,8 @@ async def test_retries_are_accounted() -> None:
 
 
 def test_the_cli_accounting_line_shows_retries() -> None:
-    from moa.api import RunResult
-    from moa.cli import _accounting
+    from moa.cli.main import _accounting
+    from moa.workflow.results import RunResult
     from moa.usage import Usage
 
     def line(retries: int) -> str:

@@ -17,10 +17,12 @@ from langgraph.graph import END, START, StateGraph
 
 import moa
 from moa.errors import ErrorCode, RunError, UserError
-from moa.executor import RunDeps, RunState, execute, plan_node
 from moa.models.base import GenerateRequest
-from moa.runs import open_index, state_path
-from moa.runview import load_view
+from moa.workflow.index import open_index, state_path
+from moa.workflow.nodes import plan_node
+from moa.workflow.scheduler import execute
+from moa.workflow.state import RunDeps, RunState
+from moa.workflow.view import load_view
 from moa.testing import FakeModel, prompt_of
 
 PLAN = {
@@ -320,7 +322,7 @@ async def test_checkpoints_can_go_to_another_sqlite_file(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("state_sync", "level"), [("normal", 1), ("full", 2)])
 async def test_state_databases_are_wal_with_the_chosen_sync_level(state_sync: str, level: int) -> None:
-    from moa.durable import open_checkpointer
+    from moa.workflow.durable import open_checkpointer
 
     settings = moa.load_settings(state_sync=state_sync)
     async with open_index(settings) as index, open_checkpointer(settings) as saver:

@@ -1,4 +1,4 @@
-"""moa.embedder: the shipped MiniLM model, the Ollama/OpenAI clients and the Chroma adapter.
+"""moa.models.embeddings: the shipped MiniLM model, the Ollama/OpenAI clients and the Chroma adapter.
 
 Everything here is real: the int8 ONNX model, the official ``ollama`` client against the
 Ollama-compatible fixture server (``tests/ollama_server.py``), the official ``openai`` client
@@ -24,7 +24,9 @@ from typing import cast
 import pytest
 from ollama_server import EMBED_MODEL, running_ollama_server
 
-from moa.embedder import (
+from moa.errors import ErrorCode, RunError, UserError
+from moa.models.base import ModelBackend
+from moa.models.embeddings import (
     ChromaEmbeddingFunction,
     Embedder,
     MiniLMEmbedder,
@@ -32,8 +34,6 @@ from moa.embedder import (
     OpenAIEmbedder,
     make_embedder,
 )
-from moa.errors import ErrorCode, RunError, UserError
-from moa.models.base import ModelBackend
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_minilm_aembed_equals_embed(minilm: MiniLMEmbedder) -> None:
 def test_minilm_is_lazy_and_import_is_light() -> None:
     assert MiniLMEmbedder()._session is None
     code = (
-        "import sys, moa.embedder as e; e.MiniLMEmbedder(); e.make_embedder('ollama:x');"
+        "import sys, moa.models.embeddings as e; e.MiniLMEmbedder(); e.make_embedder('ollama:x');"
         "print(sorted(m for m in ('onnxruntime', 'chromadb', 'tokenizers', 'openai', 'ollama') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -282,7 +282,7 @@ def test_chroma_embedding_function_persists_and_reopens(tmp_path: Path, minilm: 
     code = (
         "import chromadb, sys\n"
         "from chromadb.config import Settings\n"
-        "from moa.embedder import ChromaEmbeddingFunction\n"
+        "from moa.models.embeddings import ChromaEmbeddingFunction\n"
         "ChromaEmbeddingFunction.register()\n"
         "c = chromadb.PersistentClient(sys.argv[1], settings=Settings(anonymized_telemetry=False))\n"
         "col = c.get_collection('docs')\n"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 import moa
-from moa.calibration import Calibration
+from moa.agent.learn import task_for, train_agent
 from moa.errors import ErrorCode, UserError
-from moa.learned import calibration_path
-from moa.learning import task_for, train_agent
+from moa.learning.calibration import Calibration
+from moa.learning.store import calibration_path
 from moa.models.base import GenerateRequest
-from moa.registry import builtin_agents
+from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 
 PLAN = {"subtasks": [{"id": "s", "agent": "sentiment", "options": {"labels": ["positive", "negative"]}}]}

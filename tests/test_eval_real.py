@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eval_data import EVAL, needs_eval
 from typer.testing import CliRunner
 
-from moa.cli import app
+from moa.cli.main import app
 from moa.eval.datasets import load_eval_set
 from moa.eval.records import ResultStore
-
-from eval_data import EVAL, needs_eval
-
 
 pytestmark = [
     pytest.mark.real,

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 import moa
-from moa.context import RunContext
+from moa.agent.context import RunContext
+from moa.agent.learn import task_for, train_agent
 from moa.errors import ErrorCode, RunError, UserError
 from moa.eval import aevaluate, prepare, rerender
 from moa.eval.records import ResultStore
-from moa.labelled import LabelledSet
-from moa.learning import task_for, train_agent
-from moa.memory import Memory, Passage
+from moa.learning.labelled import LabelledSet
+from moa.memory.chroma import Memory, Passage
 from moa.models.base import GenerateRequest
 from moa.models.registry import Models
-from moa.registry import builtin_agents
+from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeEmbedder, FakeModel, prompt_of
 
 POSITIVE = ("great", "lovely", "superb", "fine", "wonderful")

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import moa
-from moa.cli import app
-from moa.context import RunContext
+from moa.agent.context import RunContext
+from moa.cli.main import app
 from moa.errors import ErrorCode, UserError
 from moa.eval import aevaluate, prepare
 from moa.eval.datasets import load_eval_set

@@ -87,7 +87,7 @@ async def test_failed_subtask_skips_dependents_and_keeps_finished_work() -> None
         ]
     }
 
-    down_filter = moa.registry.builtin_agents()["filtering"].with_policy(cascade=[down])
+    down_filter = moa.workflow.catalog.builtin_agents()["filtering"].with_policy(cascade=[down])
     result = await moa.arun("t", input=ITEMS, plan=plan, slm=good, llm=good, agents=[down_filter])
     assert result.results["a"].status == "ok"
     assert result.results["f"].status == "failed"
@@ -243,7 +243,7 @@ async def test_a_plan_longer_than_max_steps_is_refused_before_any_model_call() -
 async def test_a_looping_graph_stops_at_max_steps_with_a_clear_error() -> None:
     from langgraph.graph import START, StateGraph
 
-    from moa.executor import RunDeps, RunState
+    from moa.workflow.state import RunDeps, RunState
 
     graph = StateGraph(RunState, context_schema=RunDeps)
     graph.add_node("again", lambda state: {"answer": "still going"})

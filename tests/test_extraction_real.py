@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from eval_data import EVAL, needs_eval
 
 from moa import RunContext, Settings
 from moa.agents.extraction import agent as extraction
@@ -19,9 +20,6 @@ from moa.eval.metrics import score
 from moa.eval.shots import as_demonstration
 from moa.models.embedded import EmbeddedBackend
 from moa.models.registry import Models
-
-from eval_data import EVAL, needs_eval
-
 
 pytestmark = [
     pytest.mark.real,

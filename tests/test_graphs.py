@@ -9,9 +9,9 @@ import pytest
 import moa
 from moa.errors import ErrorCode, UserError
 from moa.graphs import mixture, plan_execute, rag, triage
-from moa.graphspec import load_graph
 from moa.models.base import GenerateRequest
-from moa.plan import Plan
+from moa.workflow.catalog import load_graph
+from moa.workflow.plan import Plan
 from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 
 SELF = moa.load_settings(confidence="self")

@@ -1,4 +1,4 @@
-"""moa.labelled: reading labelled TSV/CSV/JSONL files, label maps, splits and samples."""
+"""moa.learning.labelled: reading labelled TSV/CSV/JSONL files, label maps, splits and samples."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from moa.errors import ErrorCode, UserError
-from moa.labelled import LabelledSet, load_labelled, parse_label_map
-
 from eval_data import EVAL, needs_eval
 
+from moa.errors import ErrorCode, UserError
+from moa.learning.labelled import LabelledSet, load_labelled, parse_label_map
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""moa.memory: chunking, files, and ChromaMemory on disk and on a real Chroma server."""
+"""moa.memory.chroma: chunking, files, and ChromaMemory on disk and on a real Chroma server."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from moa.embedder import Embedder, MiniLMEmbedder
 from moa.errors import ErrorCode, RunError, UserError
-from moa.memory import ChromaMemory, Passage, add_files, chunk_text, ensure_writable_dir, passage_id
+from moa.memory.chroma import ChromaMemory, Passage, add_files, chunk_text, ensure_writable_dir, passage_id
+from moa.models.embeddings import Embedder, MiniLMEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,8 +138,8 @@ def test_reopen_in_a_fresh_process(tmp_path: Path, minilm: MiniLMEmbedder) -> No
     code = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
-        "from moa.embedder import make_embedder\n"
-        "from moa.memory import ChromaMemory\n"
+        "from moa.models.embeddings import make_embedder\n"
+        "from moa.memory.chroma import ChromaMemory\n"
         "m = ChromaMemory(Path(sys.argv[1]), embedder=make_embedder('minilm'))\n"
         "print('RESULT', m.count(), asyncio.run(m.aquery('lift on a wing', k=1))[0].text)\n"
     )

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 import moa
-from moa.registry import builtin_agents, builtin_graphs
+from moa.workflow.catalog import builtin_agents, builtin_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = (
     "import importlib.util, moa, moa.agents.sentiment, moa.graphs.plan_execute;"
-    "from moa.registry import builtin_agents, builtin_graphs;"
+    "from moa.workflow.catalog import builtin_agents, builtin_graphs;"
     "print(sorted(builtin_agents()), sorted(builtin_graphs()), importlib.util.find_spec('agents') is None,"
     " importlib.util.find_spec('graphs') is None, moa.agents.sentiment.__file__)"
 )

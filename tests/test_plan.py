@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from moa.errors import ErrorCode, UserError
-from moa.plan import Plan, Subtask, plan_problems, validate_plan
+from moa.workflow.plan import Plan, Subtask, plan_problems, validate_plan
 
 AGENTS = {"filtering", "sentiment", "extraction", "retrieval"}
 

@@ -12,16 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from eval_data import EVAL, needs_eval
 
 import moa
-from moa.escalation import Step
-from moa.labelled import load_labelled
-from moa.learned import calibration_path
-from moa.learning import calibrate_agent, task_for, train_agent
+from moa.agent.learn import calibrate_agent, task_for, train_agent
+from moa.learning.labelled import load_labelled
+from moa.learning.store import calibration_path
 from moa.models.embedded import EmbeddedBackend
-from moa.registry import builtin_agents
-
-from eval_data import EVAL, needs_eval
+from moa.routing.policy import Step
+from moa.workflow.catalog import builtin_agents
 
 pytestmark = pytest.mark.real
 

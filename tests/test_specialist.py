@@ -1,4 +1,4 @@
-"""moa.specialist: softmax regression on embeddings, temperature scaling, save/load, training.
+"""moa.learning.specialist: softmax regression on embeddings, temperature scaling, save/load, training.
 
 Unit tests use a bag-of-words hashing embedder (64 dims) and synthetic vectors; the tests
 marked ``real`` train on the public SST-2 and SMS spam data with the shipped MiniLM model.
@@ -13,17 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from moa.calibration import expected_calibration_error
-from moa.embedder import Embedder, make_embedder
-from moa.errors import ErrorCode, UserError
-from moa.testing import FakeEmbedder
-from moa.labelled import LabelledSet, load_labelled
-from moa.specialist import Specialist, TrainReport, _fit_temperature, macro_f1, train_specialist
-
 from eval_data import EVAL, needs_eval
 
-
+from moa.errors import ErrorCode, UserError
+from moa.learning.calibration import expected_calibration_error
+from moa.learning.labelled import LabelledSet, load_labelled
+from moa.learning.specialist import Specialist, TrainReport, _fit_temperature, macro_f1, train_specialist
+from moa.models.embeddings import Embedder, make_embedder
+from moa.testing import FakeEmbedder
 
 HashEmbedder = FakeEmbedder
 

@@ -8,8 +8,8 @@ import pytest
 
 import moa
 from moa.errors import ErrorCode, UserError
-from moa.models.base import Generation, GenerateRequest, ToolCall
-from moa.registry import builtin_agents
+from moa.models.base import GenerateRequest, Generation, ToolCall
+from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeModel
 
 SENTIMENT = builtin_agents()["sentiment"]

@@ -10,7 +10,7 @@ from ollama_server import CHAT_MODEL, running_ollama_server
 
 import moa
 from moa.models.ollama import OllamaBackend
-from moa.registry import builtin_agents
+from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeModel
 
 pytestmark = pytest.mark.real

@@ -1,5 +1,0 @@
-"""Built-in agents (sources: the repository's ``agents/`` folder; see :mod:`moa._builtins`)."""
-
-from moa._builtins import extend_path
-
-__path__ = extend_path(list(__path__), "agents")

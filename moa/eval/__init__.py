@@ -21,7 +21,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from moa.context import RunContext
+from moa.agent.context import RunContext
 from moa.eval.datasets import PRESETS, EvalSet, Example, load_eval_set
 from moa.eval.records import EvalConfig, ItemRecord, Meta, StepRecord
 from moa.eval.report import Report, build_report, rerender, write_report

@@ -6,7 +6,7 @@ and per-item agent options) of one *kind*:
 ==============  ======================================  =========================================
 kind            gold                                    formats
 ==============  ======================================  =========================================
-classification  the label                               ``tsv``, ``csv``, ``jsonl`` (:mod:`moa.labelled`)
+classification  the label                               ``tsv``, ``csv``, ``jsonl`` (:mod:`moa.learning.labelled`)
 entities        ``[[type, start, end], ...]``           ``conll`` (BIO tags)
 slots           ``[[slot, value], ...]``                ``snips``
 retrieval       ``{doc id: gain}``                      ``cranfield`` (with a corpus of documents)
@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from moa.errors import ErrorCode, UserError
 from moa.eval import formats
 from moa.eval.formats import Doc
-from moa.labelled import load_labelled
+from moa.learning.labelled import load_labelled
 
 Kind = Literal["classification", "entities", "slots", "retrieval", "qa"]
 Format = Literal["tsv", "csv", "jsonl", "conll", "snips", "cranfield", "qa"]

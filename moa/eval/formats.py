@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import ErrorCode, UserError
-from moa.labelled import MAX_EXAMPLES, _read_text
+from moa.learning.labelled import MAX_EXAMPLES, _read_text
 
 Problems = list[tuple[str, str]]
 

@@ -21,17 +21,18 @@ from typing import Any
 
 import structlog
 
-from moa.agent import Agent, ModelAgent
-from moa.context import RunContext
+from moa.agent.base import Agent
+from moa.agent.context import RunContext
+from moa.agent.learn import task_for
+from moa.agent.model import ModelAgent
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.eval import shots as demos
 from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, resolve
 from moa.eval.records import Demonstrations, EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
 from moa.eval.report import Report, write_report
 from moa.eval.targets import AgentTarget, GraphTarget, check_fits, is_graph, resolve_steps
-from moa.learning import task_for
-from moa.memory import ChromaMemory, Memory
-from moa.registry import agent_catalog, get_graph
+from moa.memory.chroma import ChromaMemory, Memory
+from moa.workflow.catalog import agent_catalog, get_graph
 
 log = structlog.get_logger(__name__)
 

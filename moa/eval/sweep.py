@@ -1,8 +1,8 @@
 """Replaying a cascade from recorded answers: configurations, the threshold sweep, reliability.
 
 Every item record keeps each cascade step's answer, confidence and calls. :func:`replay` decides,
-as :func:`moa.cascade.run_cascade` does, which answer the cascade keeps at a threshold: the first
-step whose answer is not weak (:func:`moa.cascade.weakness`), else the highest step that answered.
+as :func:`moa.agent.cascade.run_cascade` does, which answer the cascade keeps at a threshold: the first
+step whose answer is not weak (:func:`moa.agent.cascade.weakness`), else the highest step that answered.
 No model is called, so a sweep over thresholds is free. An item the cascade would have sent to a
 step it was never run on is *unknown* at that threshold: a plain eval records the steps its real
 cascade tried, so its sweep covers thresholds up to the eval's own; ``--sweep`` runs every step on
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from moa.agent import AgentRun
-from moa.calibration import Bin, expected_calibration_error, reliability
-from moa.cascade import weakness
+from moa.agent.cascade import weakness
+from moa.agent.results import AgentRun
 from moa.eval.metrics import classification_scores
 from moa.eval.records import ItemRecord, StepRecord
+from moa.learning.calibration import Bin, expected_calibration_error, reliability
 from moa.usage import Usage
 
 SWEEP_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0001, 0.05))

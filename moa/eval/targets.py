@@ -17,17 +17,19 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moa.agent import Agent, AgentRun, ModelAgent
-from moa.context import RunContext
+from moa.agent.base import Agent
+from moa.agent.context import RunContext
+from moa.agent.learn import classifier
+from moa.agent.model import ModelAgent
+from moa.agent.results import AgentRun, Attempt
 from moa.errors import ErrorCode, MoaError, UserError
-from moa.escalation import SPECIALIST, Attempt, Step
 from moa.eval.datasets import Example, Kind
 from moa.eval.records import ItemRecord, StepRecord
 from moa.eval.shots import group_of
 from moa.eval.sweep import settle
-from moa.graphspec import is_graph_file
-from moa.learning import classifier
-from moa.registry import builtin_graphs
+from moa.routing.policy import SPECIALIST, Step
+from moa.workflow.catalog import builtin_graphs
+from moa.workflow.graphfile import is_graph_file
 
 #: Passages a retrieval agent returns per query (its most; Recall@10 and nDCG@10 need 10, MRR reads them all).
 RETRIEVAL_K = 100
@@ -176,7 +178,7 @@ class GraphTarget:
     agents: Sequence[Agent[Any, Any]] = ()
 
     async def __call__(self, ctx: RunContext, example: Example) -> ItemRecord:
-        from moa.api import arun
+        from moa.workflow.driver import arun
 
         started = time.perf_counter()
         try:

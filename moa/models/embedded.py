@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from moa.errors import ErrorCode, RunError, UserError
-from moa.models.base import Capabilities, Generation, GenerateRequest, ModelBackend, TokenLogprob
+from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend, TokenLogprob
 from moa.models.gguf import has_chat_template
 
 log = structlog.get_logger(__name__)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moa.cache import CachedBackend, CallCache
 from moa.errors import ErrorCode, UserError
 from moa.models.base import ModelBackend
+from moa.models.cache import CachedBackend, CallCache
 from moa.settings import Settings, Tier
 
 SPEC_HELP = (
@@ -95,7 +95,7 @@ class Models:
     """The backends of one run: resolves tiers to backends, building each spec once.
 
     Backends built from specs go through the on-disk call cache when ``settings.cache`` is on
-    (:mod:`moa.cache`). Pass backends directly (e.g. ``moa.testing.FakeModel``) to bypass spec
+    (:mod:`moa.models.cache`). Pass backends directly (e.g. ``moa.testing.FakeModel``) to bypass spec
     strings (and the cache). :meth:`aclose` closes only the backends built here: a backend passed
     in belongs to the caller, who may use it for more runs.
     """

@@ -1,0 +1,239 @@
+"""Run-scoped dependencies, injected into agents and graph nodes (never global).
+
+A :class:`RunContext` holds the settings, the model backends, the shared memory and the
+embedder of one run, its budget and per-tier concurrency limits, what moa learned (specialists,
+calibrations, the example store), and an event sink for progress views. Everything heavy is built
+lazily, so a run that uses none of it never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import structlog
+
+from moa.errors import MoaError
+from moa.learning.store import ExampleStore, calibration_path, specialist_path
+from moa.logs import enabled
+from moa.models.base import ModelBackend
+from moa.models.registry import Models
+from moa.routing.approvals import Decisions
+from moa.routing.budget import Budget
+from moa.routing.policy import Policy, Step, resolve_cascade, threshold_for
+from moa.settings import Settings
+
+if TYPE_CHECKING:
+    from moa.learning.calibration import Calibration
+    from moa.learning.specialist import Specialist
+    from moa.memory.chroma import Memory
+    from moa.models.embeddings import Embedder
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress event (subtask started/finished, item done) for live views."""
+
+    kind: str
+    subtask: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[Event], None]
+
+
+class JournalEntry(NamedTuple):
+    """One finished item of an agent batch."""
+
+    subtask: str | None
+    agent: str
+    position: int
+    item: str
+    run: Any
+    """The :class:`moa.agent.AgentRun`."""
+
+def new_run_id() -> str:
+    """A fresh run id (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
+def _ignore(_: Event) -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """Everything one run needs. Build it with :meth:`create`."""
+
+    settings: Settings
+    models: Models
+    run_id: str = field(default_factory=new_run_id)
+    on_event: EventSink = _ignore
+    _memory: Memory | None = None
+    _embedder: Embedder | None = None
+    budget: Budget = field(default_factory=Budget)
+    journal: list[JournalEntry] = field(default_factory=list)
+    """Every finished item, in finishing order (partial results survive an interrupted run through it)."""
+    partial: Any = None
+    """The :class:`moa.api.RunResult` of what finished, when the run was interrupted."""
+    decisions: Decisions = field(default_factory=Decisions)
+    """A person's answers to this run's approvals so far (:mod:`moa.approvals`)."""
+    _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _examples: ExampleStore | None = None
+    info_logs: bool = field(default_factory=lambda: enabled(logging.INFO), init=False)
+    """Whether info logs are emitted (asked once per run; per-subtask info logs are skipped otherwise)."""
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings | None = None,
+        *,
+        models: Models | None = None,
+        memory: Memory | None = None,
+        embedder: Embedder | None = None,
+        on_event: EventSink | None = None,
+        run_id: str | None = None,
+    ) -> RunContext:
+        settings = settings or (models.settings if models is not None else Settings())
+        return cls(
+            settings=settings,
+            models=models or Models(settings),
+            run_id=run_id or new_run_id(),
+            on_event=on_event or _ignore,
+            budget=Budget.from_settings(settings),
+            _memory=memory,
+            _embedder=embedder,
+        )
+
+    def for_run(self, settings: Settings, run_id: str, on_event: EventSink | None) -> RunContext:
+        """A context for another run that shares this one's models, memory and embedder, with
+        its own budget, journal, approvals and per-run caches."""
+        if self._examples is not None:
+            self._examples.forget()
+        return dataclasses.replace(
+            self, settings=settings, run_id=run_id, on_event=on_event or self.on_event, budget=Budget.from_settings(settings),
+            journal=[], partial=None, decisions=Decisions(), _cache={}, _learned={},
+        )  # fmt: skip
+
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from moa.models.embeddings import make_embedder
+
+            self._embedder = make_embedder(self.settings.embedder)
+        return self._embedder
+
+    def memory(self) -> Memory:
+        if self._memory is None:
+            from moa.memory.chroma import ChromaMemory
+
+            s = self.settings
+            if s.memory_url:
+                self._memory = ChromaMemory(url=s.memory_url, embedder=self.embedder())
+            else:
+                self._memory = ChromaMemory(s.memory_dir, embedder=self.embedder())
+        return self._memory
+
+    async def cached(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+        """Compute a value once per run and key, even when many tasks ask at the same time.
+
+        Returns the value and whether this caller was the one that computed it.
+        """
+        future = self._cache.get(key)
+        first = future is None
+        if future is None:
+            future = self._cache[key] = asyncio.ensure_future(compute())
+        return await asyncio.shield(future), first
+
+    def policy(self, agent: str, default_threshold: float | None, cascade: Sequence[str | ModelBackend] | None = None) -> Policy:
+        """The escalation policy of ``agent`` in this run: its own ``cascade`` if given, else the
+        run's (validated once per run); consecutive steps on the same model are merged."""
+        cache_key = ("cascade", *(e if isinstance(e, str) else f"{e.spec}#{id(e)}" for e in cascade or ()))
+        policy_key = ("policy", agent, str(default_threshold), *cache_key)
+        if (known_policy := self._learned.get(policy_key)) is not None:
+            return known_policy  # type: ignore[no-any-return]
+        steps = self._learned.get(cache_key)
+        if steps is None:
+            entries: list[str] = []
+            known: set[str] = set()
+            for entry in cascade or self.settings.cascade:
+                if isinstance(entry, ModelBackend):
+                    self.models.register(entry)
+                    known.add(entry.spec)
+                    entry = entry.spec
+                entries.append(entry)
+            merged: list[Step] = []
+            for step in resolve_cascade(self.settings, entries, known):
+                if merged and step.spec is not None and merged[-1].spec is not None and self.backend_for(merged[-1]) is self.backend_for(step):
+                    continue  # the same model twice in a row: one step
+                merged.append(step)
+            steps = self._learned[cache_key] = tuple(merged)
+        policy = self._learned[policy_key] = Policy(steps=steps, threshold=threshold_for(self.settings, agent, default_threshold), escalate=self.settings.escalate)
+        return policy
+
+    def backend_for(self, step: Step) -> ModelBackend:
+        """The backend a model step runs on (tiers honour backends injected into :class:`Models`)."""
+        if step.name in ("slm", "llm"):
+            return self.models.tier(step.name)  # type: ignore[arg-type]
+        return self.models.get(step.spec or step.name)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, step: str) -> AsyncIterator[None]:
+        """Hold one of the step's concurrency slots (``slm_concurrency`` / ``llm_concurrency``)."""
+        limit = {"slm": self.settings.slm_concurrency, "llm": self.settings.llm_concurrency}.get(step)
+        if limit is None:
+            yield
+            return
+        semaphore = self._slots.setdefault(step, asyncio.Semaphore(limit))
+        async with semaphore:
+            yield
+
+    def _load_once(self, key: tuple[str, ...], where: Callable[[], Path], load: Callable[[Path], Any]) -> Any:
+        """What ``load(where())`` gives, once per run; ``None`` when the file is missing or unusable."""
+        if key not in self._learned:
+            found = None
+            path = where()
+            if path.exists():
+                try:
+                    found = load(path)
+                except MoaError as exc:
+                    log.warning("learned_file_unusable", kind=key[0], agent=key[1], path=str(path), error=exc.message)
+            self._learned[key] = found
+        return self._learned[key]
+
+    def specialist(self, agent: str, key: str) -> Specialist | None:
+        """The trained specialist for ``agent`` on the task ``key``, if there is one (loaded once)."""
+        from moa.learning.specialist import Specialist
+
+        return self._load_once(("specialist", agent, key), lambda: specialist_path(self.settings, agent, key), Specialist.load)  # type: ignore[no-any-return]
+
+    def calibration(self, agent: str, model: str) -> Calibration | None:
+        """The confidence calibration of ``agent`` on ``model`` (``moa calibrate``), if there is one."""
+        from moa.learning.calibration import Calibration
+
+        return self._load_once(("calibration", agent, model), lambda: calibration_path(self.settings, agent, model), Calibration.load)  # type: ignore[no-any-return]
+
+    def examples(self) -> ExampleStore:
+        """The store of examples answered by higher steps."""
+        if self._examples is None:
+            self._examples = ExampleStore(self.settings, self.embedder())
+        return self._examples
+
+    def emit(self, kind: str, subtask: str | None = None, **data: Any) -> None:
+        if self.on_event is not _ignore:
+            self.on_event(Event(kind, subtask, data))
+
+    async def aclose(self) -> None:
+        if self._examples is not None:
+            self._examples.close()
+        await self.models.aclose()

@@ -1,0 +1,211 @@
+"""Tools: typed functions a model can call — other agents, memory search, the user's functions.
+
+A :class:`Tool` has a name, a description and a pydantic model of its arguments. An agent is
+given tools explicitly; those names are its **allowlist**. :func:`run_tool_loop` offers the
+allowed tools to a chat model through the backend's tool-calling API, executes the calls it asks
+for, and feeds the results back. A call to an unknown or disallowed tool is *refused*: it is not
+executed, the model is told why, and the refusal is kept in the run record. A tool marked
+``side_effects=True`` or ``approve=True`` may need a person's approval first (:mod:`moa.approvals`);
+a denied call is refused the same way.
+
+Any agent can also be exposed as a langchain-core tool (:func:`as_langchain_tool`), with typed
+arguments from its input model, for use in other LangChain/LangGraph code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, get_type_hints
+
+from pydantic import BaseModel, ValidationError, create_model
+from pydantic_core import to_jsonable_python
+
+from moa.agent.context import RunContext
+from moa.agent.structured import usage_of
+from moa.errors import ErrorCode, MoaError, UserError
+from moa.models.base import GenerateRequest, Generation, Message, ModelBackend, ToolCall, ToolSpec
+from moa.routing.approvals import AwaitingApproval
+from moa.usage import Usage
+
+if TYPE_CHECKING:
+    from langchain_core.tools import StructuredTool
+
+    from moa.agent.base import Agent
+    from moa.agent.results import ToolCallRecord
+
+ToolFn = Callable[[RunContext, BaseModel], Awaitable[Any]]
+ToolGate = Callable[["Tool", ToolCall], bool]
+"""Decides a call before it runs: ``True`` run it, ``False`` refuse it (a person denied it);
+raises :class:`moa.approvals.AwaitingApproval` while the decision is not known."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function a model may call."""
+
+    name: str
+    description: str
+    args_type: type[BaseModel]
+    fn: ToolFn
+    side_effects: bool = False
+    """It changes something outside the run (writes, sends, deletes): the ``tools:side_effects``
+    approval rule makes its calls wait for a person."""
+    approve: bool = False
+    """Every call waits for a person's approval."""
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(name=self.name, description=self.description, parameters=self.args_type.model_json_schema())
+
+    async def call(self, ctx: RunContext, arguments: dict[str, Any]) -> Any:
+        """Validate ``arguments``, run the tool, return its result as JSON-ready data."""
+        args = self.args_type.model_validate(arguments)
+        return to_jsonable_python(await self.fn(ctx, args), fallback=str)
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    side_effects: bool = False,
+    approve: bool = False,
+) -> Any:
+    """Make a tool of a plain (sync or async) function; its typed parameters become the arguments.
+
+    ::
+
+        @moa.tool
+        def order_status(order_id: str) -> str:
+            "Look up the shipping status of an order."
+            ...
+
+        @moa.tool(side_effects=True)   # waits for approval under the rule tools:side_effects
+        def refund(order_id: str, amount: float) -> str: ...
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        params = inspect.signature(f).parameters
+        hints = get_type_hints(f)  # resolves string annotations (`from __future__ import annotations`)
+        fields: dict[str, Any] = {}
+        for p in params.values():
+            if p.name not in hints:
+                raise UserError(ErrorCode.UNKNOWN_TOOL, f"tool {f.__name__!r}: parameter {p.name!r} needs a type annotation")
+            fields[p.name] = (hints[p.name], ... if p.default is inspect.Parameter.empty else p.default)
+        args_type = create_model(f"{f.__name__}_args", **fields)
+
+        async def call(ctx: RunContext, args: BaseModel) -> Any:
+            out = f(**args.model_dump())
+            return await out if inspect.isawaitable(out) else out
+
+        return Tool(name or f.__name__, description or inspect.getdoc(f) or f.__name__, args_type, call, side_effects, approve)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def agent_tool(agent: Agent) -> Tool:  # type: ignore[type-arg]
+    """Expose an agent as a tool (arguments: the agent's input model)."""
+
+    async def call(ctx: RunContext, args: BaseModel) -> Any:
+        run = await agent.run(ctx, args)
+        if run.error:
+            return {"error": run.error}
+        return run.output
+
+    return Tool(agent.name, agent.description, agent.input_type, call)
+
+
+class MemorySearch(BaseModel):
+    """Search the shared memory."""
+
+    query: str
+    """What to look for."""
+    k: int = 3
+    """How many passages."""
+
+
+async def _memory_search(ctx: RunContext, args: BaseModel) -> Any:
+    search = MemorySearch.model_validate(args.model_dump())
+    return await ctx.memory().aquery(search.query, k=search.k)
+
+
+memory_search = Tool("memory_search", "Search the shared memory for passages relevant to a query.", MemorySearch, _memory_search)
+
+
+def as_langchain_tool(agent: Agent, ctx: RunContext) -> StructuredTool:  # type: ignore[type-arg]
+    """The agent as a langchain-core ``StructuredTool`` (typed args from its input model)."""
+    from langchain_core.tools import StructuredTool
+
+    t = agent_tool(agent)
+
+    async def coroutine(**kwargs: Any) -> Any:
+        return await t.call(ctx, kwargs)
+
+    return StructuredTool.from_function(coroutine=coroutine, name=agent.name, description=agent.description, args_schema=agent.input_type)
+
+
+async def run_tool_loop(
+    ctx: RunContext,
+    backend: ModelBackend,
+    messages: list[Message],
+    tools: Sequence[Tool],
+    *,
+    tier: str | None,
+    agent: str | None,
+    subtask: str | None,
+    max_rounds: int = 3,
+    max_tokens: int = 128,
+    gate: ToolGate | None = None,
+) -> tuple[list[Message], list[ToolCallRecord], list[Usage]]:
+    """Let the model call ``tools`` until it stops asking (or ``max_rounds``).
+
+    Returns the extended conversation, a record of every call (executed or refused), and usage.
+    ``gate`` decides each allowed call first; the calls of a round are all decided before any of
+    them runs, so a call waiting for approval never leaves its siblings half done.
+    """
+    from moa.agent.results import ToolCallRecord
+
+    allowed = {t.name: t for t in tools}
+    specs = [t.spec() for t in tools]
+    records: list[ToolCallRecord] = []
+    usage: list[Usage] = []
+    for _ in range(max_rounds):
+        try:
+            gen: Generation = await backend.agenerate(GenerateRequest(messages=messages, tools=specs, max_tokens=max_tokens))
+        except MoaError as exc:  # keep what the earlier rounds cost
+            exc.details.setdefault("usage", [u.model_dump() for u in usage])
+            raise
+        usage.append(usage_of(backend, gen, tier=tier, agent=agent, subtask=subtask, purpose="tool"))
+        if not gen.tool_calls:
+            break
+        messages = [*messages, Message(role="assistant", content=gen.text, tool_calls=tuple(gen.tool_calls))]
+        try:
+            denied = {i for i, c in enumerate(gen.tool_calls) if gate is not None and c.name in allowed and not gate(allowed[c.name], c)}
+        except AwaitingApproval as wait:  # keep what the rounds so far cost
+            raise AwaitingApproval(wait.approval, usage) from None
+        for position, call in enumerate(gen.tool_calls):
+            chosen = allowed.get(call.name)
+            if position in denied:
+                error = UserError(ErrorCode.TOOL_REFUSED, f"a person denied the call of tool {call.name!r}; not executed")
+                records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.to_dict()))
+                content = json.dumps({"error": error.message})
+            elif chosen is None:
+                error = UserError(
+                    ErrorCode.TOOL_REFUSED,
+                    f"tool {call.name!r} is not on the allowlist of agent {agent!r} (allowed: {', '.join(sorted(allowed)) or 'none'}); not executed",
+                )
+                records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.to_dict()))
+                content = json.dumps({"error": error.message})
+            else:
+                try:
+                    value = await chosen.call(ctx, call.arguments)
+                    records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=value))
+                    content = json.dumps(value)
+                except (ValidationError, MoaError) as exc:
+                    err = exc.to_dict() if isinstance(exc, MoaError) else {"code": str(ErrorCode.INVALID_INPUT), "message": str(exc)}
+                    records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, error=err))
+                    content = json.dumps({"error": err["message"]})
+            messages = [*messages, Message(role="tool", content=content, tool_call_id=call.id)]
+    return messages, records, usage

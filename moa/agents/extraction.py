@@ -1,0 +1,247 @@
+"""Extraction agent: named entities with character spans, and schema-driven extraction.
+
+* :class:`ExtractionAgent` finds entities of a configurable set of types. The model names each
+  entity's text and type (constrained JSON); moa locates the text in the input to give exact
+  character spans, and drops any entity whose text does not occur in the input (a model cannot
+  invent an entity).
+* :func:`extract_into` fills a user's pydantic model from a text (constrained to its JSON
+  schema, validated, one repair).
+
+Demonstrations. A base model copies its few-shot examples, so the prompt only shows examples
+that demonstrate the requested types:
+
+* ``examples`` (an input option, settable per subtask in a plan or YAML graph) are the caller's
+  own worked examples: ``[{"text": ..., "entities": [{"text": ..., "type": ...}]}]``. Each
+  entity must occur in its text and have one of the requested ``types``.
+* The built-in examples (people, organizations, locations, products, dates) are shown only for
+  requested types that no caller example shows, each with its entities of the requested types;
+  a built-in example with none of them is left out, so custom types never see "an empty list"
+  demonstrated just because the types do not match. Their one genuinely empty example is shown
+  only next to a non-empty one.
+* With no demonstration left (e.g. SNIPS slot names and no ``examples``), the prompt is
+  zero-shot: it names the types, and constrained decoding gives the answer its shape.
+
+The constant part (instructions, built-in examples, caller examples) comes first and the text
+last, so the embedded engine reuses the cached prefix across a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Literal, Self, TypeVar
+
+import structlog
+from pydantic import BaseModel, Field, create_model, model_validator
+
+from moa import Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, generate_structured
+from moa.agent.structured import schema_of
+from moa.settings import Tier
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TYPES = ("person", "organization", "location", "product", "date")
+MAX_EXAMPLES = 32
+"""The most caller examples one input takes (each one lengthens every prompt)."""
+
+_SHOTS: tuple[tuple[str, list[tuple[str, str]]], ...] = (
+    ("Tim Cook presented the new iPhone in Cupertino on Monday.",
+     [("Tim Cook", "person"), ("iPhone", "product"), ("Cupertino", "location"), ("Monday", "date")]),
+    ("I ordered a Kindle from Amazon and it never arrived.", [("Kindle", "product"), ("Amazon", "organization")]),
+    ("The weather was nice.", []),
+    ("Maria flew from Lisbon to Berlin with Lufthansa in March 2024.",
+     [("Maria", "person"), ("Lisbon", "location"), ("Berlin", "location"), ("Lufthansa", "organization"), ("March 2024", "date")]),
+)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+class ExampleEntity(BaseModel):
+    """An entity of a worked example."""
+
+    text: str = Field(min_length=1)
+    """The entity's words, as they appear in the example's text."""
+    type: str = Field(min_length=1)
+    """One of the requested types."""
+
+
+class WorkedExample(BaseModel):
+    """A worked example: a text and every entity of the requested types in it (none is allowed)."""
+
+    text: str = Field(min_length=1)
+    entities: list[ExampleEntity] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mentions_occur(self) -> Self:
+        flat = _flat(self.text).lower()
+        missing = [m.text for m in self.entities if _flat(m.text).lower() not in flat]
+        if missing:
+            raise ValueError(f"entity {missing[0]!r} does not occur in the example's text {self.text!r}; copy each entity's words from the text")
+        return self
+
+
+class ExtractionInput(BaseModel):
+    """A text to find entities in."""
+
+    text: str = Field(min_length=1)
+    """The text."""
+    types: list[str] = Field(default_factory=lambda: list(DEFAULT_TYPES), min_length=1)
+    """Entity types to look for."""
+    examples: list[WorkedExample] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    """Worked examples shown to the model before the text, e.g.
+    ``[{"text": "play Jazz Hits by Miles Davis", "entities": [{"text": "Jazz Hits", "type": "playlist"},
+    {"text": "Miles Davis", "type": "artist"}]}]``. They replace the built-in examples for the
+    types they show; give a few that together show every requested type."""
+
+    @model_validator(mode="after")
+    def _example_types(self) -> Self:
+        for number, example in enumerate(self.examples, start=1):
+            unknown = sorted({m.type for m in example.entities} - set(self.types))
+            if unknown:
+                raise ValueError(
+                    f"example {number} ({example.text!r}) has entity type {unknown[0]!r}, which is not among the requested types "
+                    f"{self.types}; add it to 'types' or fix the example"
+                )
+        return self
+
+
+class Entity(BaseModel):
+    """One entity mention."""
+
+    text: str
+    """The exact text of the mention."""
+    type: str
+    """One of the requested types."""
+    start: int = Field(ge=0)
+    """Character offset where the mention starts in the input."""
+    end: int = Field(ge=0)
+    """Character offset just past the mention's end."""
+
+
+class Entities(BaseModel):
+    """Entities found in a text."""
+
+    entities: list[Entity] = Field(default_factory=list)
+
+
+class ExtractionAgent(ModelAgent[ExtractionInput, Entities, BaseModel]):
+    name = "extraction"
+    description = "Extracts named entities (people, organizations, locations, products, dates) and key facts from each text, with character spans."
+    examples = (
+        "extract the entities mentioned",
+        "which people, companies and places are mentioned",
+        "find the product names and dates in these messages",
+        "pull out names and key details",
+    )
+    input_type = ExtractionInput
+    output_type = Entities
+    max_tokens = 160
+
+    def decode_type(self, data: ExtractionInput, caps: Capabilities) -> type[BaseModel]:
+        return _mentions(tuple(data.types))
+
+    def demonstrations(self, data: ExtractionInput) -> list[WorkedExample]:
+        """The worked examples of the completion prompt, in order: built-in ones for the requested
+        types no caller example shows (see the module docstring), then the caller's."""
+        shown = {m.type for e in data.examples for m in e.entities}
+        wanted = {t for t in data.types if t not in shown}
+        if not any(ty in wanted for _, ents in _SHOTS for _, ty in ents):
+            return list(data.examples)
+        builtin = [
+            WorkedExample(text=text, entities=[ExampleEntity(text=t, type=ty) for t, ty in ents if ty in data.types])
+            for text, ents in _SHOTS
+            if not ents or any(ty in wanted for _, ty in ents)  # the empty one teaches "nothing here", never alone
+        ]
+        return [*builtin, *data.examples]
+
+    def completion_prompt(self, data: ExtractionInput) -> str:
+        shots = self.demonstrations(data)
+        # zero-shot: no JSON template in the prompt (a 270M base model copies its placeholders
+        # verbatim); constrained decoding gives the answer its shape
+        lines = [f"List the named entities in {'each' if shots else 'the'} text. Types: {', '.join(data.types)}.", ""]
+        for shot in shots:
+            lines += [f"Text: {_flat(shot.text)}", "Output: " + _answer(shot), ""]
+        return "\n".join([*lines, f"Text: {_flat(data.text)}", "Output: "])
+
+    def chat_messages(self, data: ExtractionInput) -> list[Message]:
+        turns = [
+            m
+            for example in data.examples
+            for m in (Message(role="user", content=example.text), Message(role="assistant", content=_answer(example)))
+        ]
+        return [
+            Message(
+                role="system",
+                content=f"List the named entities in the user's text. Allowed types: {', '.join(data.types)}. "
+                "Copy each entity's text exactly as it appears. Reply with JSON.",
+            ),
+            *turns,
+            Message(role="user", content=data.text),
+        ]
+
+    def finish(self, data: ExtractionInput, decoded: BaseModel, gen: Generation, probs: dict[str, float] | None) -> Entities:
+        found: list[Entity] = []
+        taken: set[tuple[int, int]] = set()
+        for mention in decoded.entities:  # type: ignore[attr-defined]
+            start = _locate(data.text, mention.text, taken)
+            if start is None:
+                log.debug("entity_not_in_text", text=mention.text)
+                continue
+            span = (start, start + len(mention.text))
+            taken.add(span)
+            found.append(Entity(text=data.text[span[0] : span[1]], type=mention.type, start=span[0], end=span[1]))
+        return Entities(entities=sorted(found, key=lambda e: e.start))
+
+
+def _answer(example: WorkedExample) -> str:
+    """The JSON answer a worked example demonstrates."""
+    return json.dumps({"entities": [{"text": m.text, "type": m.type} for m in example.entities]}, separators=(",", ":"))
+
+
+def _locate(text: str, mention: str, taken: set[tuple[int, int]]) -> int | None:
+    """First occurrence of ``mention`` in ``text`` (case-insensitive) not already used."""
+    lowered, needle = text.lower(), mention.lower().strip()
+    if not needle:
+        return None
+    start = lowered.find(needle)
+    while start >= 0:
+        if (start, start + len(needle)) not in taken:
+            return start
+        start = lowered.find(needle, start + 1)
+    return None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tier = "slm") -> M:
+    """Fill ``schema`` (a pydantic model) from ``text``: constrained decoding, validation, one repair.
+
+    Raises :class:`moa.RunError` (``INVALID_OUTPUT``) when the model cannot produce a valid value.
+    """
+    backend = ctx.models.tier(tier)
+    schema_text = json.dumps(schema_of(schema))
+    if (await backend.acapabilities()).chat:
+        request = GenerateRequest(
+            messages=[
+                Message(role="system", content=f"Extract the information from the user's text as JSON matching this schema: {schema_text}"),
+                Message(role="user", content=text),
+            ],
+            max_tokens=400,
+        )
+    else:
+        request = GenerateRequest(prompt=f"JSON schema: {schema_text}\n\nText: {' '.join(text.split())}\n\nJSON: ", max_tokens=400)
+    result = await generate_structured(backend, request, schema, tier=tier, agent="extraction", purpose="extract")
+    return result.value
+
+
+@lru_cache(maxsize=128)
+def _mentions(types: tuple[str, ...]) -> type[BaseModel]:
+    """The decode model for one set of entity types, built once (pydantic classes are costly to create)."""
+    mention = create_model("Mention", text=(str, Field(min_length=1, max_length=80)), type=(Literal[types], ...))  # type: ignore[valid-type,arg-type]
+    return create_model("Mentions", entities=(list[mention], Field(max_length=12)))  # type: ignore[valid-type]
+
+
+agent = ExtractionAgent()

@@ -1,0 +1,138 @@
+"""``moa calibrate`` and ``moa train``: the CLI of :mod:`moa.agent.learn`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from moa.agent.context import RunContext
+from moa.agent.learn import calibrate_agent, classifier, load_for, task_for, train_agent
+from moa.cli.output import err, fail, out
+from moa.errors import ErrorCode, MoaError, UserError
+from moa.learning.labelled import parse_label_map
+from moa.routing.policy import Step
+from moa.workflow.catalog import agent_catalog, get_agent
+from moa.settings import load_settings
+
+OptionList = Annotated[Optional[list[str]], typer.Option("--option", help="Agent option KEY=VALUE (e.g. criterion=spam, labels=positive,negative).")]
+LabelMap = Annotated[Optional[str], typer.Option("--label-map", help="Map raw labels, e.g. 0=negative,1=positive.")]
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a value is JSON if it parses, a list if it has commas, else text."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(ErrorCode.INVALID_INPUT, f"bad --option {pair!r}; use KEY=VALUE, e.g. --option criterion=spam")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = [v.strip() for v in value.split(",")] if "," in value else value
+    return options
+
+
+def _step(ctx: RunContext, model: str) -> Step:
+    return Step(model, ctx.settings.tier_spec(model)) if model in ("slm", "llm") else Step(model, model)  # type: ignore[arg-type]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the learning commands to ``app``."""
+
+    @app.command()
+    def calibrate(
+        agent: Annotated[str, typer.Argument(help="A classification agent (sentiment, filtering, ...).")],
+        data: Annotated[Path, typer.Argument(help="Labelled file: TSV/CSV (text and label columns) or JSONL.")],
+        option: OptionList = None,
+        label_map: LabelMap = None,
+        model: Annotated[str, typer.Option(help="Tier (slm, llm) or model spec to calibrate.")] = "slm",
+        limit: Annotated[Optional[int], typer.Option(help="Use a stratified sample of this many items.")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Measure how often AGENT is right at each confidence on DATA, and store the calibration
+        (later runs report calibrated confidences: a threshold of 0.8 means ~80% precision)."""
+        try:
+            settings = load_settings(escalate=False)
+            found = classifier(get_agent(agent_catalog(), agent))
+            labelled, task = load_for(found, data, parse_options(option), parse_label_map(label_map) if label_map else None)
+            if limit is not None:
+                if limit < 20:
+                    raise UserError(ErrorCode.INVALID_INPUT, f"--limit {limit} is too small to calibrate; use at least 20 items")
+                labelled = labelled.sample(min(limit, len(labelled)), seed)
+            ctx = RunContext.create(settings)
+            step = _step(ctx, model)
+
+            async def go() -> Any:
+                try:
+                    with Progress(TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+                        job = bar.add_task("items", total=len(labelled))
+                        return await calibrate_agent(ctx, found, labelled, task, step=step, on_progress=lambda done, _: bar.update(job, completed=done))
+                finally:
+                    await ctx.aclose()
+
+            calibration, path = asyncio.run(go())
+        except MoaError as exc:
+            fail(exc, as_json)
+        if as_json:
+            out.print_json(json.dumps({"path": str(path), **calibration.model_dump()}))
+            return
+        table = Table(title=f"{found.name} on {calibration.model}: {calibration.n} items, accuracy {calibration.accuracy:.3f}", title_justify="left")
+        for col in ("threshold", "coverage", "precision"):
+            table.add_column(col)
+        for row in calibration.table:
+            table.add_row(f"{row.threshold:.2f}", f"{row.coverage:.0%}", "-" if row.precision is None else f"{row.precision:.3f}")
+        out.print(table)
+        held_out = "" if calibration.ece_held_out is None else f", {calibration.ece_held_out:.3f} on answers left out of the fit (5-fold)"
+        out.print(f"ECE {calibration.ece_raw:.3f} → {calibration.ece:.3f} on the fitting answers{held_out} · stored in {path}", highlight=False)
+
+    @app.command()
+    def train(
+        agent: Annotated[str, typer.Argument(help="A classification agent (sentiment, filtering, ...).")],
+        data: Annotated[Optional[Path], typer.Argument(help="Labelled file: TSV/CSV or JSONL (optional with --from-escalations).")] = None,
+        from_escalations: Annotated[bool, typer.Option("--from-escalations", help="Also learn from the answers higher steps gave to escalated items.")] = False,
+        option: OptionList = None,
+        label_map: LabelMap = None,
+        limit: Annotated[Optional[int], typer.Option(help="Use a stratified sample of this many items.")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Fit a specialist for AGENT (logistic regression on the shared embeddings, milliseconds per
+        item); later runs try it first and escalate what it is unsure of."""
+        try:
+            if data is None and not from_escalations:
+                raise UserError(ErrorCode.INVALID_INPUT, "give a labelled DATA file, or --from-escalations to learn from stored escalations")
+            found = classifier(get_agent(agent_catalog(), agent))
+            options = parse_options(option)
+            labelled = None
+            task = task_for(found, options)
+            if data is not None:
+                labelled, task = load_for(found, data, options, parse_label_map(label_map) if label_map else None)
+                if limit is not None:
+                    labelled = labelled.sample(min(limit, len(labelled)), seed)
+            ctx = RunContext.create(load_settings())
+
+            async def go() -> Any:
+                try:
+                    return await train_agent(ctx, found, task, labelled, from_escalations=from_escalations)
+                finally:
+                    await ctx.aclose()
+
+            _, report, path = asyncio.run(go())
+        except MoaError as exc:
+            fail(exc, as_json)
+        if as_json:
+            out.print_json(json.dumps({"path": str(path), **report.model_dump()}))
+            return
+        accuracy = "n/a" if report.holdout_accuracy is None else f"{report.holdout_accuracy:.3f}"
+        out.print(
+            f"trained {found.name} specialist ({report.key}) on {report.n} items {report.counts}: "
+            f"held-out accuracy {accuracy}, embed {report.embed_seconds:.1f}s, fit {report.fit_seconds:.2f}s · stored in {path}",
+            highlight=False,
+        )

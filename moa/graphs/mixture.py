@@ -1,0 +1,181 @@
+"""mixture — layered Mixture-of-Agents: proposers answer in parallel, layer after layer; an aggregator writes the answer.
+
+Together MoA (Wang et al. 2024): each proposer of layer 1 answers the task; each proposer of a
+later layer sees every answer of the layer before and gives an improved one; the aggregator
+synthesises the last layer's answers into the final answer. Proposers are any model steps
+(``slm``, ``llm`` or a model spec), and may be the same model with different instructions and
+temperatures. Every proposal is a subtask of the run record (``L1p1``, ``L1p2``...), with its
+model, tokens and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
+
+from moa import GenerateRequest, Message, RunError, UserError
+from moa.agent.structured import usage_of
+from moa.errors import ErrorCode
+from moa.routing.policy import Step
+from moa.workflow.plan import Plan, Subtask
+from moa.workflow.planner import PlannerInfo
+from moa.workflow.results import ItemResult, SubtaskResult
+from moa.workflow.state import RunDeps, RunGraph, RunState
+
+
+class Proposer(BaseModel):
+    """One proposer: a model step, an instruction and a temperature."""
+
+    model: str = "slm"
+    """``slm``, ``llm`` or a model spec."""
+    temperature: float = Field(0.7, ge=0, le=2)
+    style: str = ""
+    """An instruction that makes this proposer differ from the others."""
+
+
+class Proposal(BaseModel):
+    """A proposer's (or the aggregator's) answer."""
+
+    text: str
+    model: str
+
+
+DEFAULT_PROPOSERS = (
+    Proposer(temperature=0.2, style="Answer concisely and precisely."),
+    Proposer(temperature=0.7, style="Reason briefly about the question, then answer."),
+    Proposer(temperature=1.0, style="Answer from a different angle than the obvious one."),
+)
+AGGREGATE = (
+    "You have been provided with a set of responses from various models to the latest user query. "
+    "Synthesize them into a single, high-quality response. Critically evaluate the information: some of it "
+    "may be biased or incorrect. Do not simply copy the responses; write a refined, accurate, well-structured answer."
+)
+MAX_TOKENS = 200
+
+
+def _question(state: RunState) -> str:
+    items = state.get("items") or []
+    if not items:
+        return state["task"]
+    return state["task"] + "\n\nInput:\n" + "\n".join(f"- {i}" for i in items[:50])
+
+
+async def _ask(
+    deps: RunDeps, model: str, question: str, previous: Sequence[str], *, style: str, temperature: float, aggregate: bool, seed: int | None = None
+) -> tuple[str, Any]:
+    """One answer from ``model`` (chat or completion prompt, chosen from its capabilities)."""
+    backend = deps.ctx.backend_for(Step(model, deps.ctx.settings.tier_spec(model) if model in ("slm", "llm") else model))  # type: ignore[arg-type]
+    caps = await backend.acapabilities()
+    shown = "\n".join(f"{n}. {text}" for n, text in enumerate(previous, 1))
+    if caps.chat:
+        system = AGGREGATE if aggregate else f"You are one of several experts answering the user. {style}".strip()
+        if previous and not aggregate:
+            system += f" Responses from other models:\n{shown}\nUse them critically to give a better answer."
+        user = question if not aggregate else f"{question}\n\nResponses:\n{shown}"
+        request = GenerateRequest(messages=[Message(role="system", content=system), Message(role="user", content=user)], max_tokens=MAX_TOKENS, temperature=temperature)
+    else:
+        lines = [style] if style and not aggregate else []
+        if previous:
+            lines.append(("Answers to combine:\n" if aggregate else "Other answers:\n") + shown)
+        lines += [f"Question: {question}", "Best combined answer:" if aggregate else "Answer:"]
+        request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["Question:"])
+    gen = await backend.agenerate(request.model_copy(update={"seed": seed}))
+    text = gen.text.strip()
+    return (text.split("\n\n")[0].strip() if not caps.chat else text), (backend, gen)  # a base model's answer: its first paragraph
+
+
+def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
+    async def layer(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
+        deps = runtime.context
+        question = _question(state)
+        previous = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{index - 1}p") for i in r.items if i.output is not None and i.output.text]  # type: ignore[attr-defined]
+
+        async def one(n: int, p: Proposer) -> tuple[SubtaskResult, list[Any]]:
+            sid = f"L{index}p{n}"
+            started = time.perf_counter()
+            deps.ctx.emit("subtask_started", sid, agent="proposer", items=1)
+            try:
+                text, (backend, gen) = await _ask(
+                    deps, p.model, question, previous, style=p.style, temperature=p.temperature, aggregate=False, seed=index * 100 + n
+                )
+            except (RunError, UserError) as exc:
+                deps.ctx.emit("subtask_done", sid, status="failed")
+                item = ItemResult(item=question, error=exc.to_dict())
+                return SubtaskResult(id=sid, agent="proposer", status="failed", items=[item], reason=exc.message), []
+            usage = usage_of(backend, gen, tier=p.model, agent="proposer", subtask=sid, purpose="propose")
+            deps.ctx.budget.add([usage])
+            deps.ctx.emit("subtask_done", sid, status="ok")
+            item = ItemResult(item=question, output=Proposal(text=text, model=backend.spec), answered_by=p.model)
+            result = SubtaskResult(id=sid, agent="proposer", status="ok", items=[item], seconds=round(time.perf_counter() - started, 3), models=[backend.spec])
+            return result, [usage]
+
+        done = await asyncio.gather(*(one(n, p) for n, p in enumerate(proposers, 1)))
+        return {"results": {r.id: r for r, _ in done}, "usage": [u for _, us in done for u in us]}
+
+    return layer
+
+
+def _aggregator(model: str, layers: int) -> Any:
+    async def aggregate(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
+        deps = runtime.context
+        answers = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{layers}p") for i in r.items if i.output is not None and i.output.text]  # type: ignore[attr-defined]
+        if not answers:
+            return {"answer": None, "synthesizer": "none: every proposer of the last layer failed"}
+        text, (backend, gen) = await _ask(deps, model, _question(state), answers, style="", temperature=0.0, aggregate=True)
+        usage = usage_of(backend, gen, tier=model, agent="aggregator", subtask="aggregate", purpose="aggregate")
+        deps.ctx.budget.add([usage])
+        item = ItemResult(item=_question(state), output=Proposal(text=text, model=backend.spec), answered_by=model)
+        result = SubtaskResult(id="aggregate", agent="aggregator", status="ok", items=[item], models=[backend.spec])
+        return {"answer": text, "synthesizer": backend.spec, "results": {"aggregate": result}, "usage": [usage]}
+
+    return aggregate
+
+
+def _plan_node(proposers: Sequence[Proposer], layers: int, aggregator: str) -> Any:
+    async def plan(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
+        subtasks = []
+        for layer in range(1, layers + 1):
+            before = [f"L{layer - 1}p{n}" for n in range(1, len(proposers) + 1)] if layer > 1 else []
+            subtasks += [Subtask(id=f"L{layer}p{n}", agent="proposer", instruction=p.style, depends_on=before) for n, p in enumerate(proposers, 1)]
+        last = [f"L{layers}p{n}" for n in range(1, len(proposers) + 1)]
+        subtasks.append(Subtask(id="aggregate", agent="aggregator", instruction=f"synthesise on {aggregator}", depends_on=last))
+        info = PlannerInfo(name="given", reason=f"mixture: {len(proposers)} proposers x {layers} layers, aggregator {aggregator}")
+        plan_ = Plan(subtasks=subtasks, rationale=info.reason)
+        runtime.context.ctx.emit("planned", plan=plan_, planner=info)
+        return {"plan": plan_, "planner": info}
+
+    return plan
+
+
+def build(proposers: Sequence[Proposer | dict[str, Any]] | None = None, layers: int = 2, aggregator: str = "llm") -> RunGraph:
+    """Build a layered Mixture-of-Agents graph.
+
+    Args:
+        proposers: the proposers of every layer (default: three on the ``slm`` tier with
+            different instructions and temperatures).
+        layers: how many proposal layers (each after the first sees the previous answers).
+        aggregator: the model step that writes the final answer (``llm``, ``slm`` or a spec).
+    """
+    chosen = [p if isinstance(p, Proposer) else Proposer.model_validate(p) for p in (DEFAULT_PROPOSERS if proposers is None else proposers)]
+    if not chosen:
+        raise UserError(ErrorCode.BAD_CONFIG, "a mixture needs at least one proposer; give e.g. proposers=[{'model': 'slm'}, {'model': 'llm'}]")
+    if layers < 1:
+        raise UserError(ErrorCode.BAD_CONFIG, f"a mixture needs at least one layer, got layers={layers}")
+    graph = StateGraph(RunState, context_schema=RunDeps)
+    graph.add_node("plan", _plan_node(chosen, layers, aggregator))
+    previous = "plan"
+    graph.add_edge(START, "plan")
+    for layer in range(1, layers + 1):
+        graph.add_node(f"layer_{layer}", _layer(layer, chosen))
+        graph.add_edge(previous, f"layer_{layer}")
+        previous = f"layer_{layer}"
+    graph.add_node("aggregate", _aggregator(aggregator, layers))
+    graph.add_edge(previous, "aggregate")
+    graph.add_edge("aggregate", END)
+    return graph.compile(name="mixture")

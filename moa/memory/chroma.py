@@ -1,0 +1,489 @@
+"""Shared vector memory: passages that agents add and later find by meaning.
+
+:class:`Memory` is the interface (async add and query); :class:`ChromaMemory` keeps it in
+Chroma, either embedded on disk (``path``) or on a Chroma server (``url``). Vectors come
+from an :class:`~moa.models.embeddings.Embedder` (cosine space). :func:`chunk_text` and
+:func:`add_files` turn documents into passages.
+
+Passage ids default to a hash of source and text, so adding the same chunk again
+updates it instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import structlog
+from pydantic import BaseModel, Field
+
+from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.models.embeddings import ChromaEmbeddingFunction, Embedder
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+log = structlog.get_logger(__name__)
+
+MetadataValue = str | int | float | bool
+"""Types a passage's metadata values may have (what Chroma stores)."""
+
+TEXT_SUFFIXES = frozenset({".txt", ".md"})
+"""File suffixes :func:`add_files` picks up when it walks a directory."""
+
+_Row = tuple[str, dict[str, MetadataValue] | None]  # text, metadata
+_WRITE_BATCH = 256
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+_UNWRITABLE_HINTS = (
+    "readonly",
+    "read-only",
+    "read only",
+    "permission denied",
+    "os error 13",
+    "os error 30",
+    "os error 28",
+)
+
+
+class Passage(BaseModel):
+    """A stored piece of text returned by :meth:`Memory.aquery`."""
+
+    id: str
+    """Stable id (by default the first 16 hex digits of sha256 over source and text)."""
+    text: str
+    """The passage text as it was added."""
+    score: float
+    """Similarity to the query: 1 - cosine distance (1 = same direction, ~0 = unrelated)."""
+    source: str | None = None
+    """Where the text came from (e.g. a file path), if known."""
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    """Any other metadata stored with the passage."""
+
+
+class AddReport(BaseModel):
+    """What :func:`add_files` stored."""
+
+    files: list[str]
+    """The files read, in order (directories expanded)."""
+    chunks: int
+    """How many chunks were written (re-adding the same chunk overwrites it)."""
+    ids: list[str]
+    """Ids of the chunks, in file and chunk order."""
+
+
+def passage_id(text: str, source: str | None = None) -> str:
+    """The default id of a passage: first 16 hex digits of sha256 over ``source`` and ``text``."""
+    return hashlib.sha256(f"{source or ''}\x00{text}".encode()).hexdigest()[:16]
+
+
+class Memory(ABC):
+    """A store of passages searchable by meaning."""
+
+    @abstractmethod
+    async def aadd(
+        self,
+        texts: Sequence[str],
+        *,
+        sources: Sequence[str | None] | None = None,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
+    ) -> list[str]:
+        """Store ``texts`` (upsert) and return their ids, one per text, in order."""
+
+    @abstractmethod
+    async def aquery(self, text: str, k: int = 5) -> list[Passage]:
+        """The ``k`` passages most similar to ``text``, best first."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """How many passages are stored."""
+
+
+def _unwritable(path: Path, detail: str = "") -> UserError:
+    suffix = f" ({detail})" if detail else ""
+    return UserError(
+        ErrorCode.MEMORY_UNWRITABLE,
+        f"memory directory {path} is not writable{suffix}; "
+        "set MOA_MEMORY_DIR or pass --memory-dir to a writable directory",
+    )
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` if needed and prove a file can be written in it, else raise MEMORY_UNWRITABLE.
+
+    A real write is tried because permission bits say nothing when running as root or on
+    a read-only mount.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".moa-write-check-"):
+            pass
+    except OSError as exc:
+        raise _unwritable(path, exc.strerror or type(exc).__name__) from exc
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc).lower()
+    return any(hint in text for hint in _UNWRITABLE_HINTS)
+
+
+class ChromaMemory(Memory):
+    """Memory in a Chroma collection: on disk under ``path`` or on the server at ``url``.
+
+    Exactly one of ``path`` and ``url`` (``http://host:port``) must be given. The client is
+    opened on first use. The collection remembers which embedder filled it; opening it
+    with a different one is refused, since the vectors would not be comparable.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        url: str | None = None,
+        collection: str = "moa",
+        embedder: Embedder,
+    ) -> None:
+        if (path is None) == (url is None):
+            raise UserError(
+                ErrorCode.BAD_CONFIG, "ChromaMemory needs either a directory (path) or a server url, not both"
+            )
+        if not _COLLECTION_NAME.match(collection) or ".." in collection:
+            raise UserError(
+                ErrorCode.BAD_CONFIG,
+                f"bad collection name {collection!r}: use 3-512 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit",
+            )
+        self.path = path.expanduser() if path is not None else None
+        self.url = url.rstrip("/") if url is not None else None
+        self.collection_name = collection
+        self.embedder = embedder
+        self._lock = threading.Lock()
+        self._client: ClientAPI | None = None
+        self._collection: Collection | None = None
+        if self.path is not None:
+            ensure_writable_dir(self.path)
+
+    @property
+    def location(self) -> str:
+        """The directory or server url, for messages."""
+        return str(self.path) if self.path is not None else str(self.url)
+
+    def _connect(self) -> ClientAPI:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        if self.path is not None:
+            try:
+                return chromadb.PersistentClient(path=str(self.path), settings=settings)
+            except Exception as exc:
+                if _is_write_failure(exc):
+                    raise _unwritable(self.path, str(exc)) from exc
+                raise
+        assert self.url is not None
+        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UserError(ErrorCode.BAD_CONFIG, f"bad Chroma url {self.url!r}; use http://host:port")
+        port = parts.port or (443 if parts.scheme == "https" else 8000)
+        try:
+            return chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=settings)
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: BaseException) -> RunError:
+        port = urlsplit(self.url or "").port or 8000
+        return RunError(
+            ErrorCode.MEMORY_UNREACHABLE,
+            f"cannot use the Chroma server at {self.url} ({exc}); start it with "
+            f"`chroma run --path <dir> --port {port}` or use a local memory directory",
+        )
+
+    def _get_collection(self) -> Collection:
+        """Open the client and collection once (blocking; called in a worker thread)."""
+        with self._lock:
+            if self._collection is not None:
+                return self._collection
+            ChromaEmbeddingFunction.register()
+            client = self._connect()
+            identity = self.embedder.name.partition("@")[0]
+            try:
+                collection = client.get_or_create_collection(
+                    self.collection_name,
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata={"moa_embedder": identity},
+                    embedding_function=ChromaEmbeddingFunction(self.embedder),  # type: ignore[arg-type]
+                )
+            except Exception as exc:
+                if isinstance(exc, ValueError) and "embedding function" in str(exc).lower():
+                    raise UserError(
+                        ErrorCode.BAD_CONFIG,
+                        f"collection {self.collection_name!r} at {self.location} was not made by moa ({exc}); "
+                        "use another collection name",
+                    ) from exc
+                if (error := self._translate(exc)) is None:
+                    raise
+                raise error from exc
+            stored = (collection.metadata or {}).get("moa_embedder")
+            if stored is not None and stored != identity:
+                raise UserError(
+                    ErrorCode.BAD_CONFIG,
+                    f"collection {self.collection_name!r} at {self.location} was filled by embedder {stored}, "
+                    f"not {identity}; set MOA_EMBEDDER={stored} (or `embedder` in moa.toml) or use another collection",
+                )
+            self._client, self._collection = client, collection
+            log.debug("memory_opened", location=self.location, collection=self.collection_name, embedder=identity)
+            return collection
+
+    def _translate(self, exc: Exception) -> MoaError | None:
+        """The moa error for a chroma failure whose cause is known, else None."""
+        if self.path is not None and _is_write_failure(exc):
+            return _unwritable(self.path, str(exc))
+        if self.url is not None:
+            import httpx
+
+            if isinstance(exc, httpx.TransportError) or "could not connect" in str(exc).lower():
+                return self._unreachable(exc)
+        return None
+
+    async def aadd(
+        self,
+        texts: Sequence[str],
+        *,
+        sources: Sequence[str | None] | None = None,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
+    ) -> list[str]:
+        """Embed and upsert ``texts``; ids default to :func:`passage_id` (idempotent re-adds)."""
+        items = list(texts)
+        src = list(sources) if sources is not None else [None] * len(items)
+        extra = list(metadatas) if metadatas is not None else [None] * len(items)
+        if (ids is not None and len(ids) != len(items)) or len(src) != len(items) or len(extra) != len(items):
+            raise UserError(ErrorCode.INVALID_INPUT, "aadd() needs as many sources, ids and metadatas as texts")
+        out_ids = list(ids) if ids is not None else [passage_id(t, s) for t, s in zip(items, src, strict=True)]
+        unique: dict[str, _Row] = {}
+        for pid, text, source, meta in zip(out_ids, items, src, extra, strict=True):
+            merged: dict[str, MetadataValue] = dict(meta or {})
+            if source is not None:
+                merged["source"] = source
+            unique[pid] = (text, merged or None)  # a repeated id: the last text wins, as with sequential upserts
+        pending = list(unique.items())
+        if pending:
+            await asyncio.to_thread(self._get_collection)  # fail on a bad location before embedding anything
+        for start in range(0, len(pending), _WRITE_BATCH):
+            batch = pending[start : start + _WRITE_BATCH]
+            vectors = await self.embedder.aembed([text for _, (text, _) in batch])
+            await asyncio.to_thread(self._upsert, batch, vectors)
+        log.debug("memory_added", location=self.location, texts=len(items), written=len(pending))
+        return out_ids
+
+    def _upsert(self, batch: list[tuple[str, _Row]], vectors: list[list[float]]) -> None:
+        collection = self._get_collection()
+        try:
+            collection.upsert(
+                ids=[pid for pid, _ in batch],
+                documents=[text for _, (text, _) in batch],
+                metadatas=[meta for _, (_, meta) in batch],  # type: ignore[misc]
+                embeddings=vectors,  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            if (error := self._translate(exc)) is None:
+                raise
+            raise error from exc
+
+    async def aquery(self, text: str, k: int = 5) -> list[Passage]:
+        """The ``k`` stored passages closest to ``text`` (cosine), best first."""
+        if k < 1:
+            raise UserError(ErrorCode.INVALID_INPUT, f"k must be at least 1, got {k}")
+        await asyncio.to_thread(self._get_collection)
+        vector = (await self.embedder.aembed([text]))[0]
+        return await asyncio.to_thread(self._query, vector, k)
+
+    def _query(self, vector: list[float], k: int) -> list[Passage]:
+        collection = self._get_collection()
+        try:
+            result = collection.query(
+                query_embeddings=[vector],  # type: ignore[arg-type]
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as exc:
+            if (error := self._translate(exc)) is None:
+                raise
+            raise error from exc
+        docs = (result.get("documents") or [[]])[0]
+        metas = (result.get("metadatas") or [[]])[0]
+        dists = (result.get("distances") or [[]])[0]
+        return [_passage(pid, doc, meta, 1.0 - float(dist)) for pid, doc, meta, dist in zip(result["ids"][0], docs, metas, dists, strict=True)]
+
+    def all(self) -> list[Passage]:
+        """Every stored passage (blocking; score 1.0). For small collections such as example stores."""
+        collection = self._get_collection()
+        try:
+            result = collection.get(include=["documents", "metadatas"])
+        except Exception as exc:
+            if (error := self._translate(exc)) is None:
+                raise
+            raise error from exc
+        metas: Sequence[Mapping[str, Any] | None] = result.get("metadatas") or [None] * len(result["ids"])
+        return [_passage(pid, doc, meta, 1.0) for pid, doc, meta in zip(result["ids"], result.get("documents") or [], metas, strict=True)]
+
+    def count(self) -> int:
+        """How many passages the collection holds (blocking)."""
+        collection = self._get_collection()
+        try:
+            return collection.count()
+        except Exception as exc:
+            if (error := self._translate(exc)) is None:
+                raise
+            raise error from exc
+
+    def close(self) -> None:
+        """Release the Chroma client (files stay on disk); the next call reopens it."""
+        with self._lock:
+            client, self._client, self._collection = self._client, None, None
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
+
+def _passage(pid: str, doc: str | None, meta: Mapping[str, Any] | None, score: float) -> Passage:
+    fields: dict[str, Any] = dict(meta or {})
+    source = fields.pop("source", None)
+    return Passage(id=pid, text=doc or "", score=score, source=None if source is None else str(source), metadata=fields)
+
+
+# --- chunking -----------------------------------------------------------------------------
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*\s+|\n")
+_SPACE = re.compile(r"\s+")
+
+
+def chunk_text(text: str, *, max_chars: int = 800, overlap: int = 100) -> list[str]:
+    """Split ``text`` into chunks of at most ``max_chars`` characters.
+
+    Paragraphs (separated by blank lines) are packed together while they fit. A paragraph
+    longer than ``max_chars`` is split on its own, at the last sentence end (else the last
+    whitespace) before the limit, each piece repeating about ``overlap`` characters of the
+    previous one, starting at a word.
+    """
+    if max_chars < 1 or not 0 <= overlap < max_chars:
+        raise UserError(
+            ErrorCode.BAD_CONFIG,
+            f"chunking needs max_chars >= 1 and 0 <= overlap < max_chars, got {max_chars}, {overlap}",
+        )
+    paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text.replace("\r\n", "\n").replace("\r", "\n"))]
+    chunks: list[str] = []
+    current = ""
+    for paragraph in filter(None, paragraphs):
+        if len(paragraph) > max_chars:
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.extend(_split_long(paragraph, max_chars, overlap))
+        elif not current:
+            current = paragraph
+        elif len(current) + 2 + len(paragraph) <= max_chars:
+            current = f"{current}\n\n{paragraph}"
+        else:
+            chunks.append(current)
+            current = paragraph
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _cut_point(text: str, start: int, end: int) -> int:
+    """Where to end a piece that may not go past ``end``: after a sentence, else at a space."""
+    floor = start + (end - start) // 2
+    window = text[floor:end]
+    cuts = [m.end() for m in _SENTENCE_END.finditer(window)] or [m.end() for m in _SPACE.finditer(window)]
+    return floor + cuts[-1] if cuts else end
+
+
+def _split_long(text: str, max_chars: int, overlap: int) -> list[str]:
+    """Hard-split one long paragraph into overlapping pieces of at most ``max_chars``."""
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(start + max_chars, len(text))
+        if end < len(text):
+            end = _cut_point(text, start, end)
+        piece = text[start:end].strip()
+        if piece:
+            pieces.append(piece)
+        if end >= len(text):
+            break
+        nxt = end - min(overlap, (end - start) // 2)
+        if overlap and not text[nxt - 1].isspace():
+            space = _SPACE.search(text, nxt, end)
+            nxt = space.end() if space else end
+        while nxt < len(text) and text[nxt].isspace():
+            nxt += 1
+        start = nxt
+    return pieces
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Files to read: each file as given, each directory's *.txt / *.md files (recursive, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        path = Path(path).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            if not found:
+                raise UserError(ErrorCode.INPUT_FILE, f"directory {path} has no .txt or .md files to add")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(ErrorCode.INPUT_FILE, f"file {path} does not exist; check the path")
+    return files
+
+
+def read_text_file(path: Path) -> str:
+    """Read a UTF-8 text file, raising INPUT_FILE (naming the file) if it is unreadable or binary."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(ErrorCode.INPUT_FILE, f"cannot read {path}: {exc.strerror}") from exc
+    if b"\x00" in data:
+        raise UserError(ErrorCode.INPUT_FILE, f"{path} is a binary file, not text; add only text (.txt, .md) files")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            ErrorCode.INPUT_FILE,
+            f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it, e.g. `iconv -t UTF-8`",
+        ) from exc
+
+
+async def add_files(memory: Memory, paths: Sequence[Path], *, max_chars: int = 800, overlap: int = 100) -> AddReport:
+    """Chunk text files (directories: their *.txt and *.md files) into ``memory``.
+
+    Every file is read and checked before anything is written; the source of each chunk is
+    the file's absolute path.
+    """
+    files = _expand(paths)
+    texts: list[str] = []
+    sources: list[str | None] = []
+    for file in files:
+        chunks = chunk_text(read_text_file(file), max_chars=max_chars, overlap=overlap)
+        texts.extend(chunks)
+        sources.extend([str(file.resolve())] * len(chunks))
+    ids = await memory.aadd(texts, sources=sources) if texts else []
+    log.info("memory_files_added", files=len(files), chunks=len(texts))
+    return AddReport(files=[str(f) for f in files], chunks=len(texts), ids=ids)

@@ -1,0 +1,136 @@
+"""Durable runs: the LangGraph checkpointer of every run, and reading a run's saved state.
+
+Every run is checkpointed under its run id (LangGraph ``thread_id`` = run id): the state after
+each graph step, and each subtask's result the moment it finishes (see :mod:`moa.executor`).
+Checkpoints go to ``runs.sqlite`` under ``state_dir`` (LangGraph's SQLite saver), to another
+SQLite file, or to Postgres (``checkpoint_url = "postgresql://..."``, ``pip install 'moa[postgres]'``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from pydantic import BaseModel, Field
+
+from moa.errors import ErrorCode, MoaError, UserError
+from moa.workflow.index import connect, state_error, state_path
+from moa.workflow.plan import Plan
+from moa.workflow.planner import PlannerInfo
+from moa.workflow.results import SubtaskResult
+from moa.settings import Settings
+from moa.usage import Usage
+
+_RETURN = "__return__"  # the channel LangGraph saves a finished task's return value under
+_POSTGRES = ("postgres://", "postgresql://")
+
+
+def _status(result: Any) -> Any:
+    return result.get("status") if isinstance(result, dict) else getattr(result, "status", None)
+
+
+def serializer() -> JsonPlusSerializer:
+    """LangGraph's serializer, allowed to rebuild moa's state types (and nothing unexpected)."""
+    return JsonPlusSerializer(allowed_msgpack_modules=[Plan, PlannerInfo, SubtaskResult, Usage])
+
+
+def checkpoint_location(settings: Settings) -> str:
+    """Where the checkpoints of ``settings`` go (a file path or a Postgres URL)."""
+    url = settings.checkpoint_url
+    if url is None:
+        return str(state_path(settings))
+    return url if url.startswith(_POSTGRES) else url.removeprefix("sqlite://")
+
+
+@asynccontextmanager
+async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:  # type: ignore[type-arg]
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    except ImportError as exc:
+        raise UserError(
+            ErrorCode.BAD_CONFIG,
+            "checkpoint_url is a Postgres URL but the Postgres checkpointer is not installed; "
+            "pip install 'moa[postgres]' (or unset MOA_CHECKPOINT_URL to use SQLite)",
+        ) from exc
+    import psycopg
+
+    try:
+        async with AsyncPostgresSaver.from_conn_string(url, serde=serializer()) as saver:
+            await saver.setup()
+            yield saver
+    except psycopg.OperationalError as exc:
+        raise UserError(
+            ErrorCode.BAD_CONFIG, f"cannot reach the Postgres checkpoint database ({str(exc).strip()}); start it or fix MOA_CHECKPOINT_URL"
+        ) from exc
+
+
+@asynccontextmanager
+async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:  # type: ignore[type-arg]
+    """The checkpointer ``settings`` select, set up and ready; closed on exit."""
+    location = checkpoint_location(settings)
+    if location.startswith(_POSTGRES):
+        async with _postgres(location) as saver:
+            yield saver
+        return
+    path = Path(location)
+    conn = await connect(path, settings)
+    try:
+        saver = AsyncSqliteSaver(conn, serde=serializer())
+        try:
+            await saver.setup()
+        except sqlite3.Error as exc:
+            raise state_error(exc, path, settings) from exc
+        yield saver
+    finally:
+        await conn.close()
+
+
+def translate(exc: BaseException, settings: Settings) -> MoaError | None:
+    """The moa error for a storage failure during a run (``None``: not one)."""
+    if isinstance(exc, sqlite3.Error):
+        return state_error(exc, checkpoint_location(settings), settings)
+    return None
+
+
+class RunSnapshot(BaseModel):
+    """What a run's checkpoint holds: its plan and the results of the subtasks that finished."""
+
+    task: str | None = None
+    plan: Plan | None = None
+    planner: PlannerInfo | None = None
+    results: dict[str, SubtaskResult] = Field(default_factory=dict)
+    usage: list[Usage] = Field(default_factory=list)
+    answer: str | None = None
+    step: int | None = None
+    """The LangGraph step of the latest checkpoint."""
+
+
+async def load_snapshot(saver: BaseCheckpointSaver, run_id: str) -> RunSnapshot | None:  # type: ignore[type-arg]
+    """The latest checkpoint of ``run_id`` plus the subtask results saved since (``None``: none)."""
+    saved = await saver.aget_tuple({"configurable": {"thread_id": run_id, "checkpoint_ns": ""}})
+    if saved is None:
+        return None
+    values: dict[str, Any] = saved.checkpoint.get("channel_values", {})
+    results = dict(values.get("results") or {})
+    usage = list(values.get("usage") or [])
+    for _task, channel, value in saved.pending_writes or []:
+        if channel == _RETURN and isinstance(value, dict) and isinstance(value.get("results"), dict):
+            for sid, result in value["results"].items():  # a subtask that went on after approval: its last result wins
+                if sid not in results or _status(results[sid]) == "waiting":
+                    results[sid] = result
+            usage += value.get("usage") or []
+    return RunSnapshot(
+        task=values.get("task"),
+        plan=values.get("plan"),
+        planner=values.get("planner"),
+        results=results,
+        usage=usage,
+        answer=values.get("answer"),
+        step=(saved.metadata or {}).get("step"),
+    )

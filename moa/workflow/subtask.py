@@ -1,0 +1,205 @@
+"""Executing a plan as a LangGraph graph: typed state, reducers, one durable task per subtask.
+
+State flows ``plan → execute → synthesize``. ``execute`` starts every subtask of the plan as a
+LangGraph ``@task``; each task waits only for its own dependencies, so a slow subtask never delays
+an unrelated chain (a ``Send`` fan-out with a join would wait for the whole superstep). Results
+merge through reducers (nodes never mutate shared state). Run-scoped dependencies
+(:class:`RunDeps`) arrive through LangGraph's ``Runtime`` context.
+
+Durability: with a checkpointer, each finished subtask's result is saved the moment it finishes
+(LangGraph stores a task's return value as a pending write). A resumed run replays ``execute``;
+LangGraph hands back the saved results of finished subtasks instead of running them again. A
+task's id depends on the order of the calls, so ``execute`` calls them in plan order, never in
+order of completion.
+
+Approvals (:mod:`moa.approvals`): a subtask that must wait for a person returns a ``waiting``
+result (saved like any other) instead of running; so does one whose items were parked by a gated
+escalation or tool call. Once nothing else can move, ``execute`` pauses the run with one
+LangGraph ``interrupt`` carrying every pending approval. On resume it replays: saved results come
+back, the interrupt returns the answers, and each fully answered waiting subtask goes on as a
+new task (called in plan order after each pause, so task ids stay stable).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from moa.agent.base import Agent
+from moa.agent.model import ModelAgent
+from moa.agent.results import AgentRun
+from moa.errors import ErrorCode, MoaError
+from moa.logs import log_context
+from moa.routing.approvals import Approval, subtask_rule
+from moa.workflow.plan import INPUT, Subtask
+from moa.workflow.results import ItemResult, SubtaskResult, SubtaskStatus
+from moa.workflow.state import RunDeps, RunState, SubtaskJob
+from moa.usage import Usage
+
+log = structlog.get_logger(__name__)
+
+
+def _job(state: RunState, subtask: Subtask, upstream: Mapping[str, SubtaskResult]) -> SubtaskJob:
+    blocked = [d for d in subtask.depends_on if upstream[d].status in ("failed", "skipped", "denied")]
+    items = (state.get("items") or [state["task"]]) if subtask.items == INPUT else upstream[subtask.items].forwarded
+    denied = tuple(d for d in blocked if upstream[d].status == "denied")
+    return SubtaskJob(subtask=subtask, items=list(items), blocked_by=blocked, denied=denied)
+
+
+def _handoff(run: AgentRun) -> str | None:
+    """Why an item's answer cannot be trusted (``None``: it can, or it is not over yet)."""
+    if run.waiting is not None:
+        return None
+    if run.output is not None:
+        weak = run.attempts[-1].weak if run.attempts else None
+        return f"unsure ({weak}): {run.unverified}" if run.unverified else None
+    error = run.error or {}
+    if error.get("code") == ErrorCode.BUDGET_EXCEEDED:  # the run stopped; that is not a doubt about the item
+        return None
+    return f"no step gave an answer: [{error.get('code')}] {error.get('message')}"
+
+
+def _items(subtask: Subtask, runs: Iterable[tuple[int, str, AgentRun]], deps: RunDeps) -> tuple[list[ItemResult], list[Approval]]:
+    """Item results of ``(position, item, run)``, and the approvals the parked ones wait for
+    (ids ``<subtask>/<position>/<step or tool:name>``, positions from 1)."""
+    to_human = deps.ctx.settings.on_unsure == "needs_human"
+    items: list[ItemResult] = []
+    approvals: dict[tuple[str | None, str | None, str], Approval] = {}
+    for position, item, run in runs:
+        result = ItemResult.of(item, run, handoff=_handoff(run) if to_human else None)
+        if run.waiting is not None:
+            if run.waiting.key not in approvals:  # copies of an item share one approval
+                what = f"tool:{run.waiting.tool}" if run.waiting.kind == "tool" else run.waiting.step
+                approvals[run.waiting.key] = run.waiting.model_copy(update={"id": f"{subtask.id}/{position}/{what}"})
+            result.waiting = approvals[run.waiting.key].id
+        items.append(result)
+    return items, list(approvals.values())
+
+
+def _outcome(
+    job: SubtaskJob, agent: Agent, items: list[ItemResult], approvals: list[Approval], usage: list[Usage], *, tool_calls: list[dict[str, Any]], seconds: float, models: list[str]
+) -> SubtaskResult:  # type: ignore[type-arg]
+    """A subtask's result from its items: waiting while any item waits, else ok / partial / failed."""
+    sid = job.subtask.id
+    if approvals:
+        return SubtaskResult(
+            id=sid, agent=agent.name, status="waiting", items=items, seconds=seconds, tool_calls=tool_calls, waiting=approvals,
+            models=sorted({*models, *(u.model for u in usage)}), reason=f"{len(approvals)} item step(s) wait for approval",
+        )  # fmt: skip
+    failed = sum(1 for i in items if i.output is None)
+    handed = sum(1 for i in items if i.handoff)
+    status: SubtaskStatus = "ok" if failed == 0 else ("failed" if failed == len(items) else "partial")
+    first_error = next((i.error for i in items if i.error and not i.handoff), None)
+    reason = f"{failed - handed} of {len(items)} items failed: {first_error['message']}" if first_error else None
+    if handed:
+        reason = "; ".join(r for r in (reason, f"{handed} of {len(items)} items need a person") if r)
+    return SubtaskResult(
+        id=sid,
+        agent=agent.name,
+        status=status,
+        items=items,
+        forwarded=[f for i in items if i.output is not None for f in agent.forward(i.item, i.output)],
+        reason=reason,
+        seconds=seconds,
+        models=sorted({*models, *(u.model for u in usage)}),
+        tool_calls=tool_calls,
+        handled=dict(Counter(i.answered_by for i in items if i.answered_by and not i.deduplicated)),
+    )
+
+
+def _agent_for(subtask: Subtask, deps: RunDeps) -> Agent:  # type: ignore[type-arg]
+    """The subtask's agent, with the subtask's own cascade and threshold when it sets them."""
+    agent = deps.agents[subtask.agent]
+    if (subtask.cascade is not None or subtask.threshold is not None) and isinstance(agent, ModelAgent):
+        return agent.with_policy(threshold=subtask.threshold, cascade=subtask.cascade)
+    return agent
+
+
+def _subtask_approval(job: SubtaskJob, agent: Agent, deps: RunDeps) -> Approval | None:  # type: ignore[type-arg]
+    subtask = job.subtask
+    rule = subtask_rule(deps.ctx.settings, subtask.id, agent.name, subtask.approve, agent.approve)
+    if rule is None:
+        return None
+    what = f"run {agent.name} on {len(job.items)} item(s)" + (f": {subtask.instruction}" if subtask.instruction else "")
+    return Approval(id=subtask.id, kind="subtask", rule=rule, reason=what, subtask=subtask.id, agent=agent.name)
+
+
+async def run_subtask(job: SubtaskJob, deps: RunDeps, *, approved: bool = False) -> dict[str, Any]:
+    """Run one subtask's agent over its items; return ``{"results": {id: result}, "usage": [...]}``.
+
+    The result is ``waiting`` when the subtask must be approved before it starts (unless
+    ``approved``) or when items wait for approval of a step (see :func:`continue_subtask`)."""
+    subtask = job.subtask
+    agent = _agent_for(subtask, deps)
+    started = time.perf_counter()
+    if job.blocked_by:
+        reason = f"skipped: depends on {', '.join(job.blocked_by)}, which did not succeed"
+        if job.denied:
+            reason = f"skipped: depends on {', '.join(job.blocked_by)}; a person denied {', '.join(job.denied)}"
+        deps.ctx.emit("subtask_done", subtask.id, status="skipped")
+        return {"results": {subtask.id: SubtaskResult(id=subtask.id, agent=agent.name, status="skipped", reason=reason)}, "usage": []}
+    if not approved and (approval := _subtask_approval(job, agent, deps)) is not None:
+        log.info("awaiting_approval", run_id=deps.ctx.run_id, subtask=subtask.id, rule=approval.rule)
+        deps.ctx.emit("subtask_done", subtask.id, status="waiting")
+        waiting = SubtaskResult(id=subtask.id, agent=agent.name, status="waiting", waiting=[approval], reason=f"waiting for approval ({approval.rule})")
+        return {"results": {subtask.id: waiting}, "usage": []}
+    deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(job.items))
+    with log_context(run_id=deps.ctx.run_id, subtask=subtask.id):
+        if deps.ctx.info_logs:
+            log.info("subtask_started", agent=agent.name, items=len(job.items))
+        try:
+            inputs = [agent.make_input(item, subtask.options) for item in job.items]
+        except MoaError as exc:
+            result = SubtaskResult(id=subtask.id, agent=agent.name, status="failed", reason=exc.message)
+            deps.ctx.emit("subtask_done", subtask.id, status="failed")
+            return {"results": {subtask.id: result}, "usage": []}
+        runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id)
+    items, approvals = _items(subtask, [(p, item, r) for p, (item, r) in enumerate(zip(job.items, runs, strict=True), start=1)], deps)
+    usage = [u for r in runs for u in r.usage]
+    tool_calls = [c.model_dump() for r in runs for c in r.tool_calls]
+    result = _outcome(job, agent, items, approvals, usage, tool_calls=tool_calls, seconds=round(time.perf_counter() - started, 3), models=[])
+    return _done(result, usage, deps)
+
+
+def _done(result: SubtaskResult, usage: list[Usage], deps: RunDeps) -> dict[str, Any]:
+    deps.ctx.emit("subtask_done", result.id, status=result.status, seconds=result.seconds)
+    if deps.ctx.info_logs:
+        log.info("subtask_done", run_id=deps.ctx.run_id, subtask=result.id, status=result.status, items=len(result.items))
+    return {"results": {result.id: result}, "usage": usage}
+
+
+async def continue_subtask(job: SubtaskJob, prior: SubtaskResult, deps: RunDeps) -> dict[str, Any]:
+    """Go on with a ``waiting`` subtask now that its approvals are answered (``deps.ctx.decisions``).
+
+    Approved start: it runs. Denied start: status ``denied`` (its dependents are skipped).
+    Parked items go on from the step that waited; a denied escalation keeps the weaker answer
+    (``unverified = "denied: <step> escalation"``), a denied tool call is refused."""
+    subtask = job.subtask
+    agent = _agent_for(subtask, deps)
+    start = next((a for a in prior.waiting if a.kind == "subtask"), None)
+    if start is not None:
+        if deps.ctx.decisions.get(start):
+            return await run_subtask(job, deps, approved=True)
+        reason = f"denied: a person refused to start {subtask.id} ({start.rule})"
+        log.info("subtask_denied", run_id=deps.ctx.run_id, subtask=subtask.id, rule=start.rule)
+        return _done(SubtaskResult(id=subtask.id, agent=agent.name, status="denied", reason=reason), [], deps)
+    started = time.perf_counter()
+    parked = [position for position, item in enumerate(prior.items) if item.waiting]
+    deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(parked))
+    with log_context(run_id=deps.ctx.run_id, subtask=subtask.id):
+        inputs = [agent.make_input(prior.items[p].item, subtask.options) for p in parked]
+        priors: list[AgentRun | None] = [prior.items[p].parked(agent.output_type) for p in parked]
+        runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id, priors=priors)
+    fresh, approvals = _items(subtask, [(p + 1, prior.items[p].item, r) for p, r in zip(parked, runs, strict=True)], deps)
+    items = list(prior.items)  # items that had finished stay as they were saved
+    for p, went_on in zip(parked, fresh, strict=True):
+        items[p] = went_on
+    usage = [u for r in runs for u in r.usage]
+    seconds = round(prior.seconds + time.perf_counter() - started, 3)
+    tool_calls = [*prior.tool_calls, *(c.model_dump() for r in runs for c in r.tool_calls)]
+    result = _outcome(job, agent, items, approvals, usage, tool_calls=tool_calls, seconds=seconds, models=prior.models)
+    return _done(result, usage, deps)

@@ -1,0 +1,117 @@
+"""A recorded run as ``moa runs show`` presents it: index row + checkpoint, per-subtask rows, Mermaid.
+
+Read-only: it opens the run index and the checkpointer, reads, and closes them; it works while
+the run is still going (SQLite in WAL mode lets readers in beside the writer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from moa.workflow.durable import RunSnapshot, load_snapshot, open_checkpointer
+from moa.workflow.index import RunRecord, open_index, unknown_run
+from moa.settings import Settings
+from moa.usage import UsageSummary, summarize
+
+
+class SubtaskView(BaseModel):
+    """One subtask of a recorded run."""
+
+    id: str
+    agent: str
+    depends_on: list[str] = Field(default_factory=list)
+    status: str
+    """``ok``, ``partial``, ``failed``, ``skipped``, ``denied``, ``waiting`` (for approval), or
+    ``pending`` (not finished yet)."""
+    items: int = 0
+    models: list[str] = Field(default_factory=list)
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    """Wall time of the subtask."""
+    model_seconds: float = 0.0
+    """Time its model calls took, added up."""
+    error: str | None = None
+
+
+class RunView(BaseModel):
+    """What ``moa runs show`` prints (``--json``: this model)."""
+
+    run: RunRecord
+    subtasks: list[SubtaskView] = Field(default_factory=list)
+    summary: UsageSummary
+    answer: str | None = None
+    planned: bool = False
+    """False while the run has not made its plan yet."""
+
+    def mermaid(self) -> str:
+        """The executed DAG as a Mermaid flowchart: subtasks with their status, edges = depends_on."""
+        ids = {s.id: f"n{i}" for i, s in enumerate(self.subtasks)}
+        lines = ["flowchart TD"]
+        for s in self.subtasks:
+            detail = f"{s.status} · {s.items} items" if s.status != "pending" else "pending"
+            lines.append(f'    {ids[s.id]}["{s.id}: {s.agent}<br/>{detail}"]:::{s.status}')
+        for s in self.subtasks:
+            lines += [f"    {ids[d]} --> {ids[s.id]}" for d in s.depends_on if d in ids]
+        lines += [f"    classDef {name} {style}" for name, style in _STYLES.items()]
+        return "\n".join(lines) + "\n"
+
+
+_STYLES = {
+    "ok": "fill:#d1fae5,stroke:#059669",
+    "partial": "fill:#fef3c7,stroke:#d97706",
+    "failed": "fill:#fee2e2,stroke:#dc2626",
+    "skipped": "fill:#e5e7eb,stroke:#6b7280",
+    "denied": "fill:#fce7f3,stroke:#be185d",
+    "waiting": "fill:#e0f2fe,stroke:#0284c7,stroke-dasharray:4",
+    "pending": "fill:#ffffff,stroke:#9ca3af,stroke-dasharray:4",
+}
+
+
+def build_view(record: RunRecord, snapshot: RunSnapshot | None) -> RunView:
+    snapshot = snapshot or RunSnapshot()
+    rows: list[SubtaskView] = []
+    for s in snapshot.plan.subtasks if snapshot.plan else []:
+        usage = [u for u in snapshot.usage if u.subtask == s.id]
+        row: dict[str, Any] = {
+            "id": s.id,
+            "agent": s.agent,
+            "depends_on": s.depends_on,
+            "status": "pending",
+            "calls": len(usage),
+            "prompt_tokens": sum(u.prompt_tokens for u in usage),
+            "completion_tokens": sum(u.completion_tokens for u in usage),
+            "model_seconds": round(sum(u.latency_s for u in usage), 3),
+        }
+        result = snapshot.results.get(s.id)
+        if result is not None:
+            first = next((i.error for i in result.items if i.error), None)
+            row.update(
+                status=result.status,
+                items=len(result.items),
+                models=result.models,
+                seconds=result.seconds,
+                error=result.reason or (first or {}).get("message"),
+            )
+        rows.append(SubtaskView.model_validate(row))
+    return RunView(run=record, subtasks=rows, summary=summarize(snapshot.usage), answer=snapshot.answer, planned=snapshot.plan is not None)
+
+
+async def load_view(settings: Settings, run_id: str) -> RunView:
+    """The recorded run ``run_id`` (``UserError`` ``UNKNOWN_RUN`` when there is none)."""
+    async with open_index(settings) as index:
+        record = await index.get(run_id)
+    if record is None:
+        raise unknown_run(run_id, settings)
+    async with open_checkpointer(settings) as saver:
+        snapshot = await load_snapshot(saver, run_id)
+    return build_view(record, snapshot)
+
+
+async def list_runs(settings: Settings, limit: int = 20) -> list[RunRecord]:
+    """The latest recorded runs, newest first."""
+    async with open_index(settings) as index:
+        return await index.list(limit)

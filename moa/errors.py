@@ -11,6 +11,7 @@ Exceptions never log or do I/O when constructed; callers decide how to report th
 
 from __future__ import annotations
 
+import asyncio
 from enum import StrEnum
 from typing import Any
 
@@ -84,3 +85,16 @@ class RunError(MoaError):
     """A run could not complete a step (model unreachable, timed out, output invalid after repair)."""
 
     exit_code = 3
+
+
+def check_no_running_loop(call: str, instead: str) -> None:
+    """Refuse a synchronous wrapper (``call``, e.g. ``moa.run``) inside a running event loop, where
+    ``asyncio.run`` cannot work; the error says to ``await instead`` (e.g. ``moa.arun``)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UserError(
+        ErrorCode.NESTED_EVENT_LOOP,
+        f"{call}() cannot be called from a running event loop (e.g. inside async code or Jupyter); use `await {instead}(...)`",
+    )

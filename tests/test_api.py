@@ -70,7 +70,18 @@ def test_sync_run_refuses_a_running_loop() -> None:
 
     with pytest.raises(UserError) as info:
         asyncio.run(inside())
-    assert info.value.code == ErrorCode.NESTED_EVENT_LOOP
+    assert info.value.code == ErrorCode.NESTED_EVENT_LOOP and "await moa.arun(" in info.value.message
+
+
+def test_sync_evaluate_path_refuses_a_running_loop(tmp_path: Path) -> None:
+    import moa.eval
+
+    async def inside() -> None:
+        moa.eval.evaluate_path("sentiment", tmp_path / "none.tsv", out=tmp_path / "ev")
+
+    with pytest.raises(UserError) as info:
+        asyncio.run(inside())
+    assert info.value.code == ErrorCode.NESTED_EVENT_LOOP and "await moa.eval.aevaluate_path(" in info.value.message
 
 
 def test_bad_settings_are_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:

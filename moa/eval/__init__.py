@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.agent.context import RunContext
+from moa.errors import check_no_running_loop
 from moa.eval.datasets import PRESETS, EvalSet, Example, load_eval_set
 from moa.eval.records import EvalConfig, ItemRecord, Meta, StepRecord
 from moa.eval.report import Report, build_report, rerender, write_report
@@ -57,9 +58,7 @@ async def aevaluate_path(
 
 def evaluate_path(target: str, data: str | Path, *, out: Path, **kwargs: Any) -> Report:
     """Synchronous :func:`aevaluate_path` (refuses to run inside an event loop)."""
-    from moa.api import _check_no_running_loop
-
-    _check_no_running_loop("evaluate_path")
+    check_no_running_loop("moa.eval.evaluate_path", "moa.eval.aevaluate_path")
     return asyncio.run(aevaluate_path(target, data, out=out, **kwargs))
 
 

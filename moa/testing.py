@@ -6,6 +6,13 @@ texts, records every request, can simulate latency (to test parallelism) and fau
     from moa.testing import FakeModel
     slm = FakeModel(lambda req: '{"label": "positive"}')
     result = await moa.arun("classify the sentiment", input=["great"], slm=slm, llm=slm)
+
+``block_real_models()`` makes the real backends, the offline embedder and Chroma clients refuse
+to work, so that a unit test cannot reach a model by accident (moa's own tests use it for every
+test not marked ``real``)::
+
+    with block_real_models():
+        ...  # a real model, MiniLM or Chroma raises RealModelBlocked here
 """
 
 from __future__ import annotations
@@ -13,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, NoReturn
+from unittest import mock
 
 import numpy as np
 
-from moa.errors import ErrorCode, RunError
+from moa.errors import ErrorCode, RunError, UserError
+from moa.memory.chroma import Memory, MetadataValue, Passage, passage_id
 from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend
-from moa.models.embeddings import Embedder
+from moa.models.embeddings import Embedder, MiniLMEmbedder
 
 Handler = Callable[[GenerateRequest], str | Generation]
 
@@ -126,4 +136,132 @@ class FakeEmbedder(Embedder):
         return out
 
 
-__all__: list[Any] = ["FakeEmbedder", "FakeModel", "prompt_of", "unreachable"]
+class FakeMemory(Memory):
+    """A memory in a dict: exact cosine search over an embedder's vectors (a :class:`FakeEmbedder`
+    unless given), nothing on disk, no Chroma. Ids, sources and metadata behave as in
+    :class:`~moa.memory.chroma.ChromaMemory`; pass it as ``RunContext.create(memory=...)``."""
+
+    def __init__(self, embedder: Embedder | None = None) -> None:
+        self.embedder = embedder or FakeEmbedder()
+        self._rows: dict[str, tuple[str, dict[str, MetadataValue], list[float]]] = {}
+
+    async def aadd(
+        self,
+        texts: Sequence[str],
+        *,
+        sources: Sequence[str | None] | None = None,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
+    ) -> list[str]:
+        """Embed and upsert ``texts``; ids default to :func:`~moa.memory.chroma.passage_id`."""
+        items = list(texts)
+        src = list(sources) if sources is not None else [None] * len(items)
+        extra = list(metadatas) if metadatas is not None else [None] * len(items)
+        if (ids is not None and len(ids) != len(items)) or len(src) != len(items) or len(extra) != len(items):
+            raise UserError(ErrorCode.INVALID_INPUT, "aadd() needs as many sources, ids and metadatas as texts")
+        out_ids = list(ids) if ids is not None else [passage_id(t, s) for t, s in zip(items, src, strict=True)]
+        vectors = await self.embedder.aembed(items) if items else []
+        for pid, text, source, meta, vector in zip(out_ids, items, src, extra, vectors, strict=True):
+            merged = dict(meta or {})
+            if source is not None:
+                merged["source"] = source
+            self._rows[pid] = (text, merged, vector)
+        return out_ids
+
+    async def aquery(self, text: str, k: int = 5) -> list[Passage]:
+        """The ``k`` stored passages closest to ``text`` (cosine), best first."""
+        if k < 1:
+            raise UserError(ErrorCode.INVALID_INPUT, f"k must be at least 1, got {k}")
+        if not self._rows:
+            return []
+        query = np.asarray((await self.embedder.aembed([text]))[0])
+        scored = []
+        for pid, (doc, meta, vector) in self._rows.items():
+            v = np.asarray(vector)
+            norms = float(np.linalg.norm(query) * np.linalg.norm(v))
+            fields = dict(meta)
+            source = fields.pop("source", None)
+            score = float(query @ v) / norms if norms else 0.0
+            scored.append(Passage(id=pid, text=doc, score=score, source=None if source is None else str(source), metadata=fields))
+        return sorted(scored, key=lambda p: p.score, reverse=True)[:k]
+
+    def count(self) -> int:
+        """How many passages are stored."""
+        return len(self._rows)
+
+
+class RealModelBlocked(BaseException):
+    """A real model backend, the offline embedder or a Chroma client was used inside
+    :func:`block_real_models`.
+
+    A ``BaseException`` (as ``KeyboardInterrupt`` and pytest's own outcomes are) so that no
+    ``except Exception`` (a function agent's crash guard, a fallback to the next cascade step, the
+    code under test) can turn it into a failed subtask that the test might not notice.
+    """
+
+
+def _blocked(what: str) -> RealModelBlocked:
+    return RealModelBlocked(
+        f"{what} while real models are blocked (moa.testing.block_real_models); use the fakes in moa.testing "
+        "(FakeModel, FakeEmbedder, FakeMemory) or mark the test @pytest.mark.real"
+    )
+
+
+async def _refuse_generate(self: ModelBackend, request: GenerateRequest) -> Generation:
+    raise _blocked(f"{self!r} was asked to generate")
+
+
+def _refuse_embed(self: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    raise _blocked(f"the real embedder {type(self).__name__} was asked to embed {len(texts)} texts")
+
+
+async def _refuse_aembed(self: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    raise _blocked(f"the real embedder {type(self).__name__} was asked to embed {len(texts)} texts")
+
+
+def _refuse_load(self: Embedder) -> NoReturn:
+    raise _blocked(f"the real embedder {type(self).__name__} was loaded")
+
+
+def _refuse_client(name: str) -> Callable[..., NoReturn]:
+    def refuse(*args: Any, **kwargs: Any) -> NoReturn:
+        where = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items() if k != "settings")])
+        raise _blocked(f"a real Chroma client chromadb.{name}({where}) was created")
+
+    return refuse
+
+
+@contextmanager
+def block_real_models() -> Iterator[None]:
+    """Inside the block, nothing real can be reached by accident: the real backends' ``generate``
+    (``EmbeddedBackend``, ``OllamaBackend``, ``OpenAIBackend``), the offline MiniLM embedder (``embed``, ``aembed``, loading its model) and
+    Chroma clients (``chromadb.PersistentClient``, ``chromadb.HttpClient``) raise
+    :class:`RealModelBlocked`. Everything is restored when the block ends (the pydantic-ai
+    ``ALLOW_MODEL_REQUESTS = False`` idea, as a context manager that needs no pytest)::
+
+        @pytest.fixture(autouse=True)
+        def _no_real_models(request):
+            if request.node.get_closest_marker("real"):
+                yield
+            else:
+                with block_real_models():
+                    yield
+    """
+    import chromadb  # imported here: importing moa.testing stays as light as importing moa
+
+    from moa.models.embedded import EmbeddedBackend
+    from moa.models.ollama import OllamaBackend
+    from moa.models.openai import OpenAIBackend
+
+    with ExitStack() as stack:
+        for backend in (EmbeddedBackend, OllamaBackend, OpenAIBackend):
+            stack.enter_context(mock.patch.object(backend, "generate", _refuse_generate))
+        stack.enter_context(mock.patch.object(MiniLMEmbedder, "embed", _refuse_embed))
+        stack.enter_context(mock.patch.object(MiniLMEmbedder, "aembed", _refuse_aembed))
+        stack.enter_context(mock.patch.object(MiniLMEmbedder, "_load", _refuse_load))
+        for client in ("PersistentClient", "HttpClient"):
+            stack.enter_context(mock.patch.object(chromadb, client, _refuse_client(client)))
+        yield
+
+
+__all__ = ["FakeEmbedder", "FakeMemory", "FakeModel", "RealModelBlocked", "block_real_models", "prompt_of", "unreachable"]

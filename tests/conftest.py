@@ -1,7 +1,8 @@
 """Test configuration.
 
-* Unit tests cannot reach a real model by accident: unless a test is marked ``real``, every real
-  backend's ``generate`` raises (the pydantic-ai ``ALLOW_MODEL_REQUESTS = False`` idea).
+* Unit tests cannot reach a real model by accident: unless a test is marked ``real``, it runs inside
+  :func:`moa.testing.block_real_models` (the real backends, the MiniLM embedder and Chroma clients
+  raise ``RealModelBlocked``; the pydantic-ai ``ALLOW_MODEL_REQUESTS = False`` idea).
 * Settings never come from the developer's machine: ``MOA_CONFIG`` points at no file and the
   memory lives in the test's tmp dir.
 """
@@ -15,10 +16,7 @@ import pytest
 import structlog
 
 from moa.models.embedded import EmbeddedBackend
-from moa.models.ollama import OllamaBackend
-from moa.models.openai import OpenAIBackend
-
-REAL_BACKENDS = (EmbeddedBackend, OllamaBackend, OpenAIBackend)
+from moa.testing import block_real_models
 
 
 @pytest.fixture(autouse=True)
@@ -29,19 +27,22 @@ def _structlog_defaults() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MOA_CONFIG", str(tmp_path / "no-moa.toml"))
     monkeypatch.setenv("MOA_MEMORY_DIR", str(tmp_path / "memory"))
     monkeypatch.setenv("MOA_STATE_DIR", str(tmp_path / "state"))
     for name in ("MOA_SLM", "MOA_LLM", "MOA_PLANNER", "MOA_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
-    if request.node.get_closest_marker("real") is None:
 
-        async def refuse(self: object, request: object) -> None:
-            raise AssertionError(f"{self!r} was called from a unit test; use moa.testing.FakeModel or mark the test @pytest.mark.real")
 
-        for cls in REAL_BACKENDS:
-            monkeypatch.setattr(cls, "generate", refuse)
+@pytest.fixture(autouse=True)
+def _no_real_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Unit tests (not marked ``real``) cannot use a real model, the MiniLM embedder or Chroma."""
+    if request.node.get_closest_marker("real") is not None:
+        yield
+        return
+    with block_real_models():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,7 @@ async def test_answers_may_come_one_at_a_time() -> None:
 # --- an escalation to the llm step ---------------------------------------------------------
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_tier_llm_makes_escalations_wait_and_approved_ones_climb() -> None:
     slm = weak_on("unclear")
     llm = FakeModel([sentiment("negative", 0.97)], spec="fake:big")
@@ -222,6 +223,7 @@ async def test_a_tool_with_side_effects_waits_and_is_run_or_refused(approved: bo
         assert calls["refund"]["error"]["code"] == ErrorCode.TOOL_REFUSED and "a person denied" in calls["refund"]["error"]["message"]
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_an_approved_escalation_can_wait_again_for_a_tool_of_the_llm_step() -> None:
     executed.clear()
     slm = FakeModel([sentiment("positive", 0.3)])
@@ -372,6 +374,7 @@ async def test_keep_is_the_default() -> None:
     assert result.status == "ok" and result.handoff == [] and result.results["s"].items[0].unverified == "no higher step"
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_copies_of_an_item_share_one_approval() -> None:
     slm = weak_on("unclear")
     llm = FakeModel([sentiment("negative", 0.97)], spec="fake:big")

@@ -102,6 +102,7 @@ async def test_batch_runs_moa_and_direct_over_the_same_items(tmp_path: Path) -> 
     assert _rendered(batch, results).count("| moa") == 2
 
 
+@pytest.mark.real  # measures real Chroma
 async def test_memory_measures_embedder_and_both_ways_into_chroma(tmp_path: Path) -> None:
     chunks = [f"chunk number {i} about wings and flow" for i in range(12)]
     short = [f"query {i} on flow" for i in range(6)]

@@ -56,6 +56,7 @@ def free_port() -> int:
 # --- MiniLM ---------------------------------------------------------------------------------
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_vectors_are_unit_length_384(minilm: MiniLMEmbedder) -> None:
     vectors = minilm.embed(["hello", "a longer sentence about wings and lift", ""])
     assert minilm.name == "minilm" and minilm.dimension == 384
@@ -64,6 +65,7 @@ def test_minilm_vectors_are_unit_length_384(minilm: MiniLMEmbedder) -> None:
         assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, abs_tol=1e-4)
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_matches_sentence_transformers_similarity(minilm: MiniLMEmbedder) -> None:
     # fp32 all-MiniLM-L6-v2 gives 0.7553 / -0.1050 / 0.2474 for these pairs (sentence-transformers
     # example; reproduced from the safetensors weights with a numpy forward pass).
@@ -80,6 +82,7 @@ def test_minilm_matches_sentence_transformers_similarity(minilm: MiniLMEmbedder)
     assert cos(a, horse) == pytest.approx(0.2474, abs=0.02)
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_paraphrase_beats_unrelated(minilm: MiniLMEmbedder) -> None:
     q, para, other = minilm.embed(
         [
@@ -91,6 +94,7 @@ def test_minilm_paraphrase_beats_unrelated(minilm: MiniLMEmbedder) -> None:
     assert cos(q, para) > 0.5 > cos(q, other) + 0.3
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_batching_does_not_change_vectors() -> None:
     texts = ["short", "a " * 300, "medium length sentence here", "x", "another text about aircraft"]
     big = MiniLMEmbedder(batch_size=32).embed(texts)
@@ -100,6 +104,7 @@ def test_minilm_batching_does_not_change_vectors() -> None:
         assert cos(b, s) > 0.9999 and cos(b, a) > 0.9999
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_truncates_at_256_tokens(minilm: MiniLMEmbedder) -> None:
     head = " ".join(f"word{i % 50}" for i in range(400))
     one, two = minilm.embed([head + " aircraft wings", head + " completely different ending"])
@@ -109,6 +114,7 @@ def test_minilm_truncates_at_256_tokens(minilm: MiniLMEmbedder) -> None:
     assert cos(three, four) < 0.999  # tokens 128..256 count (tokenizer.json itself truncates at 128)
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_empty_and_bad_input(minilm: MiniLMEmbedder) -> None:
     assert minilm.embed([]) == []
     with pytest.raises(UserError) as info:
@@ -116,6 +122,7 @@ def test_minilm_empty_and_bad_input(minilm: MiniLMEmbedder) -> None:
     assert info.value.code == ErrorCode.INVALID_INPUT
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_aembed_equals_embed(minilm: MiniLMEmbedder) -> None:
     texts = ["one", "two three"]
     assert asyncio.run(minilm.aembed(texts)) == minilm.embed(texts)
@@ -133,6 +140,7 @@ def test_minilm_is_lazy_and_import_is_light() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.real  # the MiniLM embedder itself
 def test_minilm_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         MiniLMEmbedder(model_file=tmp_path / "absent.onnx").embed(["x"])

@@ -37,6 +37,7 @@ def settings(**kw: object) -> moa.Settings:
     return moa.load_settings(confidence="self", **kw)
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_weak_answers_escalate_and_strong_ones_do_not() -> None:
     slm = self_report({"weak": 0.4})
     llm = FakeModel([sentiment("negative", 0.9)], spec="fake:big")
@@ -53,6 +54,7 @@ async def test_weak_answers_escalate_and_strong_ones_do_not() -> None:
     assert result.summary.per_tier["llm"].calls == 1 and result.summary.per_tier["slm"].calls == 2
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_threshold_comes_from_settings_per_agent_and_code() -> None:
     slm = self_report({"item": 0.6})
     llm = FakeModel([sentiment("negative", 0.9)], spec="fake:big")
@@ -65,6 +67,7 @@ async def test_threshold_comes_from_settings_per_agent_and_code() -> None:
     assert coded.results["s"].items[0].answered_by == "slm"
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_invalid_output_escalates_after_the_repair() -> None:
     slm = FakeModel(["not json"])
     llm = FakeModel([sentiment("positive", 0.9)], spec="fake:big")
@@ -76,6 +79,7 @@ async def test_invalid_output_escalates_after_the_repair() -> None:
     assert len(slm.requests) == 2  # the answer and one repair, then the llm
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_cascade_of_three_climbs_until_confident() -> None:
     small = FakeModel([sentiment("positive", 0.3)], spec="fake:small")
     mid = FakeModel([sentiment("negative", 0.5)], spec="fake:mid")
@@ -135,6 +139,7 @@ async def test_cascade_naming_an_unknown_model_is_a_clear_error() -> None:
     assert model.requests == []
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_budget_refuses_escalation_then_stops_the_run_keeping_results() -> None:
     slm = FakeModel([sentiment("positive", 0.3)], delay=0.01, max_concurrency=1)
     llm = FakeModel([sentiment("negative", 0.9)], spec="fake:big")
@@ -196,6 +201,7 @@ async def test_calibration_maps_raw_confidence(tmp_path: Path) -> None:
     assert item.unverified == "no higher step"  # below the agent's 0.7 once calibrated
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_escalated_answers_are_stored_and_train_a_specialist(tmp_path: Path) -> None:
     s = settings(state_dir=tmp_path)
     embedder = FakeEmbedder()
@@ -291,6 +297,7 @@ async def test_up_front_routing_by_length_and_script() -> None:
     assert len(slm.requests) == 1 and result.escalations.routed == 2 and result.escalations.count == 0
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_a_model_never_gets_its_own_answers_as_demonstrations(tmp_path: Path) -> None:
     s = settings(state_dir=tmp_path, cascade=["specialist", "slm"])
     embedder = FakeEmbedder()
@@ -304,6 +311,7 @@ async def test_a_model_never_gets_its_own_answers_as_demonstrations(tmp_path: Pa
     await ctx.aclose()
 
 
+@pytest.mark.real  # escalated answers go to the example store: Chroma on disk
 async def test_the_example_store_is_looked_at_once_a_run_and_again_in_the_next(tmp_path: Path) -> None:
     s = settings(state_dir=tmp_path, cascade=["specialist", "slm"])
     embedder = FakeEmbedder()

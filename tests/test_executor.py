@@ -109,6 +109,7 @@ async def test_plan_with_cycle_is_rejected_before_any_model_call() -> None:
     assert model.requests == []
 
 
+@pytest.mark.real  # routes by the MiniLM embedder's similarity (a bag-of-words FakeEmbedder misses the entities)
 async def test_router_planner_builds_the_triage_dag() -> None:
     model = FakeModel(_answers)
     result = await moa.arun("Filter out spam, then give the sentiment and the entities of the rest", input=ITEMS, slm=model, llm=model)

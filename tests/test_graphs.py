@@ -12,9 +12,14 @@ from moa.graphs import mixture, plan_execute, rag, triage
 from moa.models.base import GenerateRequest
 from moa.workflow.catalog import load_graph
 from moa.workflow.plan import Plan
-from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
+from moa.testing import FakeEmbedder, FakeMemory, FakeModel, prompt_of, unreachable
 
 SELF = moa.load_settings(confidence="self")
+
+
+def fake_context(slm: FakeModel, llm: FakeModel, settings: moa.Settings = SELF) -> moa.RunContext:
+    """The router planner embeds the task: with the FakeEmbedder, not MiniLM."""
+    return moa.RunContext.create(settings, models=moa.Models(settings, slm=slm, llm=llm), embedder=FakeEmbedder())
 
 
 def answers(request: GenerateRequest) -> str:
@@ -32,7 +37,7 @@ def answers(request: GenerateRequest) -> str:
 async def test_triage_gates_on_the_slm_and_sends_what_passes_to_the_llm() -> None:
     slm, llm = FakeModel(answers), FakeModel(answers, spec="fake:big")
     items = ["WIN a prize now", "nice hotel", "maybe spam"]
-    result = await moa.arun("Filter out spam, then give the sentiment of the rest", input=items, graph="triage", slm=slm, llm=llm, settings=SELF)
+    result = await moa.arun("Filter out spam, then give the sentiment of the rest", input=items, graph="triage", context=fake_context(slm, llm))
     gate, rest = result.plan.subtasks  # type: ignore[union-attr]
     assert gate.agent == "filtering" and gate.cascade == ["specialist", "slm"] and rest.cascade == ["llm"]
     assert result.results[gate.id].handled == {"slm": 3}
@@ -45,7 +50,7 @@ async def test_triage_gates_on_the_slm_and_sends_what_passes_to_the_llm() -> Non
 
 async def test_triage_adds_a_gate_when_the_task_names_no_filter() -> None:
     model = FakeModel(answers)
-    result = await moa.arun("what is the sentiment of each message", input=["WIN now", "fine"], graph=triage.build(criterion="spam"), slm=model, llm=model, settings=SELF)
+    result = await moa.arun("what is the sentiment of each message", input=["WIN now", "fine"], graph=triage.build(criterion="spam"), context=fake_context(model, model))
     assert result.plan.subtasks[0].id == "gate" and result.plan.subtasks[1].items == "gate"  # type: ignore[union-attr]
     assert [i.item for i in result.results["s1"].items] == ["fine"]
 
@@ -86,7 +91,7 @@ def test_mixture_needs_proposers_and_layers() -> None:
 
 async def _memory_ctx(tmp_path: Path, slm: FakeModel, llm: FakeModel) -> moa.RunContext:
     settings = moa.load_settings(memory_dir=tmp_path / "memory")
-    ctx = moa.RunContext.create(settings, models=moa.Models(settings, slm=slm, llm=llm), embedder=FakeEmbedder())
+    ctx = moa.RunContext.create(settings, models=moa.Models(settings, slm=slm, llm=llm), memory=FakeMemory(), embedder=FakeEmbedder())
     await ctx.memory().aadd(["paris is the capital of france", "bananas are yellow"], sources=["geo.md", "fruit.md"])
     return ctx
 

@@ -112,6 +112,7 @@ def test_passage_id_is_content_hash() -> None:
 # --- ChromaMemory on disk -------------------------------------------------------------------
 
 
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_round_trip_on_disk_and_reopen(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     memory = ChromaMemory(tmp_path / "mem", embedder=minilm)
     ids = asyncio.run(
@@ -131,6 +132,7 @@ def test_round_trip_on_disk_and_reopen(tmp_path: Path, minilm: MiniLMEmbedder) -
     reopened.close()
 
 
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_reopen_in_a_fresh_process(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     memory = ChromaMemory(tmp_path, embedder=minilm)
     asyncio.run(memory.aadd([CAT, RATES, WINGS]))
@@ -151,6 +153,7 @@ def test_reopen_in_a_fresh_process(tmp_path: Path, minilm: MiniLMEmbedder) -> No
     assert f"RESULT 3 {WINGS}" in out.stdout.splitlines()
 
 
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_re_adding_is_idempotent(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     memory = ChromaMemory(tmp_path, collection="notes", embedder=minilm)
     first = asyncio.run(memory.aadd([CAT, RATES, CAT], sources=["a", "a", "a"]))
@@ -165,6 +168,7 @@ def test_re_adding_is_idempotent(tmp_path: Path, minilm: MiniLMEmbedder) -> None
     memory.close()
 
 
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_bad_arguments(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     with pytest.raises(UserError):
         ChromaMemory(embedder=minilm)
@@ -182,6 +186,7 @@ def test_bad_arguments(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     memory.close()
 
 
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_collection_refuses_another_embedder(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     memory = ChromaMemory(tmp_path, embedder=minilm)
     asyncio.run(memory.aadd([CAT]))
@@ -224,6 +229,7 @@ def test_chroma_write_errors_become_memory_unwritable(tmp_path: Path, minilm: Mi
 # --- add_files ------------------------------------------------------------------------------
 
 
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_add_files_from_a_directory(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
@@ -250,6 +256,7 @@ def test_add_files_from_a_directory(tmp_path: Path, minilm: MiniLMEmbedder) -> N
         ("latin1.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
     ],
 )
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
 def test_add_files_rejects_bad_files(
     tmp_path: Path, minilm: MiniLMEmbedder, name: str, content: bytes | None, expected: str
 ) -> None:
@@ -333,6 +340,7 @@ def test_round_trip_on_a_chroma_server(tmp_path: Path, minilm: MiniLMEmbedder) -
         other_client.close()
 
 
+@pytest.mark.real  # a real Chroma client
 def test_unreachable_chroma_server(minilm: MiniLMEmbedder) -> None:
     url = f"http://127.0.0.1:{_free_port()}"
     memory = ChromaMemory(url=url, embedder=minilm)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from moa_process import run_moa
+from support.moa_process import run_moa
 
 import moa
 from moa.models.embedded import EmbeddedBackend

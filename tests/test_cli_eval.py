@@ -12,7 +12,7 @@ from moa.cli.eval import _write_rest
 from moa.cli.main import app
 from moa.eval import aevaluate, prepare
 from moa.testing import FakeModel
-from tests.test_eval_runner import LABELS, context, oracle, reviews
+from test_eval_runner import LABELS, context, oracle, reviews
 
 runner = CliRunner()
 

@@ -3,7 +3,7 @@
 - Unit tests drive :func:`moa.models.transport.send` with fake attempts that raise the real
   httpx / httpx2 errors, and check settings, registry, cache and accounting.
 - Tests marked ``real`` run the real ``openai`` and ``ollama`` clients against
-  :func:`flaky_server.flaky_server`, a raw HTTP/1.1 server on 127.0.0.1 that closes or resets
+  :func:`support.flaky_server.flaky_server`, a raw HTTP/1.1 server on 127.0.0.1 that closes or resets
   connections on purpose; and against a port with nothing listening and one that never answers.
   No model runs: the server sends canned JSON.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from flaky_server import Action, FlakyServer, flaky_server
+from support.flaky_server import Action, FlakyServer, flaky_server
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 

@@ -18,7 +18,7 @@ import pytest
 
 import moa
 from moa.testing import FakeModel
-from tests.test_durable import ITEMS, PLAN, Crashing
+from test_durable import ITEMS, PLAN, Crashing
 
 pytestmark = pytest.mark.real
 

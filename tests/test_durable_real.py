@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moa_process import moa_env, run_moa
+from support.moa_process import moa_env, run_moa
 
 pytestmark = pytest.mark.real
 

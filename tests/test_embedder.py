@@ -1,7 +1,7 @@
 """moa.models.embeddings: the shipped MiniLM model, the Ollama/OpenAI clients and the Chroma adapter.
 
 Everything here is real: the int8 ONNX model, the official ``ollama`` client against the
-Ollama-compatible fixture server (``tests/ollama_server.py``), the official ``openai`` client
+Ollama-compatible fixture server (``tests/support/ollama_server.py``), the official ``openai`` client
 against a small OpenAI-compatible ``/v1/embeddings`` server, and chromadb on disk.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from ollama_server import EMBED_MODEL, running_ollama_server
+from support.ollama_server import EMBED_MODEL, running_ollama_server
 
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models.base import ModelBackend

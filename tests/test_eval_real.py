@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_data import EVAL, needs_eval
+from support.eval_data import EVAL, needs_eval
 from typer.testing import CliRunner
 
 from moa.cli.main import app

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eval_data import EVAL, needs_eval
+from support.eval_data import EVAL, needs_eval
 
 from moa import RunContext, Settings
 from moa.agents.extraction import agent as extraction

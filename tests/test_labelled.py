@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from eval_data import EVAL, needs_eval
+from support.eval_data import EVAL, needs_eval
 
 from moa.errors import ErrorCode, UserError
 from moa.learning.labelled import LabelledSet, load_labelled, parse_label_map

@@ -1,6 +1,6 @@
 """The Ollama backend and the real Ollama clients, end to end against the fixture server.
 
-``tests/ollama_server.py`` speaks Ollama's REST API over the embedded model (no real Ollama can be
+``tests/support/ollama_server.py`` speaks Ollama's REST API over the embedded model (no real Ollama can be
 installed here). Tests marked ``real`` run the model; the fault tests need no model.
 """
 
@@ -16,7 +16,7 @@ import ollama
 import pytest
 from langchain_core.tools import tool
 from langchain_ollama import ChatOllama, OllamaEmbeddings
-from ollama_server import CHAT_MODEL, EMBED_MODEL, running_ollama_server
+from support.ollama_server import CHAT_MODEL, EMBED_MODEL, running_ollama_server
 from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, RunError

@@ -1,7 +1,7 @@
 """Tests of :class:`moa.models.openai.OpenAIBackend`.
 
 - ``real`` tests run the official ``openai`` client against a REAL llama.cpp HTTP server
-  (:func:`tests.llama_server.running_llama_server`, Gemma 3 270M base model, in-process, 127.0.0.1).
+  (:func:`support.llama_server.running_llama_server`, Gemma 3 270M base model, in-process, 127.0.0.1).
   They check plumbing (schema-constrained JSON, token counts, logprobs, tool calls), never answer
   quality.
 - Fault and mapping tests are fast and need no model: a port with nothing listening, a socket
@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from llama_server import free_port, running_llama_server
+from support.llama_server import free_port, running_llama_server
 
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models.base import GenerateRequest, Message, ToolCall, ToolSpec

@@ -4,7 +4,7 @@ server (xllamacpp's HTTP listener) on 127.0.0.1, serving the base Gemma 3 270M."
 from __future__ import annotations
 
 import pytest
-from llama_server import running_llama_server
+from support.llama_server import running_llama_server
 
 import moa
 

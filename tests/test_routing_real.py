@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from eval_data import EVAL, needs_eval
+from support.eval_data import EVAL, needs_eval
 
 import moa
 from moa.agent.learn import calibrate_agent, task_for, train_agent

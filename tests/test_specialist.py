@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_data import EVAL, needs_eval
+from support.eval_data import EVAL, needs_eval
 
 from moa.errors import ErrorCode, UserError
 from moa.learning.calibration import expected_calibration_error

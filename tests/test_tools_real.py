@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import pytest
-from ollama_server import CHAT_MODEL, running_ollama_server
+from support.ollama_server import CHAT_MODEL, running_ollama_server
 
 import moa
 from moa.models.ollama import OllamaBackend

@@ -1,5 +1,6 @@
 """The architecture stays layered: no import circles inside ``moa``, no import from a lower layer
-up to a higher one, and built-in agents and graphs use only what an outside plugin can use.
+up to a higher one, built-in agents and graphs use only what an outside plugin can use, and the
+runtime dependencies in pyproject.toml are exactly the distributions ``moa/`` imports.
 
 Imports are read from the source (AST), not by importing: every ``import`` counts, including lazy
 ones inside functions; only those under ``if TYPE_CHECKING:`` do not. Importing ``a.b.c`` also
@@ -10,11 +11,16 @@ module would otherwise depend on ``moa/__init__``), the named module is.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 import moa
 
@@ -259,3 +265,77 @@ def test_builtins_import_only_the_kit() -> None:
         if imp.source in builtins and not any(imp.target == allowed or imp.target.startswith(allowed + ".") for allowed in BUILTIN_ALLOWED)
     ]
     assert not internal, f"built-in agents and graphs may import from moa only {', '.join(BUILTIN_ALLOWED)}:\n" + "\n".join(map(str, internal))
+
+
+# Distributions moa imports without declaring them, and why that is right.
+UNDECLARED_IMPORTS: dict[str, str] = {
+    "pydantic-core": "pydantic pins its own pydantic-core",
+    "langgraph-checkpoint": "langgraph and langgraph-checkpoint-sqlite pin it",
+    "httpx2": "optional: moa.models.transport handles its errors only when the openai client brought it",
+}
+
+
+def _dist_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _module_owners() -> dict[str, str]:
+    """Module name -> the installed distribution whose files hold it."""
+    owners: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        owner = _dist_name(dist.metadata["Name"])
+        for file in dist.files or ():
+            parts = file.parts
+            if file.suffix not in (".py", ".so", ".pyd") or parts[0] == ".." or parts[0].endswith((".dist-info", ".data")):
+                continue
+            names = [*parts[:-1], parts[-1].split(".")[0]]
+            if names[-1] == "__init__":
+                names.pop()
+            if names:
+                owners.setdefault(".".join(names), owner)
+    return owners
+
+
+def _third_party_imports() -> dict[str, list[str]]:
+    """Module ``moa/`` imports at run time (not only for type checking), outside moa and the
+    standard library -> where."""
+    found: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _type_checking_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top != "moa" and top not in sys.stdlib_module_names:
+                    found.setdefault(name, []).append(f"{module}:{node.lineno}")
+    return found
+
+
+def test_runtime_dependencies_are_what_moa_imports() -> None:
+    project = tomllib.loads((PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    runtime = {_dist_name(Requirement(r).name) for r in project["dependencies"]}
+    extras = {_dist_name(Requirement(r).name) for extra in ("postgres", "plots") for r in project["optional-dependencies"][extra]}
+    owners = _module_owners()
+    imported: dict[str, list[str]] = {}
+    unknown = []
+    for name, where in _third_party_imports().items():
+        module = name
+        while module and module not in owners:
+            module = module.rpartition(".")[0]
+        if not module:
+            unknown.append(f"{name} ({', '.join(where)})")
+        else:
+            imported.setdefault(owners[module], []).extend(where)
+    assert not unknown, f"moa imports modules no installed distribution holds: {unknown}"
+    unused = sorted(runtime - set(imported))
+    assert not unused, f"runtime dependencies moa/ never imports (move them to the test extra, or drop them): {unused}"
+    undeclared = {d: w for d, w in imported.items() if d not in runtime | extras | set(UNDECLARED_IMPORTS)}
+    assert not undeclared, f"moa/ imports distributions pyproject.toml does not declare: {undeclared}"

@@ -132,13 +132,13 @@ def _imports_of(module: str, path: Path) -> Iterator[Import]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     where = str(path.relative_to(PACKAGE_DIR.parent))
     for node in ast.walk(tree):
-        if id(node) in skip:
+        if id(node) in skip or not isinstance(node, ast.Import | ast.ImportFrom):
             continue
         targets: dict[str, list[str]] = {}  # imported module -> names imported from it
         if isinstance(node, ast.Import):
             for alias in node.names:
                 targets.setdefault(alias.name, [])
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from test_eval_runner import LABELS, context, oracle, reviews
 from typer.testing import CliRunner
 
 from moa.cli.eval import _write_rest
 from moa.cli.main import app
 from moa.eval import aevaluate, prepare
 from moa.testing import FakeModel
-from test_eval_runner import LABELS, context, oracle, reviews
 
 runner = CliRunner()
 

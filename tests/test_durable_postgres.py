@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_durable import ITEMS, PLAN, Crashing
 
 import moa
 from moa.testing import FakeModel
-from test_durable import ITEMS, PLAN, Crashing
 
 pytestmark = pytest.mark.real
 

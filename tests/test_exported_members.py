@@ -6,8 +6,8 @@ are attributes of their package once imported; they are not counted.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import importlib
 import pkgutil
 import types

@@ -16,8 +16,8 @@ import ollama
 import pytest
 from langchain_core.tools import tool
 from langchain_ollama import ChatOllama, OllamaEmbeddings
-from support.ollama_server import CHAT_MODEL, EMBED_MODEL, running_ollama_server
 from pydantic import BaseModel, Field
+from support.ollama_server import CHAT_MODEL, EMBED_MODEL, running_ollama_server
 
 from moa.errors import ErrorCode, RunError
 from moa.models.base import GenerateRequest, Message, ToolSpec

@@ -1,10 +1,27 @@
 """Errors raised by moa.
 
-Two tiers, each carrying an :class:`ErrorCode` and a message that says what to do::
+Two tiers, each carrying an :class:`ErrorCode` and a message that says what to do, and typed
+families below them that callers branch on::
 
     MoaError
-    ├── UserError   a developer's or user's mistake: bad task, unknown agent, bad config, bad plan
-    └── RunError    something failed while running: model down or slow, invalid output after repair
+    ├── UserError            a developer's or user's mistake (exit 2)
+    │   ├── ConfigError      bad_config, bad_model_spec
+    │   ├── InvalidPlan      invalid_plan
+    │   ├── NotFound         unknown_agent, unknown_graph, unknown_tool, unknown_run
+    │   └── ToolRefused      tool_refused
+    └── RunError             something failed while running (exit 3)
+        ├── ModelUnavailable model_unreachable, model_timeout: the model cannot be reached now
+        ├── ModelFailed      model_error: the model answered with an error or garbage
+        ├── InvalidOutput    invalid_output: no valid answer after the repair (``outputs``)
+        ├── BudgetExceeded   budget_exceeded
+        └── ApprovalDenied   approval_denied
+
+As with ``OSError(errno.ENOENT, ...)`` becoming ``FileNotFoundError``, constructing a tier with a
+code that has a family gives that family: ``RunError(ErrorCode.MODEL_TIMEOUT, ...)`` is a
+:class:`ModelUnavailable`, so ``except ModelUnavailable`` catches every timeout wherever it was
+raised. Every error carries ``usage``: the model calls made before it was raised.
+:class:`ErrorInfo` is an error as data (in results, checkpoints and ``--json``); its exit code comes
+from the class that raised it.
 
 Exceptions never log or do I/O when constructed; callers decide how to report them.
 """
@@ -12,8 +29,14 @@ Exceptions never log or do I/O when constructed; callers decide how to report th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from moa.usage import Usage
 
 
 class ErrorCode(StrEnum):
@@ -54,25 +77,56 @@ class ErrorCode(StrEnum):
     NOT_WAITING = "not_waiting"
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVAL_DENIED = "approval_denied"
+    INTERNAL_ERROR = "internal_error"
+    """An unexpected exception (a bug, in moa or in a user's code): the message names it."""
 
 
 class MoaError(Exception):
     """Base class of every error moa raises on purpose."""
 
-    exit_code: int = 1
+    exit_code: ClassVar[int] = 1
+    codes: ClassVar[frozenset[ErrorCode]] = frozenset()
+    """The codes this class stands for (constructing a parent tier with one of them gives this class)."""
 
-    def __init__(self, code: ErrorCode, message: str, *, details: dict[str, Any] | None = None) -> None:
+    def __new__(cls, code: ErrorCode, message: str = "", **_: Any) -> MoaError:
+        family = _FAMILIES.get(code)
+        if family is not None and family is not cls and issubclass(family, cls):
+            cls = family
+        return super().__new__(cls)
+
+    def __init__(self, code: ErrorCode, message: str, *, details: dict[str, Any] | None = None, usage: Sequence[Usage] = ()) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details: dict[str, Any] = details or {}
+        self.usage: list[Usage] = list(usage)
+        """The model calls made before this error (already counted in the run's budget)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for code in cls.__dict__.get("codes", ()):
+            _FAMILIES[code] = cls
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (multiprocessing, caches) keep the family
+        return (_rebuild, (type(self), self.code, self.message, self.details))
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view, used by ``--json`` output and run records."""
+        """A JSON-ready view, used by ``--json`` output."""
         return {"type": type(self).__name__, "code": str(self.code), "message": self.message, **self.details}
+
+    def info(self, **extra: Any) -> ErrorInfo:
+        """This error as data (:class:`ErrorInfo`)."""
+        return ErrorInfo(type=type(self).__name__, code=self.code, message=self.message, exit_code=self.exit_code, details=self.details, **extra)
+
+
+_FAMILIES: dict[ErrorCode, type[MoaError]] = {}
+
+
+def _rebuild(cls: type[MoaError], code: ErrorCode, message: str, details: dict[str, Any]) -> MoaError:
+    return cls(code, message, details=details)
 
 
 class UserError(MoaError):
@@ -87,6 +141,99 @@ class RunError(MoaError):
     exit_code = 3
 
 
+class ConfigError(UserError):
+    """A setting, a model spec or a graph's parameters are wrong."""
+
+    codes = frozenset({ErrorCode.BAD_CONFIG, ErrorCode.BAD_MODEL_SPEC})
+
+
+class InvalidPlan(UserError):
+    """A plan (from a planner, a file or the caller) does not validate; ``details["problems"]`` lists why."""
+
+    codes = frozenset({ErrorCode.INVALID_PLAN})
+
+
+class NotFound(UserError):
+    """An agent, graph, tool or run of that name does not exist."""
+
+    codes = frozenset({ErrorCode.UNKNOWN_AGENT, ErrorCode.UNKNOWN_GRAPH, ErrorCode.UNKNOWN_TOOL, ErrorCode.UNKNOWN_RUN})
+
+
+class ToolRefused(UserError):
+    """A tool call was not executed (not on the agent's allowlist, or a person denied it)."""
+
+    codes = frozenset({ErrorCode.TOOL_REFUSED})
+
+
+class ModelUnavailable(RunError):
+    """The model could not be reached in time (down, refused the connection, timed out)."""
+
+    codes = frozenset({ErrorCode.MODEL_UNREACHABLE, ErrorCode.MODEL_TIMEOUT})
+
+
+class ModelFailed(RunError):
+    """The model answered, but with an error or a reply moa cannot read."""
+
+    codes = frozenset({ErrorCode.MODEL_ERROR})
+
+
+class InvalidOutput(RunError):
+    """The model's answer did not validate against the output type, even after the repair."""
+
+    codes = frozenset({ErrorCode.INVALID_OUTPUT})
+
+    @property
+    def outputs(self) -> list[str]:
+        """The model's raw answers (first try, then the repair), each cut at 2,000 characters."""
+        return list(self.details.get("outputs", []))
+
+
+class BudgetExceeded(RunError):
+    """A token, cost or time budget of the run is used up; nothing more is sent to a model."""
+
+    codes = frozenset({ErrorCode.BUDGET_EXCEEDED})
+
+
+class ApprovalDenied(RunError):
+    """A person denied a step that needed approval."""
+
+    codes = frozenset({ErrorCode.APPROVAL_DENIED})
+
+
+class ErrorInfo(BaseModel):
+    """An error as data: what an item, a subtask or a run failed with (results, checkpoints, ``--json``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    """The class that raised it (``ModelUnavailable``, ``UserError``...)."""
+    code: ErrorCode
+    message: str
+    exit_code: int = RunError.exit_code
+    """The exit code of the class that raised it (2 a user's mistake, 3 a run error)."""
+    details: dict[str, Any] = Field(default_factory=dict)
+    subtask: str | None = None
+    """The subtask it happened in (a run's ``errors``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        """Read the flat error dicts of runs saved before ErrorInfo (extra keys were details)."""
+        if isinstance(value, dict) and "details" not in value:
+            known = {"type", "code", "message", "exit_code", "subtask"}
+            value = {k: v for k, v in value.items() if k in known} | {"details": {k: v for k, v in value.items() if k not in known}}
+            value.setdefault("type", "RunError")
+            value.setdefault("code", ErrorCode.INTERNAL_ERROR)
+            value.setdefault("message", "")
+            value.setdefault("exit_code", UserError.exit_code if value["type"] == "UserError" else RunError.exit_code)
+        return value
+
+    def error(self) -> MoaError:
+        """The exception again (its family from the code)."""
+        tier = UserError if self.exit_code == UserError.exit_code else RunError
+        return tier(self.code, self.message, details=dict(self.details))
+
+
 def check_no_running_loop(call: str, instead: str) -> None:
     """Refuse a synchronous wrapper (``call``, e.g. ``moa.run``) inside a running event loop, where
     ``asyncio.run`` cannot work; the error says to ``await instead`` (e.g. ``moa.arun``)."""
@@ -98,3 +245,22 @@ def check_no_running_loop(call: str, instead: str) -> None:
         ErrorCode.NESTED_EVENT_LOOP,
         f"{call}() cannot be called from a running event loop (e.g. inside async code or Jupyter); use `await {instead}(...)`",
     )
+
+
+__all__ = [
+    "ApprovalDenied",
+    "BudgetExceeded",
+    "ConfigError",
+    "ErrorCode",
+    "ErrorInfo",
+    "InvalidOutput",
+    "InvalidPlan",
+    "ModelFailed",
+    "ModelUnavailable",
+    "MoaError",
+    "NotFound",
+    "RunError",
+    "ToolRefused",
+    "UserError",
+    "check_no_running_loop",
+]

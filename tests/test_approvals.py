@@ -86,7 +86,7 @@ async def test_a_denied_subtask_is_recorded_and_its_dependents_are_skipped_with_
     assert c.status == "skipped" and "a person denied a" in (c.reason or "")
     assert result.results["b"].status == "ok"
     assert len(model.requests) == 2  # neither a nor c ever reached the model
-    assert {e["subtask"]: e["code"] for e in result.errors} == {"a": "approval_denied", "c": "subtask_failed"}
+    assert {e.subtask: e.code for e in result.errors} == {"a": "approval_denied", "c": "subtask_failed"}
 
 
 async def test_approval_rules_in_settings_and_on_agents() -> None:
@@ -215,12 +215,12 @@ async def test_a_tool_with_side_effects_waits_and_is_run_or_refused(approved: bo
     result = await moa.aresume(waiting.run_id, agents=[agent], slm=model, llm=FakeModel(chat=True), settings=s, **answer)
 
     assert result.status == "ok" and result.results["s1"].items[0].output.label == "positive"  # type: ignore[union-attr]
-    calls = {c["name"]: c for c in result.results["s1"].tool_calls}
+    calls = {c.name: c for c in result.results["s1"].tool_calls}
     if approved:
-        assert executed == ["order_status:A-17", "refund:A-17"] and calls["refund"]["allowed"]
+        assert executed == ["order_status:A-17", "refund:A-17"] and calls["refund"].allowed
     else:
-        assert executed == ["order_status:A-17"] and not calls["refund"]["allowed"]
-        assert calls["refund"]["error"]["code"] == ErrorCode.TOOL_REFUSED and "a person denied" in calls["refund"]["error"]["message"]
+        assert executed == ["order_status:A-17"] and not calls["refund"].allowed
+        assert calls["refund"].error.code == ErrorCode.TOOL_REFUSED and "a person denied" in calls["refund"].error.message
 
 
 @pytest.mark.real  # escalated answers go to the example store: Chroma on disk
@@ -365,7 +365,7 @@ async def test_needs_human_also_takes_items_whose_every_step_failed() -> None:
     assert result.status == "needs_human"
     (handoff,) = result.handoff
     assert handoff.reason.startswith("no step gave an answer: [model_unreachable]")
-    assert [a.step for a in handoff.attempts] == ["slm", "llm"] and handoff.attempts[0].error["code"] == ErrorCode.INVALID_OUTPUT  # type: ignore[index]
+    assert [a.step for a in handoff.attempts] == ["slm", "llm"] and handoff.attempts[0].error.code == ErrorCode.INVALID_OUTPUT  # type: ignore[union-attr]
 
 
 async def test_keep_is_the_default() -> None:
@@ -400,7 +400,7 @@ async def test_an_llm_tier_agent_denied_its_first_step_fails_the_item_with_the_r
     assert [(a.id, a.reason) for a in waiting.pending] == [("k/1/llm", "run this item on llm")]
     result = await moa.aresume(waiting.run_id, deny=True, agents=[Careful()], slm=FakeModel([GOOD]), llm=llm, settings=s)
     error = result.results["k"].items[0].error
-    assert error is not None and error["code"] == ErrorCode.APPROVAL_DENIED and "tier:llm" in error["message"]
+    assert error is not None and error.code == ErrorCode.APPROVAL_DENIED and "tier:llm" in error.message
     assert result.status == "failed" and llm.requests == []
 
 

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
 
 import moa
@@ -64,17 +63,9 @@ LAYERS: dict[str, int] = {
     "moa.server": 11,
 }
 
-# Imports up the layers that exist today and are being removed: (importer, imported) -> why.
-# The layer test fails on any other, and on an entry here that is gone (delete it then).
-_TO_THE_KIT = "the built-ins import moa's public names from the package `moa` (layer 10); they are moving to moa.kit"
-KNOWN_UPWARD_IMPORTS: dict[tuple[str, str], str] = {
-    ("moa.agents.extraction", "moa"): _TO_THE_KIT,
-    ("moa.agents.filtering", "moa"): _TO_THE_KIT,
-    ("moa.agents.retrieval", "moa"): _TO_THE_KIT,
-    ("moa.agents.sentiment", "moa"): _TO_THE_KIT,
-    ("moa.graphs.mixture", "moa"): _TO_THE_KIT,
-    ("moa.graphs.rag", "moa"): _TO_THE_KIT,
-}
+# Imports up the layers that exist and are being removed: (importer, imported) -> why. The layer
+# test fails on any other, and on an entry here that is gone (delete it then).
+KNOWN_UPWARD_IMPORTS: dict[tuple[str, str], str] = {}
 
 # What a built-in agent or graph may import from moa (anything else from moa is an internal).
 BUILTIN_ALLOWED = ("moa.kit", "moa.errors", "moa.settings", "moa.usage")
@@ -256,7 +247,6 @@ def test_builtins_are_found() -> None:
     assert len(_builtin_modules()) >= 8, _builtin_modules()
 
 
-@pytest.mark.xfail(strict=True, reason="built-in agents and graphs still import moa internals; they are moving to moa.kit")
 def test_builtins_import_only_the_kit() -> None:
     builtins = set(_builtin_modules())
     internal = [

@@ -23,6 +23,7 @@ from support.flaky_server import Action, FlakyServer, flaky_server
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
+from moa.agent.context import RunContext
 from moa.agent.structured import generate_structured
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models import transport
@@ -30,7 +31,8 @@ from moa.models.base import GenerateRequest, Generation, Message
 from moa.models.cache import CachedBackend, CallCache
 from moa.models.ollama import OllamaBackend
 from moa.models.openai import OpenAIBackend
-from moa.models.registry import create_backend
+from moa.models.registry import Models, create_backend
+from moa.settings import Settings
 from moa.settings import load_settings
 from moa.testing import FakeModel
 from moa.usage import summarize
@@ -179,8 +181,10 @@ class Label(BaseModel):
 
 async def test_retries_are_accounted() -> None:
     model = FakeModel(lambda request: Generation(text='{"label": "a"}', retries=1))
-    structured = await generate_structured(model, GenerateRequest(prompt="p"), Label, tier="slm")
-    (usage,) = structured.usage
+    ctx = RunContext.create(models=Models(Settings(), slm=model, llm=model))
+    with ctx.scope() as scope:
+        await generate_structured(ctx, "slm", GenerateRequest(prompt="p"), Label)
+    (usage,) = scope.usage
     assert usage.retries == 1
     summary = summarize([usage, usage.model_copy(update={"tier": "llm", "retries": 0})])
     assert summary.retries == 1 and summary.per_tier["slm"].retries == 1 and summary.per_tier["llm"].retries == 0
@@ -317,10 +321,12 @@ async def test_openai_rate_limit_and_overload_are_not_sent_again(status: int) ->
 async def test_openai_retry_is_counted_in_usage() -> None:
     with openai_server("close") as server:
         async with openai_backend(server.url + "/v1") as model:
-            structured = await generate_structured(model, HI, Label, tier="llm")
+            ctx = RunContext.create(models=Models(Settings(), slm=model, llm=model))
+            with ctx.scope() as scope:
+                structured = await generate_structured(ctx, "llm", HI, Label)
     assert structured.value == Label(label="ok")
-    assert [u.retries for u in structured.usage] == [1]
-    assert summarize(structured.usage).retries == 1
+    assert [u.retries for u in scope.usage] == [1]
+    assert summarize(scope.usage).retries == 1
 
 
 @pytest.mark.real

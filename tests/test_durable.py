@@ -64,7 +64,7 @@ async def test_a_crashed_run_resumes_without_redoing_finished_subtasks() -> None
     await _crash(model)
     settings = moa.load_settings()
     view = await load_view(settings, "r1")
-    assert view.run.status == "error" and view.run.error is not None and view.run.error["type"] == "RuntimeError"
+    assert view.run.status == "error" and view.run.error is not None and view.run.error.type == "RuntimeError"
     assert {s.id: s.status for s in view.subtasks} == {"a": "ok", "b": "ok", "c": "pending"}
     saved = {s.id: s for s in view.subtasks}
     before = len(model.requests)
@@ -100,7 +100,7 @@ async def test_a_resumed_run_keeps_the_budget_its_first_attempt_spent() -> None:
     result = await moa.aresume("r1", slm=model, llm=model, settings=moa.load_settings(budget_tokens=used))
     assert result.status == "stopped" and "token budget" in (result.stopped or "")
     assert len(model.requests) == before
-    assert all(i.error and i.error["code"] == ErrorCode.BUDGET_EXCEEDED for i in result.results["c"].items)
+    assert all(i.error and i.error.code == ErrorCode.BUDGET_EXCEEDED for i in result.results["c"].items)
 
 
 async def test_resume_of_an_unknown_run() -> None:

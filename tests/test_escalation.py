@@ -75,7 +75,7 @@ async def test_invalid_output_escalates_after_the_repair() -> None:
     item = result.results["s"].items[0]
     assert result.status == "ok" and item.answered_by == "llm"
     assert item.escalations[0].reason == "invalid_output"
-    assert item.attempts[0].error is not None and item.attempts[0].error["code"] == ErrorCode.INVALID_OUTPUT
+    assert item.attempts[0].error is not None and item.attempts[0].error.code == ErrorCode.INVALID_OUTPUT
     assert len(slm.requests) == 2  # the answer and one repair, then the llm
 
 
@@ -149,7 +149,7 @@ async def test_budget_refuses_escalation_then_stops_the_run_keeping_results() ->
     done = [i for i in result.results["s"].items if i.output is not None]
     refused = [i for i in result.results["s"].items if i.error is not None]
     assert done and refused  # what was computed is kept; the rest is marked
-    assert all(i.error["code"] == ErrorCode.BUDGET_EXCEEDED for i in refused)  # type: ignore[index]
+    assert all(i.error.code == ErrorCode.BUDGET_EXCEEDED for i in refused)  # type: ignore[union-attr]
     assert any((i.unverified or "").startswith("budget") for i in done)
     assert result.exit_code == 3
 
@@ -243,21 +243,22 @@ async def test_specialist_only_cascade_without_a_specialist_is_a_clear_item_erro
     model = FakeModel([sentiment("positive", 0.9)])
     result = await moa.arun("t", input=["x"], plan=PLAN, slm=model, llm=model, settings=settings(state_dir=tmp_path, cascade=["specialist"]))
     error = result.results["s"].items[0].error
-    assert error is not None and error["code"] == ErrorCode.NOT_TRAINED and "moa train sentiment" in error["message"]
+    assert error is not None and error.code == ErrorCode.NOT_TRAINED and "moa train sentiment" in error.message
 
 
 async def test_interrupted_run_keeps_finished_items() -> None:
     model = FakeModel(lambda r: sentiment("positive", 0.9), delay=0.05, max_concurrency=1)
     done: list[moa.Event] = []
-    ctx = moa.RunContext.create(settings(), models=moa.Models(settings(), slm=model, llm=model), on_event=lambda e: done.append(e) if e.kind == "item_done" else None)
+    ctx = moa.RunContext.create(settings(), models=moa.Models(settings(), slm=model, llm=model), on_event=done.append)
     task = asyncio.ensure_future(moa.arun("t", input=[f"item {i}" for i in range(40)], plan=PLAN, context=ctx))
-    while len(done) < 3:
+    while sum(e.kind == "item_done" for e in done) < 3:
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    partial = ctx.partial
-    assert partial is not None and partial.status == "interrupted"
+    (interrupted,) = [e for e in done if e.kind == "run_interrupted"]  # the driver hands what finished to the event sink
+    partial = interrupted.data["result"]
+    assert partial.status == "interrupted"
     items = partial.results["s"].items
     assert 3 <= len(items) < 40 and all(i.output is not None for i in items)
 

@@ -70,7 +70,7 @@ async def test_invalid_output_twice_is_a_typed_error_and_keeps_other_results() -
     assert result.status == "partial"
     items = result.results["s1"].items
     assert items[0].output is not None and items[0].output.label == "negative"  # type: ignore[attr-defined]
-    assert items[1].error is not None and items[1].error["code"] == ErrorCode.INVALID_OUTPUT
+    assert items[1].error is not None and items[1].error.code == ErrorCode.INVALID_OUTPUT
     assert len(model.requests) == 3  # fine + broken + one repair
     assert result.exit_code == 3
     json.loads(result.model_dump_json())  # the partial result serialises
@@ -94,7 +94,7 @@ async def test_failed_subtask_skips_dependents_and_keeps_finished_work() -> None
     assert result.results["x"].status == "skipped"
     assert "depends on f" in (result.results["x"].reason or "")
     assert result.status == "partial"
-    codes = {e["code"] for e in result.errors}
+    codes = {e.code for e in result.errors}
     assert ErrorCode.MODEL_UNREACHABLE in codes
     # an unreachable model stops the batch: one call, not one per item
     assert len(down.requests) == 1

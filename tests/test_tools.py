@@ -64,10 +64,10 @@ async def test_allowed_tools_run_and_disallowed_are_refused_not_executed() -> No
     plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
     result = await moa.arun("how does the customer feel?", input=["Where is order A-17? Love the shop."], plan=plan, agents=[agent], slm=model, llm=FakeModel(chat=True), settings=moa.load_settings(escalate=False))
     calls = result.results["s1"].tool_calls
-    assert [(c["name"], c["allowed"]) for c in calls] == [("order_status", True), ("delete_everything", False), ("order_status", True)]
-    assert calls[0]["result"] == {"order_id": "A-17", "status": "shipped"}
-    assert calls[1]["error"]["code"] == ErrorCode.TOOL_REFUSED and "allowlist" in calls[1]["error"]["message"]
-    assert calls[2]["error"] is not None  # invalid arguments are reported, not executed
+    assert [(c.name, c.allowed) for c in calls] == [("order_status", True), ("delete_everything", False), ("order_status", True)]
+    assert calls[0].result == {"order_id": "A-17", "status": "shipped"}
+    assert calls[1].error.code == ErrorCode.TOOL_REFUSED and "allowlist" in calls[1].error.message
+    assert calls[2].error is not None  # invalid arguments are reported, not executed
     assert executed == ["order_status:A-17"]
     # the model saw the refusal and the result
     second = model.requests[1]

@@ -46,8 +46,8 @@ async def test_run_over_ollama_with_tool_calls(ollama_url: str) -> None:
     )
     sub = result.results["s1"]
     assert sub.status == "ok", result.errors
-    assert sub.tool_calls and all(c["name"] == "order_status" and c["allowed"] for c in sub.tool_calls)
-    assert len(looked_up) == sum(1 for c in sub.tool_calls if c["error"] is None) >= 1
+    assert sub.tool_calls and all(c.name == "order_status" and c.allowed for c in sub.tool_calls)
+    assert len(looked_up) == sum(1 for c in sub.tool_calls if c.error is None) >= 1
     assert sub.items[0].output.label in ("positive", "negative", "neutral")  # type: ignore[union-attr]
     assert {u.purpose for u in result.usage} >= {"tool", "agent"}
     assert all(u.model.startswith("ollama:") and u.prompt_tokens > 0 for u in result.usage)

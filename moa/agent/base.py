@@ -3,9 +3,7 @@
 An agent has a name, a description (the planner reads it), example requests (the router
 planner matches tasks against them), an input model and an output model. Two kinds:
 
-* :class:`ModelAgent` — prompts a model of its tier, with a *completion* prompt for base models
-  and a *chat* prompt for instruction-tuned ones (chosen from the backend's capabilities), decodes
-  constrained JSON and validates it (:mod:`moa.agent.structured`), then computes a confidence.
+* :class:`~moa.agent.model.ModelAgent` — prompts a model of its tier (:mod:`moa.agent.model`).
 * :class:`FunctionAgent` — runs Python (e.g. retrieval over the shared memory).
 
 Agents work on one input (:meth:`Agent.run`) or a batch (:meth:`Agent.run_batch`): a batch is sent
@@ -25,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 
 from moa.agent.context import JournalEntry, RunContext
 from moa.agent.results import AgentRun
-from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.errors import ErrorCode, ErrorInfo, MoaError, ModelUnavailable, RunError, UserError
+from moa.routing.approvals import AwaitingApproval
 from moa.settings import Tier
 
 log = structlog.get_logger(__name__)
@@ -91,20 +90,20 @@ class Agent(ABC, Generic[InputT, OutputT]):
         started get a ``BUDGET_EXCEEDED`` error. Every finished item goes to ``ctx.journal``.
         ``priors``: items parked for approval, to go on with (:meth:`proceed`).
         """
-        stop: dict[str, Any] = {}
+        stop: list[ErrorInfo] = []
         first: dict[str, asyncio.Future[AgentRun]] = {}
 
         async def compute(data: InputT, prior: AgentRun | None) -> AgentRun:
             if stop:
-                return AgentRun(error=stop)
+                return AgentRun(error=stop[0])
             if ctx.budget.exhausted() is not None:
-                return AgentRun(error=ctx.budget.error().to_dict())
+                return AgentRun(error=ctx.budget.error().info())
             if prior is not None:
                 result = await self.proceed(ctx, data, prior, subtask=subtask)
             else:
                 result = await self.run(ctx, data, subtask=subtask)
-            if result.error and result.error.get("code") in (ErrorCode.MODEL_UNREACHABLE, ErrorCode.MODEL_TIMEOUT):
-                stop.update(result.error)
+            if result.error and result.error.code in ModelUnavailable.codes and not stop:
+                stop.append(result.error)
             return result
 
         async def one(index: int, data: InputT) -> AgentRun:
@@ -153,11 +152,18 @@ class FunctionAgent(Agent[InputT, OutputT]):
         self._fn = fn
 
     async def run(self, ctx: RunContext, data: InputT, *, subtask: str | None = None) -> AgentRun:
-        try:
-            return AgentRun(output=await self._fn(ctx, data))  # type: ignore[arg-type]
-        except MoaError as exc:
-            log.warning("agent_failed", agent=self.name, subtask=subtask, code=str(exc.code), error=exc.message)
-            return AgentRun(error=exc.to_dict())
-        except Exception as exc:  # a user's function failed: keep the run going, record why
-            log.exception("agent_crashed", agent=self.name, subtask=subtask)
-            return AgentRun(error=RunError(ErrorCode.SUBTASK_FAILED, f"agent {self.name!r} raised {type(exc).__name__}: {exc}").to_dict())
+        """Run the function in this item's scope: model calls it makes through ``ctx.call`` are
+        accounted to it and gated like any agent's (a gated call parks the item)."""
+        with ctx.scope(subtask=subtask, agent=self.name, item=str(getattr(data, self.text_field, ""))) as scope:
+            try:
+                output = await self._fn(ctx, data)
+            except AwaitingApproval as wait:
+                return AgentRun(usage=scope.usage, tool_calls=scope.tool_calls, waiting=wait.approval)
+            except MoaError as exc:
+                log.warning("agent_failed", agent=self.name, subtask=subtask, code=str(exc.code), error=exc.message)
+                return AgentRun(error=exc.info(), usage=scope.usage, tool_calls=scope.tool_calls)
+            except Exception as exc:  # a user's function failed: keep the run going, record why
+                log.exception("agent_crashed", agent=self.name, subtask=subtask)
+                error = RunError(ErrorCode.SUBTASK_FAILED, f"agent {self.name!r} raised {type(exc).__name__}: {exc}").info()
+                return AgentRun(error=error, usage=scope.usage, tool_calls=scope.tool_calls)
+        return AgentRun(output=output, usage=scope.usage, tool_calls=scope.tool_calls)

@@ -4,6 +4,9 @@ A :class:`RunContext` holds the settings, the model backends, the shared memory 
 embedder of one run, its budget and per-tier concurrency limits, what moa learned (specialists,
 calibrations, the example store), and an event sink for progress views. Everything heavy is built
 lazily, so a run that uses none of it never loads it.
+
+:meth:`RunContext.call` is the one door every model call goes through (:mod:`moa.agent.calls`):
+budget and approvals before, usage, cost, events and logs after.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
+from moa.agent import calls
+from moa.agent.calls import CallScope, Purpose
+from moa.agent.results import AgentRun
 from moa.errors import MoaError
 from moa.learning.store import ExampleStore, calibration_path, specialist_path
 from moa.logs import enabled
-from moa.models.base import ModelBackend
+from moa.models.base import GenerateRequest, Generation, ModelBackend
 from moa.models.registry import Models
 from moa.routing.approvals import Decisions
 from moa.routing.budget import Budget
-from moa.routing.policy import Policy, Step, resolve_cascade, threshold_for
+from moa.routing.policy import Policy, Step, resolve_cascade, step_of, threshold_for
 from moa.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,8 +64,7 @@ class JournalEntry(NamedTuple):
     agent: str
     position: int
     item: str
-    run: Any
-    """The :class:`moa.agent.AgentRun`."""
+    run: AgentRun
 
 def new_run_id() -> str:
     """A fresh run id (12 hex digits)."""
@@ -83,8 +88,6 @@ class RunContext:
     budget: Budget = field(default_factory=Budget)
     journal: list[JournalEntry] = field(default_factory=list)
     """Every finished item, in finishing order (partial results survive an interrupted run through it)."""
-    partial: Any = None
-    """The :class:`moa.api.RunResult` of what finished, when the run was interrupted."""
     decisions: Decisions = field(default_factory=Decisions)
     """A person's answers to this run's approvals so far (:mod:`moa.approvals`)."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
@@ -93,6 +96,8 @@ class RunContext:
     _examples: ExampleStore | None = None
     info_logs: bool = field(default_factory=lambda: enabled(logging.INFO), init=False)
     """Whether info logs are emitted (asked once per run; per-subtask info logs are skipped otherwise)."""
+    debug_logs: bool = field(default_factory=lambda: enabled(logging.DEBUG), init=False)
+    """Whether debug logs are emitted (one per model call)."""
 
     @classmethod
     def create(
@@ -123,7 +128,7 @@ class RunContext:
             self._examples.forget()
         return dataclasses.replace(
             self, settings=settings, run_id=run_id, on_event=on_event or self.on_event, budget=Budget.from_settings(settings),
-            journal=[], partial=None, decisions=Decisions(), _cache={}, _learned={},
+            journal=[], decisions=Decisions(), _cache={}, _learned={},
         )  # fmt: skip
 
     def embedder(self) -> Embedder:
@@ -180,6 +185,44 @@ class RunContext:
             steps = self._learned[cache_key] = tuple(merged)
         policy = self._learned[policy_key] = Policy(steps=steps, threshold=threshold_for(self.settings, agent, default_threshold), escalate=self.settings.escalate)
         return policy
+
+    async def call(
+        self, step: Step | str, request: GenerateRequest, *, purpose: Purpose, ask_as: str | None = None, reason: str | None = None
+    ) -> Generation:
+        """Call the model of ``step`` (a :class:`Step`, or ``slm`` / ``llm`` / a model spec) through the
+        one door: budget and approvals first, then the backend (through the cache), then usage,
+        cost, the ``model_call`` event and a debug log (:mod:`moa.agent.calls`).
+
+        Args:
+            purpose: what the call is for (``agent``, ``plan``, ``synthesize``, ``answer``...), in the usage record.
+            ask_as: in a graph node, the approval id to pause the run under when a rule gates this
+                step (e.g. ``"plan"``); without it, a gated call raises
+                :class:`~moa.routing.approvals.AwaitingApproval` for the caller to park.
+            reason: what the call would do, in words, for the person who approves it.
+
+        Raises:
+            BudgetExceeded: the run's budget is used up.
+            ApprovalDenied: a person denied the step.
+            ModelUnavailable, ModelFailed: the backend's failures.
+        """
+        return await calls.call(self, self.step(step) if isinstance(step, str) else step, request, purpose=purpose, ask_as=ask_as, reason=reason)
+
+    def approve(self, step: Step | str, *, ask_as: str, reason: str | None = None, purpose: str = "agent") -> None:
+        """Ask once, in a graph node, for the approval that calls on ``step`` need here (before
+        calls made concurrently; they then find the answer). Raises
+        :class:`~moa.errors.ApprovalDenied` when denied; returns at once when no rule gates ``step``."""
+        approval = calls.step_approval(self, self.step(step) if isinstance(step, str) else step, purpose=purpose, ask_as=ask_as, reason=reason)
+        if approval is not None:
+            calls.approve(self, approval, ask_as=ask_as)
+
+    def step(self, name: str) -> Step:
+        """The cascade step ``slm``, ``llm`` or a model spec (validated)."""
+        return step_of(self.settings, name)
+
+    @staticmethod
+    def scope(*, subtask: str | None = None, agent: str | None = None, item: str | None = None, reason: str | None = None) -> contextlib.AbstractContextManager[CallScope]:
+        """A :class:`~moa.agent.calls.CallScope` for the calls made inside it: ``with ctx.scope() as s: ...; s.usage``."""
+        return calls.open_scope(subtask=subtask, agent=agent, item=item, reason=reason)
 
     def backend_for(self, step: Step) -> ModelBackend:
         """The backend a model step runs on (tiers honour backends injected into :class:`Models`)."""

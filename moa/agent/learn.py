@@ -72,14 +72,14 @@ async def calibrate_agent(
     async def one(text: str) -> tuple[float | None, str | None]:
         nonlocal done
         item = agent.make_input(text, task.options)
-        run, attempt = await agent.attempt(ctx, step, item, None)
+        attempt = await agent.attempt(ctx, step, item)
         done += 1
         if on_progress:
             on_progress(done, len(data))
-        if run.output is None:
+        if attempt.output is None:
             return None, None
         raw = attempt.raw_confidence if attempt.raw_confidence is not None else attempt.confidence
-        return raw, agent.label_of(item, run.output)
+        return raw, agent.label_of(item, attempt.output)
 
     answers = await asyncio.gather(*(one(t) for t in data.texts))
     pairs = [(conf, label == gold) for (conf, label), gold in zip(answers, data.labels, strict=True) if conf is not None]

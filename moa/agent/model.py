@@ -1,15 +1,10 @@
-"""The Agent type: a small typed unit of work that the planner can assign a subtask to.
+"""ModelAgent: an agent that prompts a model and validates its structured answer.
 
-An agent has a name, a description (the planner reads it), example requests (the router
-planner matches tasks against them), an input model and an output model. Two kinds:
-
-* :class:`ModelAgent` — prompts a model of its tier, with a *completion* prompt for base models
-  and a *chat* prompt for instruction-tuned ones (chosen from the backend's capabilities), decodes
-  constrained JSON and validates it (:mod:`moa.agent.structured`), then computes a confidence.
-* :class:`FunctionAgent` — runs Python (e.g. retrieval over the shared memory).
-
-Agents work on one input (:meth:`Agent.run`) or a batch (:meth:`Agent.run_batch`): a batch is sent
-concurrently; each backend bounds its in-flight requests.
+It prompts with a *completion* prompt for base models and a *chat* prompt for instruction-tuned
+ones (chosen from the backend's capabilities), decodes constrained JSON and validates it
+(:mod:`moa.agent.structured`), then computes a confidence (logprobs, agreement of samples, or the
+model's own score). Its cascade (:mod:`moa.agent.cascade`) climbs from cheap steps to strong ones.
+Every model call goes through the run context's door (:meth:`moa.agent.context.RunContext.call`).
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import copy
 import dataclasses
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
@@ -27,16 +22,16 @@ import structlog
 from pydantic import BaseModel
 
 from moa.agent.base import Agent, InputT, OutputT
+from moa.agent.calls import current_scope
 from moa.agent.cascade import run_cascade
 from moa.agent.confidence import calibrate, choice_probs
 from moa.agent.context import RunContext
-from moa.agent.results import AgentRun, Attempt, ToolCallRecord
+from moa.agent.results import AgentRun, Attempt
 from moa.agent.structured import generate_structured, schema_of
 from moa.agent.tools import Tool, run_tool_loop
-from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, UserError
 from moa.learning.store import Example
-from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend, ToolCall
-from moa.routing.approvals import Approval, AwaitingApproval, tool_rule
+from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend
 from moa.routing.policy import SPECIALIST, Policy, Step
 from moa.usage import Usage
 
@@ -134,77 +129,50 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     (contextual calibration, :func:`moa.agent.confidence.calibrate`); empty: no calibration."""
 
     async def _choice_probs(
-        self, ctx: RunContext, backend: ModelBackend, data: InputT, caps: Capabilities, decoded: DecodeT, gen: Generation, step: str
-    ) -> tuple[dict[str, float] | None, list[Usage]]:
-        """Calibrated choice probabilities, and the usage of the calibration call if this item made it."""
+        self, ctx: RunContext, step: Step, data: InputT, caps: Capabilities, decoded: DecodeT, gen: Generation
+    ) -> dict[str, float] | None:
+        """Calibrated choice probabilities (the prior's calls count for the item that made them)."""
         choices = self.choices(data)
         if not choices or not caps.logprobs:
-            return None, []
+            return None
         probs = choice_probs(gen, choices, str(getattr(decoded, self.choice_field)))
         if probs is None or caps.chat or not self.calibration_inputs:
-            return probs, []
+            return probs
         free = data.model_copy(update={self.text_field: "N/A"})
-        key = ("prior", backend.spec, self.name, self.completion_prompt(free))
-        (prior, usage), first = await ctx.cached(key, lambda: self._prior(backend, data, caps, step))
-        return (calibrate(probs, prior) if prior else probs), (usage if first else [])
+        key = ("prior", ctx.backend_for(step).spec, self.name, self.completion_prompt(free))
+        prior, _ = await ctx.cached(key, lambda: self._prior(ctx, step, data, caps))
+        return calibrate(probs, prior) if prior else probs
 
-    async def _prior(self, backend: ModelBackend, data: InputT, caps: Capabilities, step: str) -> tuple[dict[str, float] | None, list[Usage]]:
+    async def _prior(self, ctx: RunContext, step: Step, data: InputT, caps: Capabilities) -> dict[str, float] | None:
         """Mean choice probabilities over content-free inputs: the prompt's own bias."""
         choices = self.choices(data) or []
         priors: list[dict[str, float]] = []
-        usage: list[Usage] = []
         for text in self.calibration_inputs:
             free = data.model_copy(update={self.text_field: text})
             try:
-                result = await generate_structured(
-                    backend, self.request(free, caps), self.decode_type(free, caps), tier=step, agent=self.name, purpose="calibrate"
-                )
+                result = await generate_structured(ctx, step, self.request(free, caps), self.decode_type(free, caps), purpose="calibrate")
             except MoaError:
                 continue
-            usage += result.usage
             probs = choice_probs(result.generation, choices, str(getattr(result.value, self.choice_field)))
             if probs:
                 priors.append(probs)
         if not priors:
-            return None, usage
-        return {c: sum(p[c] for p in priors) / len(priors) for c in choices}, usage
-
-    async def _use_tools(
-        self, ctx: RunContext, backend: ModelBackend, data: InputT, caps: Capabilities, subtask: str | None, step: str
-    ) -> tuple[list[Message] | None, list[ToolCallRecord], list[Usage]]:
-        """Run the tool loop first when this agent has tools and the model can call them."""
-        if not self.tools:
-            return None, [], []
-        if not (caps.chat and caps.tools):
-            log.info("tools_unavailable", agent=self.name, model=backend.spec, reason="the model has no tool-calling API")
-            return None, [], []
-        messages, calls, usage = await run_tool_loop(
-            ctx, backend, self.chat_messages(data), self.tools, tier=step, agent=self.name, subtask=subtask, gate=self._tool_gate(ctx, data, subtask)
-        )
-        if calls:
-            messages = [*messages, Message(role="user", content="Now give your final answer as JSON.")]
-        return messages, calls, usage
-
-    def _tool_gate(self, ctx: RunContext, data: InputT, subtask: str | None) -> Callable[[Tool, ToolCall], bool] | None:
-        """Decides the tool calls of one item of a subtask that need a person's approval."""
-        if subtask is None:  # an agent called outside a plan (e.g. as another agent's tool): no pause point
             return None
-        item = str(getattr(data, self.text_field, ""))
+        return {c: sum(p[c] for p in priors) / len(priors) for c in choices}
 
-        def gate(tool: Tool, call: ToolCall) -> bool:
-            rule = tool_rule(ctx.settings, tool.name, tool.approve, tool.side_effects)
-            if rule is None:
-                return True
-            approval = Approval(
-                id="", kind="tool", rule=rule, subtask=subtask, agent=self.name, item=item, tool=tool.name, arguments=call.arguments,
-                reason=f"the model asks to call {tool.name}({', '.join(f'{k}={v!r}' for k, v in call.arguments.items())})",
-            )  # fmt: skip
-            decided = ctx.decisions.get(approval)
-            if decided is None:
-                raise AwaitingApproval(approval)
-            return decided
-
-        return gate
+    async def _use_tools(self, ctx: RunContext, step: Step, data: InputT, caps: Capabilities) -> list[Message] | None:
+        """Run the tool loop first when this agent has tools and the model can call them (the
+        calls are recorded in the open scope)."""
+        if not self.tools:
+            return None
+        if not (caps.chat and caps.tools):
+            log.info("tools_unavailable", agent=self.name, model=ctx.backend_for(step).spec, reason="the model has no tool-calling API")
+            return None
+        with ctx.scope() as scope:
+            messages = await run_tool_loop(ctx, step, self.chat_messages(data), self.tools)
+        if scope.tool_calls:
+            messages = [*messages, Message(role="user", content="Now give your final answer as JSON.")]
+        return messages
 
     def request(
         self, data: InputT, caps: Capabilities, messages: list[Message] | None = None, examples: Sequence[Example] = ()
@@ -263,40 +231,38 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         """Continue the cascade of an item parked for approval, from the step that waited."""
         return await run_cascade(self, ctx, data, subtask, prior=prior)
 
-    async def attempt(self, ctx: RunContext, step: Step, data: InputT, subtask: str | None) -> tuple[AgentRun, Attempt]:
-        """One step's answer for ``data`` (never raises for a model failure)."""
+    async def attempt(self, ctx: RunContext, step: Step, data: InputT) -> Attempt:
+        """One step's answer for ``data``, priced (never raises for a model failure). Its calls
+        go through the door into the open scope. Raises only what the cascade decides on:
+        :class:`~moa.routing.approvals.AwaitingApproval` and :class:`~moa.errors.ApprovalDenied`."""
         if step.name == SPECIALIST:
             return await self._specialist_attempt(ctx, data)
         backend = ctx.backend_for(step)
-        try:
-            async with ctx.slot(step.name):
-                run, raw = await self._model_attempt(ctx, backend, step.name, data, subtask)
-        except MoaError as exc:
-            log.warning("agent_failed", agent=self.name, subtask=subtask, model=backend.spec, code=str(exc.code), error=exc.message)
-            usage = [Usage.model_validate(u) for u in exc.details.get("usage", [])]
-            run = AgentRun(error=exc.to_dict(), usage=usage)
-            return run, Attempt.priced(step.name, backend.spec, usage, error=run.error)
-        confidence = self.confidence_of(run.output) if run.output is not None else None
-        return run, Attempt.priced(step.name, backend.spec, run.usage, output=run.output, confidence=confidence, raw_confidence=raw)
+        with ctx.scope() as scope:
+            try:
+                output, raw = await self._model_attempt(ctx, step, data)
+            except ApprovalDenied:
+                raise
+            except MoaError as exc:
+                log.warning("agent_failed", agent=self.name, subtask=scope.subtask, model=backend.spec, code=str(exc.code), error=exc.message)
+                return Attempt.priced(step.name, backend.spec, scope.usage, error=exc.info())
+        return Attempt.priced(step.name, backend.spec, scope.usage, output=output, confidence=self.confidence_of(output), raw_confidence=raw)
 
-    async def _model_attempt(
-        self, ctx: RunContext, backend: ModelBackend, step: str, data: InputT, subtask: str | None
-    ) -> tuple[AgentRun, float | None]:
+    async def _model_attempt(self, ctx: RunContext, step: Step, data: InputT) -> tuple[OutputT, float | None]:
+        backend = ctx.backend_for(step)
         caps = await backend.acapabilities()
-        method = self._confidence_method(ctx, caps, data, step)
+        method = self._confidence_method(ctx, caps, data, step.name)
         if method != "logprobs" and caps.logprobs:
             caps = caps.model_copy(update={"logprobs": False})
-        messages, calls, tool_usage = await self._use_tools(ctx, backend, data, caps, subtask, step)
+        messages = await self._use_tools(ctx, step, data, caps)
         examples = await self._examples(ctx, data, caps, backend.spec)
         request = self.request(data, caps, messages, examples)
         if method == "samples":
-            output, usage = await self._sampled(backend, request, data, caps, step, subtask, ctx.settings.samples)
-            return AgentRun(output=output, usage=[*tool_usage, *usage], tool_calls=calls), None
-        result = await generate_structured(backend, request, self.decode_type(data, caps), tier=step, agent=self.name, subtask=subtask)
-        probs, calibration = await self._choice_probs(ctx, backend, data, caps, result.value, result.generation, step)
+            return await self._sampled(ctx, step, request, data, caps, ctx.settings.samples), None
+        result = await generate_structured(ctx, step, request, self.decode_type(data, caps))
+        probs = await self._choice_probs(ctx, step, data, caps, result.value, result.generation)
         output = self.finish(data, result.value, result.generation, probs)
-        output, raw = self._calibrated(ctx, backend, output)
-        return AgentRun(output=output, usage=[*tool_usage, *calibration, *result.usage], tool_calls=calls), raw
+        return self._calibrated(ctx, backend, output)
 
     def _confidence_method(self, ctx: RunContext, caps: Capabilities, data: InputT, step: str) -> str:
         """``auto``: token logprobs when the backend has them; else agreement of k samples, but
@@ -339,34 +305,29 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             log.warning("examples_unavailable", agent=self.name, code=str(exc.code), error=exc.message)
             return []
 
-    async def _sampled(
-        self, backend: ModelBackend, request: GenerateRequest, data: InputT, caps: Capabilities, step: str, subtask: str | None, k: int
-    ) -> tuple[OutputT, list[Usage]]:
+    async def _sampled(self, ctx: RunContext, step: Step, request: GenerateRequest, data: InputT, caps: Capabilities, k: int) -> OutputT:
         """Confidence by agreement: k samples; the majority label wins with its share of votes."""
         choices = list(self.choices(data) or [])
         decode = self.decode_type(data, caps)
 
-        async def sample(seed: int) -> tuple[BaseModel | None, Generation | None, list[Usage]]:
+        async def sample(seed: int) -> tuple[BaseModel, Generation] | None:
             one = request.model_copy(update={"temperature": self.sample_temperature, "seed": seed})
             try:
-                result = await generate_structured(backend, one, decode, tier=step, agent=self.name, subtask=subtask)
-            except RunError as exc:
-                if exc.code != ErrorCode.INVALID_OUTPUT:
-                    raise
-                return None, None, [Usage.model_validate(u) for u in exc.details.get("usage", [])]
-            return result.value, result.generation, result.usage
+                result = await generate_structured(ctx, step, one, decode)
+            except InvalidOutput:
+                return None
+            return result.value, result.generation
 
         samples = await asyncio.gather(*(sample(seed) for seed in range(1, k + 1)))
-        usage = [u for _, _, us in samples for u in us]
-        votes = [(v, g) for v, g, _ in samples if v is not None and g is not None]
+        votes = [v for v in samples if v is not None]
         if not votes:
-            raise RunError(ErrorCode.INVALID_OUTPUT, f"{backend.spec} gave no valid answer in {k} samples", details={"usage": [u.model_dump() for u in usage]})
+            raise InvalidOutput(ErrorCode.INVALID_OUTPUT, f"{ctx.backend_for(step).spec} gave no valid answer in {k} samples")
         counts = {c: sum(1 for v, _ in votes if str(getattr(v, self.choice_field)) == c) / k for c in choices}
         winner = max(counts, key=counts.__getitem__)
         decoded, gen = next((v, g) for v, g in votes if str(getattr(v, self.choice_field)) == winner)
-        return self.finish(data, decoded, gen, counts), usage  # type: ignore[arg-type]
+        return self.finish(data, decoded, gen, counts)  # type: ignore[arg-type]
 
-    async def _specialist_attempt(self, ctx: RunContext, data: InputT) -> tuple[AgentRun, Attempt]:
+    async def _specialist_attempt(self, ctx: RunContext, data: InputT) -> Attempt:
         key = self.specialist_key(data)
         specialist = self.specialist_for(ctx, data)
         model = f"specialist:{self.name}"
@@ -374,15 +335,19 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             error = UserError(
                 ErrorCode.NOT_TRAINED,
                 f"no specialist is trained for agent {self.name!r} ({key}); run `moa train {self.name} DATA` or drop 'specialist' from the cascade",
-            ).to_dict()
-            return AgentRun(error=error), Attempt(step=SPECIALIST, model=model, error=error)
+            ).info()
+            return Attempt(step=SPECIALIST, model=model, error=error)
         started = time.perf_counter()
         text = str(getattr(data, self.text_field))
         try:
             vectors = await ctx.embedder().aembed([text])
         except MoaError as exc:
-            return AgentRun(error=exc.to_dict()), Attempt(step=SPECIALIST, model=model, error=exc.to_dict())
+            return Attempt(step=SPECIALIST, model=model, error=exc.info())
         label, probability = specialist.predict(np.asarray(vectors, dtype=np.float32))[0]
         output = self.from_label(data, label, round(float(probability), 4))
-        usage = [Usage(model=model, tier=SPECIALIST, latency_s=round(time.perf_counter() - started, 5), agent=self.name)]
-        return AgentRun(output=output, usage=usage), Attempt.priced(SPECIALIST, model, usage, output=output, confidence=self.confidence_of(output))
+        scope = current_scope()
+        usage = Usage(model=model, tier=SPECIALIST, latency_s=round(time.perf_counter() - started, 5), agent=self.name, subtask=scope and scope.subtask)
+        ctx.budget.add((usage,))  # a local model: no tokens, no cost, but a call of the run
+        if scope is not None:
+            scope.usage.append(usage)
+        return Attempt.priced(SPECIALIST, model, [usage], output=output, confidence=self.confidence_of(output))

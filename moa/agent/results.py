@@ -1,15 +1,11 @@
-"""The Agent type: a small typed unit of work that the planner can assign a subtask to.
+"""What one agent call produces, in one direction: attempts and escalations inside an
+:class:`AgentRun`, which the workflow layer wraps (never copies back) in its item results.
 
-An agent has a name, a description (the planner reads it), example requests (the router
-planner matches tasks against them), an input model and an output model. Two kinds:
-
-* :class:`ModelAgent` — prompts a model of its tier, with a *completion* prompt for base models
-  and a *chat* prompt for instruction-tuned ones (chosen from the backend's capabilities), decodes
-  constrained JSON and validates it (:mod:`moa.agent.structured`), then computes a confidence.
-* :class:`FunctionAgent` — runs Python (e.g. retrieval over the shared memory).
-
-Agents work on one input (:meth:`Agent.run`) or a batch (:meth:`Agent.run_batch`): a batch is sent
-concurrently; each backend bounds its in-flight requests.
+* :class:`Attempt` — one cascade step's try at an item: output or error, confidence, cost.
+* :class:`Escalation` — an item climbing from one step to the next, and why.
+* :class:`ToolCallRecord` — a tool call the model asked for, and what happened to it.
+* :class:`AgentRun` — the outcome of one agent call on one item.
+* :class:`StoredOutput` — an output read back from a checkpoint before its agent's type is applied.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
+from moa.errors import ErrorInfo
 from moa.routing.approvals import Approval
 from moa.usage import Usage
 
@@ -29,35 +26,8 @@ class ToolCallRecord(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     allowed: bool
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
 
-
-class AgentRun(BaseModel):
-    """The outcome of one agent call: an output or an error, and what it cost."""
-
-    output: SerializeAsAny[BaseModel] | None = None
-    error: dict[str, Any] | None = None
-    """``MoaError.to_dict()`` when the call failed."""
-    usage: list[Usage] = Field(default_factory=list)
-    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
-    answered_by: str | None = None
-    """The cascade step whose answer was kept (``specialist``, ``slm``, ``llm`` or a model spec)."""
-    attempts: list[Attempt] = Field(default_factory=list)
-    """Every step's try, in order, with its confidence and cost."""
-    escalations: list[Escalation] = Field(default_factory=list)
-    unverified: str | None = None
-    """Why a weak answer was kept without a stronger check (``no higher step``, ``budget: ...``,
-    ``llm failed: ...``); ``None`` when the answer met the threshold."""
-    deduplicated: bool = False
-    """The same input appeared earlier in the batch; this is that item's result (no extra call)."""
-    routed: str | None = None
-    """Why the item skipped the cheap steps up front (``route_long_chars``, ``route_non_latin``)."""
-    waiting: Approval | None = None
-    """The item is parked: its next step waits for a person's approval (the id is set by the subtask)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.output is not None
 
 WeakReason = Literal["low_confidence", "invalid_output", "model_error"]
 
@@ -84,7 +54,7 @@ class Attempt(BaseModel):
     """Cascade step: ``specialist``, ``slm``, ``llm`` or a model spec."""
     model: str
     output: SerializeAsAny[BaseModel] | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     confidence: float | None = None
     raw_confidence: float | None = None
     """The confidence before per-model calibration (``moa calibrate``), when one was applied."""
@@ -114,3 +84,33 @@ class Escalation(BaseModel):
     from_step: str
     to_step: str
     reason: WeakReason
+
+
+class AgentRun(BaseModel):
+    """The outcome of one agent call: an output or an error, and what it cost."""
+
+    output: SerializeAsAny[BaseModel] | None = None
+    error: ErrorInfo | None = None
+    """Why the call failed (no step gave an answer)."""
+    usage: list[Usage] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    answered_by: str | None = None
+    """The cascade step whose answer was kept (``specialist``, ``slm``, ``llm`` or a model spec)."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """Every step's try, in order, with its confidence and cost."""
+    escalations: list[Escalation] = Field(default_factory=list)
+    unverified: str | None = None
+    """Why a weak answer was kept without a stronger check (``no higher step``, ``budget: ...``,
+    ``llm failed: ...``); ``None`` when the answer met the threshold."""
+    deduplicated: bool = False
+    """The same input appeared earlier in the batch; this is that item's result (no extra call)."""
+    routed: str | None = None
+    """Why the item skipped the cheap steps up front (``route_long_chars``, ``route_non_latin``)."""
+    waiting: Approval | None = None
+    """The item is parked: its next step waits for a person's approval (the id is set by the subtask)."""
+
+    _stored = field_validator("output", mode="before")(stored_output)
+
+    @property
+    def ok(self) -> bool:
+        return self.output is not None

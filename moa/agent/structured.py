@@ -1,34 +1,38 @@
 """Structured output: constrained decoding → pydantic validation → one repair → typed error.
 
-Every model answer that moa uses as data goes through :func:`generate_structured`. The backend
-is asked to constrain decoding with the output type's JSON schema; the text is validated by
-pydantic; on failure the model gets one repair attempt that shows it the validation error; if
-that fails too, a :class:`RunError` with code ``INVALID_OUTPUT`` is raised (the raw text is kept
-in its details). Nothing downstream ever sees a value of the wrong type.
+Every model answer that moa uses as data goes through :func:`generate_structured`, whose calls go
+through the run context's door (:meth:`moa.agent.context.RunContext.call`). The backend is asked
+to constrain decoding with the output type's JSON schema; the text is validated by pydantic; on failure the model gets one repair attempt that shows it the validation error; if
+that fails too, :class:`~moa.errors.InvalidOutput` is raised with the raw answers (``outputs``) and
+the usage of both calls. Nothing downstream ever sees a value of the wrong type.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from moa.errors import ErrorCode, RunError
-from moa.models.base import GenerateRequest, Generation, Message, ModelBackend
-from moa.usage import Usage
+from moa.errors import ErrorCode, InvalidOutput
+from moa.models.base import GenerateRequest, Generation, Message
+
+if TYPE_CHECKING:
+    from moa.agent.calls import Purpose
+    from moa.agent.context import RunContext
+    from moa.routing.policy import Step
 
 T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass
 class Structured(Generic[T]):
-    """A validated value, the generation it came from, and the usage of every call made."""
+    """A validated value and the generation it came from (the calls' usage is in the open
+    :class:`~moa.agent.calls.CallScope`)."""
 
     value: T
     generation: Generation
-    usage: list[Usage] = field(default_factory=list)
     repaired: bool = False
 
 
@@ -40,24 +44,6 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     agents ask for the same decode model's schema for every item.
     """
     return model.model_json_schema()
-
-
-def usage_of(backend: ModelBackend, gen: Generation, *, tier: str | None, agent: str | None, subtask: str | None, purpose: str) -> Usage:
-    """The accounting record of one call, priced with the backend's $/1k tokens."""
-    prompt_price, completion_price = backend.price_per_1k
-    return Usage(
-        model=backend.spec,
-        tier=tier,
-        prompt_tokens=gen.prompt_tokens,
-        completion_tokens=gen.completion_tokens,
-        latency_s=gen.latency_s,
-        cost=0.0 if gen.cached else (gen.prompt_tokens * prompt_price + gen.completion_tokens * completion_price) / 1000,
-        cached=gen.cached,
-        retries=gen.retries,
-        agent=agent,
-        subtask=subtask,
-        purpose=purpose,
-    )
 
 
 def _validate(output_type: type[T], text: str) -> T:
@@ -81,32 +67,37 @@ def _repair_request(request: GenerateRequest, bad: str, error: str) -> GenerateR
 
 
 async def generate_structured(
-    backend: ModelBackend,
+    ctx: RunContext,
+    step: Step | str,
     request: GenerateRequest,
     output_type: type[T],
     *,
-    tier: str | None = None,
-    agent: str | None = None,
-    subtask: str | None = None,
-    purpose: str = "agent",
+    purpose: Purpose = "agent",
+    ask_as: str | None = None,
+    reason: str | None = None,
 ) -> Structured[T]:
-    """Generate a value of ``output_type`` (see module docstring for the policy)."""
-    if request.json_schema is None and (await backend.acapabilities()).json_schema:
-        request = request.model_copy(update={"json_schema": schema_of(output_type)})
-    gen = await backend.agenerate(request)
-    usage = [usage_of(backend, gen, tier=tier, agent=agent, subtask=subtask, purpose=purpose)]
-    try:
-        return Structured(_validate(output_type, gen.text), gen, usage)
-    except ValidationError as first:
-        error = _short(first)
-    repair = await backend.agenerate(_repair_request(request, gen.text, error))
-    usage.append(usage_of(backend, repair, tier=tier, agent=agent, subtask=subtask, purpose="repair"))
-    try:
-        return Structured(_validate(output_type, repair.text), repair, usage, repaired=True)
-    except ValidationError as second:
-        raise RunError(
-            ErrorCode.INVALID_OUTPUT,
-            f"{backend.spec} returned output that does not match {output_type.__name__} after one repair "
-            f"attempt ({_short(second)}); try a larger model for this tier (MOA_SLM / MOA_LLM)",
-            details={"outputs": [gen.text[:2000], repair.text[:2000]], "usage": [u.model_dump() for u in usage]},
-        ) from second
+    """Generate a value of ``output_type`` on ``step`` through the run's door (see the module docstring).
+
+    Raises:
+        InvalidOutput: no valid value after the repair (``outputs``: the raw answers; ``usage``: both calls).
+    """
+    step = ctx.step(step) if isinstance(step, str) else step
+    with ctx.scope() as scope:
+        if request.json_schema is None and (await ctx.backend_for(step).acapabilities()).json_schema:
+            request = request.model_copy(update={"json_schema": schema_of(output_type)})
+        gen = await ctx.call(step, request, purpose=purpose, ask_as=ask_as, reason=reason)
+        try:
+            return Structured(_validate(output_type, gen.text), gen)
+        except ValidationError as first:
+            error = _short(first)
+        repair = await ctx.call(step, _repair_request(request, gen.text, error), purpose="repair", ask_as=ask_as, reason=reason)
+        try:
+            return Structured(_validate(output_type, repair.text), repair, repaired=True)
+        except ValidationError as second:
+            raise InvalidOutput(
+                ErrorCode.INVALID_OUTPUT,
+                f"{ctx.backend_for(step).spec} returned output that does not match {output_type.__name__} after one repair "
+                f"attempt ({_short(second)}); try a larger model for this tier (MOA_SLM / MOA_LLM)",
+                details={"outputs": [gen.text[:2000], repair.text[:2000]]},
+                usage=scope.usage,
+            ) from second

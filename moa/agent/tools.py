@@ -23,23 +23,20 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
+from moa.agent.calls import tool_approval
 from moa.agent.context import RunContext
-from moa.agent.structured import usage_of
+from moa.agent.results import ToolCallRecord
 from moa.errors import ErrorCode, MoaError, UserError
-from moa.models.base import GenerateRequest, Generation, Message, ModelBackend, ToolCall, ToolSpec
+from moa.models.base import GenerateRequest, Generation, Message, ToolCall, ToolSpec
 from moa.routing.approvals import AwaitingApproval
-from moa.usage import Usage
+from moa.routing.policy import Step
 
 if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
 
     from moa.agent.base import Agent
-    from moa.agent.results import ToolCallRecord
 
 ToolFn = Callable[[RunContext, BaseModel], Awaitable[Any]]
-ToolGate = Callable[["Tool", ToolCall], bool]
-"""Decides a call before it runs: ``True`` run it, ``False`` refuse it (a person denied it);
-raises :class:`moa.approvals.AwaitingApproval` while the decision is not known."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +103,18 @@ def tool(
 
 
 def agent_tool(agent: Agent) -> Tool:  # type: ignore[type-arg]
-    """Expose an agent as a tool (arguments: the agent's input model)."""
+    """Expose an agent as a tool (arguments: the agent's input model).
+
+    The agent runs inside the calling step's scope: its model calls go through the same door with
+    the outer run's budget and approvals, and its usage and tool calls count as the calling step's.
+    When one of its steps or tools waits for a person, the calling item waits too."""
 
     async def call(ctx: RunContext, args: BaseModel) -> Any:
         run = await agent.run(ctx, args)
+        if run.waiting is not None:
+            raise AwaitingApproval(run.waiting)
         if run.error:
-            return {"error": run.error}
+            return {"error": run.error.message, "code": str(run.error.code)}
         return run.output
 
     return Tool(agent.name, agent.description, agent.input_type, call)
@@ -148,64 +151,64 @@ def as_langchain_tool(agent: Agent, ctx: RunContext) -> StructuredTool:  # type:
 
 async def run_tool_loop(
     ctx: RunContext,
-    backend: ModelBackend,
+    step: Step | str,
     messages: list[Message],
     tools: Sequence[Tool],
     *,
-    tier: str | None,
-    agent: str | None,
-    subtask: str | None,
     max_rounds: int = 3,
     max_tokens: int = 128,
-    gate: ToolGate | None = None,
-) -> tuple[list[Message], list[ToolCallRecord], list[Usage]]:
-    """Let the model call ``tools`` until it stops asking (or ``max_rounds``).
+) -> list[Message]:
+    """Let the model of ``step`` call ``tools`` until it stops asking (or ``max_rounds``).
 
-    Returns the extended conversation, a record of every call (executed or refused), and usage.
-    ``gate`` decides each allowed call first; the calls of a round are all decided before any of
-    them runs, so a call waiting for approval never leaves its siblings half done.
+    Returns the extended conversation; every call (executed or refused) is recorded in the open
+    :class:`~moa.agent.calls.CallScope`'s ``tool_calls``, and the model calls' usage in its ``usage``.
+    A tool call that an approval rule gates waits for a person (the calls of a round are all
+    decided before any of them runs, so a call waiting for approval never leaves its siblings half
+    done); a denied or unknown call is refused and the model is told why.
     """
-    from moa.agent.results import ToolCallRecord
-
     allowed = {t.name: t for t in tools}
     specs = [t.spec() for t in tools]
-    records: list[ToolCallRecord] = []
-    usage: list[Usage] = []
-    for _ in range(max_rounds):
-        try:
-            gen: Generation = await backend.agenerate(GenerateRequest(messages=messages, tools=specs, max_tokens=max_tokens))
-        except MoaError as exc:  # keep what the earlier rounds cost
-            exc.details.setdefault("usage", [u.model_dump() for u in usage])
-            raise
-        usage.append(usage_of(backend, gen, tier=tier, agent=agent, subtask=subtask, purpose="tool"))
-        if not gen.tool_calls:
-            break
-        messages = [*messages, Message(role="assistant", content=gen.text, tool_calls=tuple(gen.tool_calls))]
-        try:
-            denied = {i for i, c in enumerate(gen.tool_calls) if gate is not None and c.name in allowed and not gate(allowed[c.name], c)}
-        except AwaitingApproval as wait:  # keep what the rounds so far cost
-            raise AwaitingApproval(wait.approval, usage) from None
-        for position, call in enumerate(gen.tool_calls):
-            chosen = allowed.get(call.name)
-            if position in denied:
-                error = UserError(ErrorCode.TOOL_REFUSED, f"a person denied the call of tool {call.name!r}; not executed")
-                records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.to_dict()))
-                content = json.dumps({"error": error.message})
-            elif chosen is None:
-                error = UserError(
-                    ErrorCode.TOOL_REFUSED,
-                    f"tool {call.name!r} is not on the allowlist of agent {agent!r} (allowed: {', '.join(sorted(allowed)) or 'none'}); not executed",
-                )
-                records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.to_dict()))
-                content = json.dumps({"error": error.message})
-            else:
-                try:
-                    value = await chosen.call(ctx, call.arguments)
-                    records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=value))
-                    content = json.dumps(value)
-                except (ValidationError, MoaError) as exc:
-                    err = exc.to_dict() if isinstance(exc, MoaError) else {"code": str(ErrorCode.INVALID_INPUT), "message": str(exc)}
-                    records.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, error=err))
-                    content = json.dumps({"error": err["message"]})
-            messages = [*messages, Message(role="tool", content=content, tool_call_id=call.id)]
-    return messages, records, usage
+    with ctx.scope() as scope:
+        for _ in range(max_rounds):
+            gen: Generation = await ctx.call(step, GenerateRequest(messages=messages, tools=specs, max_tokens=max_tokens), purpose="tool")
+            if not gen.tool_calls:
+                break
+            messages = [*messages, Message(role="assistant", content=gen.text, tool_calls=tuple(gen.tool_calls))]
+            denied = {i for i, c in enumerate(gen.tool_calls) if c.name in allowed and not _decide(ctx, allowed[c.name], c)}
+            for position, call in enumerate(gen.tool_calls):
+                chosen = allowed.get(call.name)
+                if position in denied:
+                    error = UserError(ErrorCode.TOOL_REFUSED, f"a person denied the call of tool {call.name!r}; not executed")
+                    scope.tool_calls.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.info()))
+                    content = json.dumps({"error": error.message})
+                elif chosen is None:
+                    error = UserError(
+                        ErrorCode.TOOL_REFUSED,
+                        f"tool {call.name!r} is not on the allowlist of agent {scope.agent!r} (allowed: {', '.join(sorted(allowed)) or 'none'}); not executed",
+                    )
+                    scope.tool_calls.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.info()))
+                    content = json.dumps({"error": error.message})
+                else:
+                    try:
+                        with ctx.scope() as inner:  # a nested agent's own tool calls are listed after this one
+                            value = await chosen.call(ctx, call.arguments)
+                        scope.tool_calls.insert(len(scope.tool_calls) - len(inner.tool_calls), ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=value))
+                        content = json.dumps(value)
+                    except (ValidationError, MoaError) as exc:
+                        err = exc.info() if isinstance(exc, MoaError) else UserError(ErrorCode.INVALID_INPUT, str(exc)).info()
+                        scope.tool_calls.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, error=err))
+                        content = json.dumps({"error": err.message})
+                messages = [*messages, Message(role="tool", content=content, tool_call_id=call.id)]
+    return messages
+
+
+def _decide(ctx: RunContext, tool: Tool, call: ToolCall) -> bool:
+    """``True``: run the call; ``False``: a person denied it. Raises
+    :class:`~moa.routing.approvals.AwaitingApproval` while the decision is not known."""
+    approval = tool_approval(ctx, tool.name, call.arguments, approve_flag=tool.approve, side_effects=tool.side_effects)
+    if approval is None:
+        return True
+    decided = ctx.decisions.get(approval)
+    if decided is None:
+        raise AwaitingApproval(approval)
+    return decided

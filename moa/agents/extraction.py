@@ -34,9 +34,7 @@ from typing import Literal, Self, TypeVar
 import structlog
 from pydantic import BaseModel, Field, create_model, model_validator
 
-from moa import Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, generate_structured
-from moa.agent.structured import schema_of
-from moa.settings import Tier
+from moa.kit import Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, Tier, generate_structured, schema_of
 
 log = structlog.get_logger(__name__)
 
@@ -219,9 +217,9 @@ M = TypeVar("M", bound=BaseModel)
 async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tier = "slm") -> M:
     """Fill ``schema`` (a pydantic model) from ``text``: constrained decoding, validation, one repair.
 
-    Raises :class:`moa.RunError` (``INVALID_OUTPUT``) when the model cannot produce a valid value.
+    Raises :class:`moa.kit.InvalidOutput` when the model cannot produce a valid value.
     """
-    backend = ctx.models.tier(tier)
+    backend = ctx.backend_for(ctx.step(tier))
     schema_text = json.dumps(schema_of(schema))
     if (await backend.acapabilities()).chat:
         request = GenerateRequest(
@@ -233,7 +231,8 @@ async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tie
         )
     else:
         request = GenerateRequest(prompt=f"JSON schema: {schema_text}\n\nText: {' '.join(text.split())}\n\nJSON: ", max_tokens=400)
-    result = await generate_structured(backend, request, schema, tier=tier, agent="extraction", purpose="extract")
+    with ctx.scope(agent="extraction"):
+        result = await generate_structured(ctx, tier, request, schema, purpose="extract")
     return result.value
 
 

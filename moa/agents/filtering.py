@@ -19,8 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from moa import Capabilities, Generation, Message, ModelAgent
-from moa.learning.store import Example
+from moa.kit import Capabilities, Example, Generation, Message, ModelAgent
 
 _SPAM_SHOTS = (
     ("WINNER!! You have won a £1000 prize. Call 09061701461 now to claim.", True),

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from moa import FunctionAgent, RunContext
-from moa.memory.chroma import Passage
+from moa.kit import FunctionAgent, Passage, RunContext
 
 
 class RetrievalInput(BaseModel):

@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
-from moa import Capabilities, Generation, Message, ModelAgent
-from moa.learning.store import Example
+from moa.kit import Capabilities, Example, Generation, Message, ModelAgent
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
 

@@ -126,7 +126,7 @@ def render_handoff(handoff: Sequence[Handoff]) -> None:
         table.add_column(col, overflow="fold")
     for h in handoff:
         tries = "; ".join(
-            f"{a.step}: " + (f"{a.error.get('code')}" if a.error else f"{_short(str(a.output.model_dump() if a.output else None), 60)}")
+            f"{a.step}: " + (f"{a.error.code}" if a.error else f"{_short(str(a.output.model_dump() if a.output else None), 60)}")
             for a in h.attempts
         )
         table.add_row(h.subtask, escape(_short(h.item, 60)), escape(h.reason), escape(tries))

@@ -17,8 +17,8 @@ from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.learning.labelled import parse_label_map
 from moa.routing.policy import Step
-from moa.workflow.catalog import agent_catalog, get_agent
 from moa.settings import load_settings
+from moa.workflow.catalog import agent_catalog, get_agent
 
 OptionList = Annotated[Optional[list[str]], typer.Option("--option", help="Agent option KEY=VALUE (e.g. criterion=spam, labels=positive,negative).")]
 LabelMap = Annotated[Optional[str], typer.Option("--label-map", help="Map raw labels, e.g. 0=negative,1=positive.")]

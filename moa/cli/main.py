@@ -15,9 +15,9 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from moa.agent.context import Event, RunContext
 from moa.cli import eval as cli_eval
 from moa.cli import learn as cli_learn
-from moa.agent.context import Event, RunContext
 from moa.cli.approvals import Answers, render_handoff, render_pending
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
@@ -25,12 +25,12 @@ from moa.learning.store import learned_summary
 from moa.logs import configure_logging
 from moa.models.registry import Models
 from moa.routing.policy import threshold_for
+from moa.settings import Settings, load_settings
 from moa.workflow.catalog import agent_catalog, builtin_graphs, get_graph
 from moa.workflow.driver import apending, aresume, arun
 from moa.workflow.report import item_table
 from moa.workflow.results import RunResult
 from moa.workflow.view import RunView, list_runs, load_view
-from moa.settings import Settings, load_settings
 
 app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run small models in parallel, account.", no_args_is_help=True)
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
@@ -182,7 +182,7 @@ def _render(result: RunResult) -> None:
         highlight=False,
     )
     for e in result.errors:
-        line = f"in {e.get('subtask')}: [{e.get('code')}] {e.get('message')}"
+        line = f"in {e.subtask}: [{e.code}] {e.message}"
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
     if result.handoff:
         render_handoff(result.handoff)
@@ -283,10 +283,18 @@ def _execute(
     """Run (or resume) with a live progress table on a terminal; answer approvals as ``answers``
     says; print the result; exit with its code (4: waiting, 5: needs a person).
     On Ctrl-C, the finished items are written to ``output`` (or ``moa-<run_id>.partial.json``)."""
-    ctx: RunContext | None = None
+    interrupted: list[RunResult] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind == "run_interrupted":
+            interrupted.append(event.data["result"])
+        elif progress is not None:
+            progress(event)
+
+    progress: _Progress | None = None
     try:
         progress = _Progress() if err.is_terminal and not as_json else None
-        ctx = RunContext.create(settings, on_event=progress)
+        ctx = RunContext.create(settings, on_event=on_event)
         job = _closing(ctx, _answering(ctx, start, answers or Answers(), progress))
         if progress is not None:
             with Live(progress.table(), console=err, refresh_per_second=4, transient=True) as live:
@@ -300,7 +308,7 @@ def _execute(
         _fail(exc, as_json)
         return
     except KeyboardInterrupt:
-        partial: RunResult | None = ctx.partial if ctx is not None else None
+        partial = interrupted[-1] if interrupted else None
         if partial is None:
             err.print("[yellow]interrupted[/] before any result", highlight=False)
             raise typer.Exit(130) from None
@@ -312,7 +320,7 @@ def _execute(
     if as_json:
         out.print_json(result.model_dump_json(), highlight=False)
         for e in result.errors:
-            err.print(f"error in {e.get('subtask')}: [{e.get('code')}] {e.get('message')}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"error in {e.subtask}: [{e.code}] {e.message}", markup=False, highlight=False, soft_wrap=True)
         if result.pending:
             err.print(f"waiting for approval: {', '.join(a.id for a in result.pending)}; answer with: moa resume {result.run_id} --approve ID|all --deny ID|all", markup=False, highlight=False, soft_wrap=True)
     else:
@@ -426,7 +434,7 @@ def _render_view(view: RunView) -> None:
         )  # fmt: skip
     out.print(table)
     if r.error:
-        line = f"[{r.error.get('code') or r.error.get('type')}] {r.error.get('message')}"
+        line = f"[{r.error.code}] {r.error.message}"
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
     if r.status in ("interrupted", "error"):
         out.print(f"continue it with: moa resume {r.run_id}", highlight=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from moa.errors import ErrorCode, UserError
+from moa.errors import ErrorCode, ErrorInfo, UserError
 from moa.files import atomic_write
 from moa.usage import Usage
 
@@ -100,7 +100,7 @@ class StepRecord(BaseModel):
     prediction: Any = None
     confidence: float | None = None
     raw_confidence: float | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     usage: list[Usage] = Field(default_factory=list)
     used: bool = True
     """The cascade (at the eval's threshold) used this step; ``False``: answered for the sweep only."""
@@ -116,7 +116,7 @@ class ItemRecord(BaseModel):
     answered_by: str | None = None
     escalated: bool = False
     unverified: str | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     attempts: list[StepRecord] = Field(default_factory=list)
     usage: list[Usage] = Field(default_factory=list)
     """Calls the cascade (or graph) made for this item."""

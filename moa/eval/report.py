@@ -77,7 +77,7 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
     config = meta.config
     labels = meta.labels
     scores = score(config.kind, [r.prediction for r in records], [r.gold for r in records], labels)
-    codes = Counter(str(r.error.get("code")) for r in records if r.error and r.prediction is None)
+    codes = Counter(str(r.error.code) for r in records if r.error and r.prediction is None)
     sessions = [s for s in meta.sessions if s.items]
     wall = sum(s.seconds for s in sessions)
     seconds = [r.seconds for r in records]

@@ -25,7 +25,7 @@ from moa.agent.base import Agent
 from moa.agent.context import RunContext
 from moa.agent.learn import task_for
 from moa.agent.model import ModelAgent
-from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.errors import ErrorCode, ErrorInfo, MoaError, RunError, UserError
 from moa.eval import shots as demos
 from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, resolve
 from moa.eval.records import Demonstrations, EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
@@ -205,7 +205,7 @@ async def aevaluate(prepared: Prepared, out: Path, *, ctx: RunContext, memory: M
     setup = time.perf_counter()
     run_ctx = await _index_corpus(prepared, ctx, out, memory) if todo else ctx  # before the clock: indexing is not per item
     setup_seconds = round(time.perf_counter() - setup, 3)
-    stop: dict[str, Any] = {}
+    stop: list[ErrorInfo] = []
     finished = 0
     started, started_at = time.perf_counter(), time.time()
     target = prepared.target
@@ -221,9 +221,9 @@ async def aevaluate(prepared: Prepared, out: Path, *, ctx: RunContext, memory: M
             try:
                 record = await target(run_ctx, example)
             except MoaError as exc:  # e.g. an item whose options the agent refuses: record it, go on
-                record = ItemRecord(id=example.id, gold=example.gold, error=exc.to_dict())
-            if record.error and record.prediction is None and record.error.get("code") in STOP_CODES:
-                stop.update(record.error)
+                record = ItemRecord(id=example.id, gold=example.gold, error=exc.info())
+            if record.error and record.prediction is None and record.error.code in STOP_CODES:
+                stop.append(record.error)
                 return
             store.append(record)
             done[record.id] = record
@@ -246,8 +246,8 @@ async def aevaluate(prepared: Prepared, out: Path, *, ctx: RunContext, memory: M
         report = write_report(out, meta, records) if records else None
     if stop:
         raise RunError(
-            ErrorCode(stop["code"]),
-            f"{stop.get('message', 'the model failed')}; the eval stopped: {len(records)} of {total} items are kept in {store.results} "
+            stop[0].code,
+            f"{stop[0].message}; the eval stopped: {len(records)} of {total} items are kept in {store.results} "
             "— fix the model (see `moa models`) and run the same command again to continue",
             details={"done": len(records), "total": total, "out": str(out)},
         )

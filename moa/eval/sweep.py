@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from moa.agent.cascade import weakness
-from moa.agent.results import AgentRun
+from moa.agent.results import Attempt
 from moa.eval.metrics import classification_scores
 from moa.eval.records import ItemRecord, StepRecord
 from moa.learning.calibration import Bin, expected_calibration_error, reliability
@@ -39,8 +39,7 @@ class Outcome:
 
 
 def _weak(attempt: StepRecord, threshold: float | None) -> bool:
-    run = AgentRun(error=attempt.error) if attempt.error else AgentRun()
-    return weakness(run, attempt.confidence, threshold) is not None
+    return weakness(Attempt(step=attempt.step, model=attempt.model, error=attempt.error, confidence=attempt.confidence), threshold) is not None
 
 
 def replay(attempts: Sequence[StepRecord], n_steps: int, threshold: float | None) -> Outcome | None:

@@ -22,7 +22,7 @@ from moa.agent.context import RunContext
 from moa.agent.learn import classifier
 from moa.agent.model import ModelAgent
 from moa.agent.results import AgentRun, Attempt
-from moa.errors import ErrorCode, MoaError, UserError
+from moa.errors import ErrorCode, ErrorInfo, MoaError, UserError
 from moa.eval.datasets import Example, Kind
 from moa.eval.records import ItemRecord, StepRecord
 from moa.eval.shots import group_of
@@ -81,7 +81,7 @@ def is_graph(target: str, agents: Mapping[str, Agent[Any, Any]]) -> bool:
     )
 
 
-def _error_of(run: AgentRun) -> dict[str, Any] | None:
+def _error_of(run: AgentRun) -> ErrorInfo | None:
     return run.error if run.output is None else None
 
 
@@ -127,8 +127,9 @@ class AgentTarget:
         if self.sweep and isinstance(self.agent, ModelAgent):
             attempts = []
             for step in self.steps:
-                run, attempt = await self.agent.attempt(ctx, step, data, None)
-                attempts.append(_step_record(self.kind, self.agent, data, attempt, run.usage))
+                with ctx.scope() as scope:
+                    attempt = await self.agent.attempt(ctx, step, data)
+                attempts.append(_step_record(self.kind, self.agent, data, attempt, scope.usage))
             record = ItemRecord(id=example.id, gold=example.gold, attempts=attempts, shots=len(self.drawn_for(example)))
             return settle(record, len(self.steps), self.threshold).model_copy(update={"seconds": round(time.perf_counter() - started, 4)})
         run = await self.agent.run(ctx, data)
@@ -184,7 +185,7 @@ class GraphTarget:
         try:
             result = await arun(example.text, graph=self.graph, context=ctx, agents=self.agents)
         except MoaError as exc:
-            return ItemRecord(id=example.id, gold=example.gold, error=exc.to_dict(), seconds=round(time.perf_counter() - started, 4))
+            return ItemRecord(id=example.id, gold=example.gold, error=exc.info(), seconds=round(time.perf_counter() - started, 4))
         error = result.errors[0] if result.answer is None and result.errors else None
         return ItemRecord(
             id=example.id,

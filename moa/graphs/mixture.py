@@ -19,14 +19,25 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from moa import GenerateRequest, Message, RunError, UserError
-from moa.agent.structured import usage_of
-from moa.errors import ErrorCode
-from moa.routing.policy import Step
-from moa.workflow.plan import Plan, Subtask
-from moa.workflow.planner import PlannerInfo
-from moa.workflow.results import ItemResult, SubtaskResult
-from moa.workflow.state import RunDeps, RunGraph, RunState
+from moa.kit import (
+    AgentRun,
+    ApprovalDenied,
+    ErrorCode,
+    GenerateRequest,
+    ItemResult,
+    Message,
+    MoaError,
+    Plan,
+    PlannerInfo,
+    RunContext,
+    RunDeps,
+    RunGraph,
+    RunState,
+    Subtask,
+    SubtaskResult,
+    Usage,
+    UserError,
+)
 
 
 class Proposer(BaseModel):
@@ -67,10 +78,12 @@ def _question(state: RunState) -> str:
 
 
 async def _ask(
-    deps: RunDeps, model: str, question: str, previous: Sequence[str], *, style: str, temperature: float, aggregate: bool, seed: int | None = None
-) -> tuple[str, Any]:
-    """One answer from ``model`` (chat or completion prompt, chosen from its capabilities)."""
-    backend = deps.ctx.backend_for(Step(model, deps.ctx.settings.tier_spec(model) if model in ("slm", "llm") else model))  # type: ignore[arg-type]
+    ctx: RunContext, model: str, question: str, previous: Sequence[str], *, style: str, temperature: float, aggregate: bool, ask_as: str, seed: int | None = None
+) -> tuple[str, str]:
+    """One answer from ``model`` (chat or completion prompt, chosen from its capabilities), and the
+    spec of the model that gave it."""
+    step = ctx.step(model)
+    backend = ctx.backend_for(step)
     caps = await backend.acapabilities()
     shown = "\n".join(f"{n}. {text}" for n, text in enumerate(previous, 1))
     if caps.chat:
@@ -85,35 +98,44 @@ async def _ask(
             lines.append(("Answers to combine:\n" if aggregate else "Other answers:\n") + shown)
         lines += [f"Question: {question}", "Best combined answer:" if aggregate else "Answer:"]
         request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["Question:"])
-    gen = await backend.agenerate(request.model_copy(update={"seed": seed}))
+    purpose = "aggregate" if aggregate else "propose"
+    gen = await ctx.call(step, request.model_copy(update={"seed": seed}), purpose=purpose, ask_as=ask_as, reason=f"{purpose} on {model} ({backend.spec})")
     text = gen.text.strip()
-    return (text.split("\n\n")[0].strip() if not caps.chat else text), (backend, gen)  # a base model's answer: its first paragraph
+    return (text.split("\n\n")[0].strip() if not caps.chat else text), backend.spec  # a base model's answer: its first paragraph
 
 
 def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
     async def layer(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
-        deps = runtime.context
+        ctx = runtime.context.ctx
         question = _question(state)
         previous = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{index - 1}p") for i in r.items if i.output is not None and i.output.text]  # type: ignore[attr-defined]
+        denied: dict[str, ApprovalDenied] = {}
+        for n, p in enumerate(proposers, 1):  # approvals one after another, before the proposers run side by side
+            try:
+                ctx.approve(p.model, ask_as=f"L{index}p{n}", purpose="propose", reason=f"propose an answer on {p.model}")
+            except ApprovalDenied as exc:
+                denied[f"L{index}p{n}"] = exc
 
-        async def one(n: int, p: Proposer) -> tuple[SubtaskResult, list[Any]]:
+        async def one(n: int, p: Proposer) -> tuple[SubtaskResult, list[Usage]]:
             sid = f"L{index}p{n}"
             started = time.perf_counter()
-            deps.ctx.emit("subtask_started", sid, agent="proposer", items=1)
-            try:
-                text, (backend, gen) = await _ask(
-                    deps, p.model, question, previous, style=p.style, temperature=p.temperature, aggregate=False, seed=index * 100 + n
-                )
-            except (RunError, UserError) as exc:
-                deps.ctx.emit("subtask_done", sid, status="failed")
-                item = ItemResult(item=question, error=exc.to_dict())
-                return SubtaskResult(id=sid, agent="proposer", status="failed", items=[item], reason=exc.message), []
-            usage = usage_of(backend, gen, tier=p.model, agent="proposer", subtask=sid, purpose="propose")
-            deps.ctx.budget.add([usage])
-            deps.ctx.emit("subtask_done", sid, status="ok")
-            item = ItemResult(item=question, output=Proposal(text=text, model=backend.spec), answered_by=p.model)
-            result = SubtaskResult(id=sid, agent="proposer", status="ok", items=[item], seconds=round(time.perf_counter() - started, 3), models=[backend.spec])
-            return result, [usage]
+            ctx.emit("subtask_started", sid, agent="proposer", items=1)
+            with ctx.scope(subtask=sid, agent="proposer") as scope:
+                try:
+                    if sid in denied:
+                        raise denied[sid]
+                    text, spec = await _ask(
+                        ctx, p.model, question, previous, style=p.style, temperature=p.temperature, aggregate=False, ask_as=sid, seed=index * 100 + n
+                    )
+                except MoaError as exc:
+                    ctx.emit("subtask_done", sid, status="failed")
+                    item = ItemResult(item=question, run=AgentRun(error=exc.info()))
+                    status = "denied" if isinstance(exc, ApprovalDenied) else "failed"
+                    return SubtaskResult(id=sid, agent="proposer", status=status, items=[item], reason=exc.message), scope.usage
+            ctx.emit("subtask_done", sid, status="ok")
+            item = ItemResult(item=question, run=AgentRun(output=Proposal(text=text, model=spec), answered_by=p.model))
+            result = SubtaskResult(id=sid, agent="proposer", status="ok", items=[item], seconds=round(time.perf_counter() - started, 3), models=[spec])
+            return result, scope.usage
 
         done = await asyncio.gather(*(one(n, p) for n, p in enumerate(proposers, 1)))
         return {"results": {r.id: r for r, _ in done}, "usage": [u for _, us in done for u in us]}
@@ -123,16 +145,21 @@ def _layer(index: int, proposers: Sequence[Proposer]) -> Any:
 
 def _aggregator(model: str, layers: int) -> Any:
     async def aggregate(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
-        deps = runtime.context
+        ctx = runtime.context.ctx
         answers = [str(i.output.text) for r in state.get("results", {}).values() if r.id.startswith(f"L{layers}p") for i in r.items if i.output is not None and i.output.text]  # type: ignore[attr-defined]
         if not answers:
             return {"answer": None, "synthesizer": "none: every proposer of the last layer failed"}
-        text, (backend, gen) = await _ask(deps, model, _question(state), answers, style="", temperature=0.0, aggregate=True)
-        usage = usage_of(backend, gen, tier=model, agent="aggregator", subtask="aggregate", purpose="aggregate")
-        deps.ctx.budget.add([usage])
-        item = ItemResult(item=_question(state), output=Proposal(text=text, model=backend.spec), answered_by=model)
-        result = SubtaskResult(id="aggregate", agent="aggregator", status="ok", items=[item], models=[backend.spec])
-        return {"answer": text, "synthesizer": backend.spec, "results": {"aggregate": result}, "usage": [usage]}
+        with ctx.scope(subtask="aggregate", agent="aggregator") as scope:
+            try:
+                text, spec = await _ask(ctx, model, _question(state), answers, style="", temperature=0.0, aggregate=True, ask_as="aggregate")
+            except MoaError as exc:
+                item = ItemResult(item=_question(state), run=AgentRun(error=exc.info()))
+                status = "denied" if isinstance(exc, ApprovalDenied) else "failed"
+                result = SubtaskResult(id="aggregate", agent="aggregator", status=status, items=[item], reason=exc.message)
+                return {"answer": None, "synthesizer": f"none: the aggregator did not run ({exc.message})", "results": {"aggregate": result}, "usage": scope.usage}
+        item = ItemResult(item=_question(state), run=AgentRun(output=Proposal(text=text, model=spec), answered_by=model))
+        result = SubtaskResult(id="aggregate", agent="aggregator", status="ok", items=[item], models=[spec])
+        return {"answer": text, "synthesizer": spec, "results": {"aggregate": result}, "usage": scope.usage}
 
     return aggregate
 

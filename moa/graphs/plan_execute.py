@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from moa.workflow.nodes import compile_plan_execute, make_plan_node, plan_node
-from moa.workflow.plan import Plan
-from moa.workflow.state import RunGraph
+from moa.kit import Plan, RunGraph, compile_plan_execute, make_plan_node, plan_node
 
 
 def build(plan: Plan | None = None) -> RunGraph:

@@ -18,15 +18,24 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from moa import GenerateRequest, Message, RunError, UserError
-from moa.agent.structured import usage_of
-from moa.errors import ErrorCode
-from moa.memory.chroma import Passage
-from moa.routing.policy import Step
-from moa.workflow.plan import Plan, Subtask
-from moa.workflow.planner import PlannerInfo
-from moa.workflow.results import ItemResult, SubtaskResult
-from moa.workflow.state import RunDeps, RunGraph, RunState
+from moa.kit import (
+    AgentRun,
+    ApprovalDenied,
+    ErrorCode,
+    GenerateRequest,
+    ItemResult,
+    Message,
+    Passage,
+    Plan,
+    PlannerInfo,
+    RunDeps,
+    RunError,
+    RunGraph,
+    RunState,
+    Subtask,
+    SubtaskResult,
+    UserError,
+)
 
 UNKNOWN = "I don't know: nothing relevant was found in the memory."
 _CITE = re.compile(r"\[(\d{1,2})\]")
@@ -99,47 +108,55 @@ def _retrieve(k: int, min_score: float) -> Any:
             agent=agent.name,
             status=status,
             items=[ItemResult.of(q, r) for q, r in zip(questions, runs, strict=True)],
-            reason=f"{failed} of {len(runs)} searches failed: {first['message']}" if first else None,
+            reason=f"{failed} of {len(runs)} searches failed: {first.message}" if first else None,
             seconds=round(time.perf_counter() - started, 3),
         )
         deps.ctx.emit("subtask_done", "retrieve", status=status)
-        return {"results": {"retrieve": result}}
+        return {"results": {"retrieve": result}, "usage": [u for r in runs for u in r.usage]}
 
     return retrieve
 
 
 def _answer(model: str) -> Any:
     async def answer(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
-        deps = runtime.context
+        ctx = runtime.context.ctx
         found = state["results"]["retrieve"]
         started = time.perf_counter()
-        deps.ctx.emit("subtask_started", "answer", agent="answer", items=len(found.items))
-        backend = deps.ctx.backend_for(Step(model, deps.ctx.settings.tier_spec(model) if model in ("slm", "llm") else model))  # type: ignore[arg-type]
+        ctx.emit("subtask_started", "answer", agent="answer", items=len(found.items))
+        step = ctx.step(model)
+        backend = ctx.backend_for(step)
         chat = (await backend.acapabilities()).chat
+        denied: ApprovalDenied | None = None
+        asking = sum(1 for i in found.items if i.output is not None and i.output.model_dump()["passages"])
+        if asking:  # one approval for the node, before its calls run side by side
+            try:
+                ctx.approve(step, ask_as="answer", purpose="answer", reason=f"answer {asking} question(s) from retrieved passages with {model} ({backend.spec})")
+            except ApprovalDenied as exc:
+                denied = exc
 
-        async def one(item: ItemResult) -> tuple[ItemResult, list[Any]]:
+        async def one(item: ItemResult) -> ItemResult:
             if item.output is None:
-                return ItemResult(item=item.item, error=item.error), []
+                return ItemResult(item=item.item, run=AgentRun(error=item.error))
             passages = [Passage.model_validate(p) for p in item.output.model_dump()["passages"]]
             if not passages:
-                return ItemResult(item=item.item, output=CitedAnswer(answer=UNKNOWN, known=False)), []
+                return ItemResult(item=item.item, run=AgentRun(output=CitedAnswer(answer=UNKNOWN, known=False)))
+            if denied is not None:
+                return ItemResult(item=item.item, run=AgentRun(error=denied.info()))
             try:
-                gen = await backend.agenerate(_prompt(item.item, passages, chat))
+                gen = await ctx.call(step, _prompt(item.item, passages, chat), purpose="answer", ask_as="answer")
             except RunError as exc:
-                return ItemResult(item=item.item, error=exc.to_dict()), []
-            usage = usage_of(backend, gen, tier=model, agent="answer", subtask="answer", purpose="answer")
-            deps.ctx.budget.add([usage])
+                return ItemResult(item=item.item, run=AgentRun(error=exc.info()))
             text = gen.text.strip() or UNKNOWN
-            return ItemResult(item=item.item, output=CitedAnswer(answer=text, known=True, citations=_cited(text, passages)), answered_by=model), [usage]
+            return ItemResult(item=item.item, run=AgentRun(output=CitedAnswer(answer=text, known=True, citations=_cited(text, passages)), answered_by=model))
 
-        done = await asyncio.gather(*(one(i) for i in found.items))
-        items = [i for i, _ in done]
+        with ctx.scope(subtask="answer", agent="answer") as scope:
+            items = list(await asyncio.gather(*(one(i) for i in found.items)))
         failed = sum(1 for i in items if i.output is None)
         status = "ok" if not failed else ("failed" if failed == len(items) else "partial")
         result = SubtaskResult(id="answer", agent="answer", status=status, items=items, seconds=round(time.perf_counter() - started, 3), models=[backend.spec])
-        deps.ctx.emit("subtask_done", "answer", status=status)
+        ctx.emit("subtask_done", "answer", status=status)
         answers = [f"{i.item}\n{i.output.answer}" if len(items) > 1 else i.output.answer for i in items if isinstance(i.output, CitedAnswer)]
-        return {"results": {"answer": result}, "usage": [u for _, us in done for u in us], "answer": "\n\n".join(answers) or None, "synthesizer": backend.spec}
+        return {"results": {"answer": result}, "usage": scope.usage, "answer": "\n\n".join(answers) or None, "synthesizer": backend.spec}
 
     return answer
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from moa.workflow.nodes import compile_plan_execute, make_plan_node
-from moa.workflow.plan import INPUT, Plan, Subtask
-from moa.workflow.state import RunGraph
+from moa.kit import INPUT, Plan, RunGraph, Subtask, compile_plan_execute, make_plan_node
 
 GATE_STEPS = ("specialist", "slm")
 

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from moa.settings import Settings
     from moa.usage import Usage
 
-ApprovalKind = Literal["subtask", "step", "tool", "plan", "synthesize"]
+ApprovalKind = Literal["subtask", "step", "tool", "plan", "synthesize", "node"]
+"""What waits: a subtask's start, an item's step, a tool call, or a graph node's model call
+(``plan``, ``synthesize``, ``node`` for other graphs' nodes, e.g. ``aggregate``, ``answer``)."""
 
 
 class Approval(BaseModel):
@@ -63,6 +65,8 @@ class Approval(BaseModel):
     @property
     def key(self) -> tuple[str | None, str | None, str]:
         """What the decision is about: (subtask, item, step or tool); the same for every copy of an item."""
+        if self.kind in ("plan", "synthesize", "node"):
+            return None, None, f"{self.kind}:{self.id}"  # one decision per node approval, wherever it is asked
         return self.subtask, self.item, f"tool:{self.tool}" if self.kind == "tool" else (self.step or self.kind)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from moa.errors import ErrorCode, RunError
+from moa.errors import BudgetExceeded, ErrorCode
 from moa.settings import Settings
 from moa.usage import Usage
 
@@ -96,9 +96,9 @@ class Budget:
             return f"escalating to {step} (~${cost:.4f}) would exceed the cost budget (${self.cost:.4f} of ${self.cost_limit:.4f} used)"
         return None
 
-    def error(self) -> RunError:
+    def error(self) -> BudgetExceeded:
         reason = self.exhausted() or self.stopped or "budget reached"
-        return RunError(
+        return BudgetExceeded(
             ErrorCode.BUDGET_EXCEEDED,
             f"not run: {reason}; raise the limit (--budget-tokens / --budget-cost / --budget-seconds) to process the rest",
         )

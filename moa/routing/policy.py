@@ -54,7 +54,8 @@ class Policy:
         return tuple(s for s in self.steps if s.spec is not None)
 
 
-def _tier_or_spec(entry: str, settings: Settings) -> Step:
+def step_of(settings: Settings, entry: str) -> Step:
+    """The step ``entry`` names: ``specialist``, ``slm`` / ``llm`` (the configured tiers) or a model spec (validated, no network call)."""
     if entry == SPECIALIST:
         return Step(SPECIALIST, None)
     if entry in ("slm", "llm"):
@@ -72,7 +73,7 @@ def resolve_cascade(settings: Settings, entries: Sequence[str] | None = None, kn
         if not entry:
             raise UserError(ErrorCode.BAD_CONFIG, "the cascade has an empty step; use e.g. --cascade specialist,slm,llm")
         try:
-            step = Step(entry, entry) if entry in known else _tier_or_spec(entry, settings)
+            step = Step(entry, entry) if entry in known else step_of(settings, entry)
         except UserError as exc:
             raise UserError(
                 ErrorCode.BAD_MODEL_SPEC,

@@ -1,12 +1,12 @@
-"""The Python API: :func:`arun` / :func:`aresume` / :func:`apending` (async core) and :func:`run` /
-:func:`resume` / :func:`pending` (thin sync wrappers).
+"""Driving a run: :func:`arun` / :func:`aresume` / :func:`apending`, the async core of the
+Python API (:mod:`moa.api` adds the sync wrappers).
 
 Every run is durable unless ``durable=False``: it is recorded in the run index and checkpointed
 under its run id after each step and each finished subtask (:mod:`moa.workflow.durable`), so
 :func:`aresume` continues a run that was killed without redoing the subtasks that finished.
 
-A run that needs a person's approval (:mod:`moa.approvals`) returns with status ``waiting`` and
-its ``pending`` approvals; ``aresume(run_id, approve=[...], deny=[...])`` answers them and goes on.
+A run that needs a person's approval (:mod:`moa.routing.approvals`) returns with status ``waiting``
+and its ``pending`` approvals; ``aresume(run_id, approve=[...], deny=[...])`` answers them and goes on.
 """
 
 from __future__ import annotations
@@ -29,23 +29,23 @@ from langgraph.types import Command, Durability
 
 from moa.agent.base import Agent
 from moa.agent.context import EventSink, RunContext, new_run_id
-from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.errors import ErrorCode, ErrorInfo, MoaError, RunError, UserError
 from moa.logs import log_context
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.routing.approvals import Approval, pending_of, resolve_answers, resume_map
 from moa.routing.policy import resolve_cascade
-from moa.workflow.catalog import agent_catalog, builtin_graphs, get_graph
+from moa.settings import Settings, load_settings
+from moa.usage import Usage, summarize
+from moa.workflow.catalog import GraphFile, agent_catalog, builtin_graphs, get_graph
 from moa.workflow.durable import checkpoint_location, load_snapshot, open_checkpointer, translate
-from moa.workflow.catalog import GraphFile
 from moa.workflow.graphfile import is_graph_file
 from moa.workflow.index import RecordStatus, RunIndex, RunRecord, open_index, unknown_run
 from moa.workflow.inputs import check_items, check_task, read_items
+from moa.workflow.langgraph import interrupts_of
 from moa.workflow.plan import Plan
 from moa.workflow.results import Handoff, ItemResult, RunResult, RunStatus, SubtaskResult, _errors, _status, revive_results, summarize_escalations
 from moa.workflow.state import RunDeps
-from moa.settings import Settings, load_settings
-from moa.usage import Usage, summarize
 
 log = structlog.get_logger(__name__)
 Answer = Iterable[str] | bool
@@ -182,19 +182,20 @@ async def _drive(
                 if state is None:
                     durability: Durability | None = "sync" if graph.checkpointer is not None else None  # save each step before the next
                     state = await graph.ainvoke(start, config, context=deps, durability=durability)
-                pending = [a for _, approvals in pending_of(state.get("__interrupt__", [])) for a in approvals]
+                pending = [a for _, approvals in pending_of(interrupts_of(state)) for a in approvals]
                 if pending:
                     state = await _paused_state(graph, ctx.run_id, state, pending)
             except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError):  # Ctrl-C: keep what finished
-                    ctx.partial = _result(
+                if isinstance(exc, asyncio.CancelledError):  # Ctrl-C: hand what finished to the event sink
+                    partial = _result(
                         _journal_state(ctx), ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume, interrupted=True
                     )
+                    ctx.emit("run_interrupted", result=partial)
                     log.warning("run_interrupted", finished_items=len(ctx.journal))
                 error = _translate(exc, settings)
                 if index is not None:
                     failure = error or exc
-                    details = failure.to_dict() if isinstance(failure, MoaError) else {"type": type(exc).__name__, "message": str(exc)}
+                    details = failure.info() if isinstance(failure, MoaError) else ErrorInfo(type=type(exc).__name__, code=ErrorCode.INTERNAL_ERROR, message=str(exc))
                     try:  # answers are saved only at the next pause or the end: on a failure the approvals still wait
                         status: RecordStatus = "error" if isinstance(exc, Exception) else "interrupted"
                         await index.finish(ctx.run_id, status, time.perf_counter() - started, details, pending=answered)
@@ -276,10 +277,6 @@ async def arun(
     )
     try:
         return await _drive(compiled, {"task": task, "items": items}, deps=RunDeps(ctx=ctx, agents=catalog, plan=plan), record=record, resume=False)
-    except asyncio.CancelledError:
-        if context is not None:  # the caller holds the context this run was copied from
-            context.partial = ctx.partial
-        raise
     finally:
         if context is None:
             await ctx.aclose()
@@ -368,10 +365,6 @@ async def aresume(
     deps = RunDeps(ctx=ctx, agents=catalog, plan=record.plan)
     try:
         return await _drive(compiled, None, deps=deps, record=record, resume=True, answers=answers)
-    except asyncio.CancelledError:
-        if context is not None:
-            context.partial = ctx.partial
-        raise
     finally:
         if context is None:
             await ctx.aclose()

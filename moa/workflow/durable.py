@@ -20,14 +20,14 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, MoaError, UserError
+from moa.settings import Settings
+from moa.usage import Usage
 from moa.workflow.index import connect, state_error, state_path
+from moa.workflow.langgraph import RETURN_CHANNEL
 from moa.workflow.plan import Plan
 from moa.workflow.planner import PlannerInfo
 from moa.workflow.results import SubtaskResult
-from moa.settings import Settings
-from moa.usage import Usage
 
-_RETURN = "__return__"  # the channel LangGraph saves a finished task's return value under
 _POSTGRES = ("postgres://", "postgresql://")
 
 
@@ -120,7 +120,7 @@ async def load_snapshot(saver: BaseCheckpointSaver, run_id: str) -> RunSnapshot 
     results = dict(values.get("results") or {})
     usage = list(values.get("usage") or [])
     for _task, channel, value in saved.pending_writes or []:
-        if channel == _RETURN and isinstance(value, dict) and isinstance(value.get("results"), dict):
+        if channel == RETURN_CHANNEL and isinstance(value, dict) and isinstance(value.get("results"), dict):
             for sid, result in value["results"].items():  # a subtask that went on after approval: its last result wins
                 if sid not in results or _status(results[sid]) == "waiting":
                     results[sid] = result

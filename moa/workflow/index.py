@@ -20,7 +20,7 @@ from typing import Any, Literal
 import aiosqlite
 from pydantic import BaseModel
 
-from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.errors import ErrorCode, ErrorInfo, MoaError, RunError, UserError
 from moa.routing.approvals import Approval
 from moa.settings import Settings
 
@@ -64,7 +64,7 @@ class RunRecord(BaseModel):
     pid: int | None = None
     plan: str | None = None
     """The plan the caller gave (JSON), needed to resume a run that stopped before planning."""
-    error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
     pending: list[Approval] = []
     """What the run waits for (status ``waiting``): answer with ``moa resume RUN_ID --approve/--deny``."""
 
@@ -188,13 +188,13 @@ class RunIndex:
         await self._write("UPDATE moa_runs SET status = 'running', attempts = attempts + 1, pid = ?, error = NULL WHERE run_id = ?", (os.getpid(), run_id))
 
     async def finish(
-        self, run_id: str, status: RecordStatus, seconds: float, error: dict[str, Any] | None = None, pending: list[Approval] | None = None
+        self, run_id: str, status: RecordStatus, seconds: float, error: ErrorInfo | None = None, pending: list[Approval] | None = None
     ) -> None:
         """Record how an attempt ended (and what it waits for) and add its wall time."""
         waits = json.dumps([a.model_dump(mode="json") for a in pending]) if pending else None
         await self._write(
             "UPDATE moa_runs SET status = ?, seconds = seconds + ?, error = ?, pending = ?, pid = NULL WHERE run_id = ?",
-            (status, round(seconds, 3), json.dumps(error) if error else None, waits, run_id),
+            (status, round(seconds, 3), error.model_dump_json() if error else None, waits, run_id),
         )
 
     async def get(self, run_id: str) -> RunRecord | None:

@@ -18,7 +18,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,7 +30,6 @@ from moa.agent.structured import generate_structured
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Message
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
-from moa.usage import Usage
 
 AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
 
@@ -46,9 +45,10 @@ class PlannerInfo(BaseModel):
 
 @dataclass
 class PlanOutcome:
+    """A plan and how it was made (the planner's model calls are in the open call scope)."""
+
     plan: Plan
     info: PlannerInfo
-    usage: list[Usage] = field(default_factory=list)
 
 
 class Planner(ABC):
@@ -167,26 +167,28 @@ class LLMPlanner(Planner):
         )
 
     async def plan(self, ctx: RunContext, task: str, agents: AgentMap, *, has_input: bool, reason: str) -> PlanOutcome:
-        backend = ctx.models.tier("llm")
+        step = ctx.step("llm")
+        backend = ctx.backend_for(step)
         prompt = self._prompt(task, agents, has_input)
-        usage: list[Usage] = []
         problems: list[str] = []
-        for attempt in range(2):
-            text = prompt if not problems else prompt + "\nYour previous plan was invalid: " + "; ".join(problems) + "\nFix it.\n"
-            if (await backend.acapabilities()).chat:
-                request = GenerateRequest(messages=[Message(role="user", content=text + "Reply with the plan as JSON.")], max_tokens=1024)
-            else:
-                request = GenerateRequest(prompt=text + "Plan (JSON): ", max_tokens=512)
-            result = await generate_structured(backend, request, Plan, tier="llm", purpose="plan")
-            usage += result.usage
-            problems = plan_problems(result.value, agents)
-            if not problems:
-                return PlanOutcome(result.value, PlannerInfo(name="llm", reason=reason), usage)
+        approval = f"plan the task with the llm tier ({backend.spec})"
+        with ctx.scope() as scope:
+            for _ in range(2):
+                text = prompt if not problems else prompt + "\nYour previous plan was invalid: " + "; ".join(problems) + "\nFix it.\n"
+                if (await backend.acapabilities()).chat:
+                    request = GenerateRequest(messages=[Message(role="user", content=text + "Reply with the plan as JSON.")], max_tokens=1024)
+                else:
+                    request = GenerateRequest(prompt=text + "Plan (JSON): ", max_tokens=512)
+                result = await generate_structured(ctx, step, request, Plan, purpose="plan", ask_as="plan", reason=approval)
+                problems = plan_problems(result.value, agents)
+                if not problems:
+                    return PlanOutcome(result.value, PlannerInfo(name="llm", reason=reason))
         raise UserError(
             ErrorCode.INVALID_PLAN,
             f"the llm tier ({backend.spec}) produced an invalid plan twice: {'; '.join(problems)}; "
             "use a more capable model (MOA_LLM) or the router planner (--planner router)",
-            details={"problems": problems, "usage": [u.model_dump() for u in usage]},
+            details={"problems": problems},
+            usage=scope.usage,
         )
 
 

@@ -4,17 +4,17 @@ subtask, plus a usage summary. Used by the CLI (rich) and available as Markdown.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import BaseModel
 
+from moa.errors import ErrorInfo
 from moa.workflow.results import RunResult, SubtaskResult
 
 
-def brief(output: BaseModel | None, error: dict[str, Any] | None = None, width: int = 60) -> str:
+def brief(output: BaseModel | None, error: ErrorInfo | None = None, width: int = 60) -> str:
     """A one-line view of an agent output."""
     if output is None:
-        return f"error: {error.get('code', '?')}" if error else "-"
+        return f"error: {error.code}" if error else "-"
     data = output.model_dump()
     if "keep" in data:
         text = "passed, unsure" if data.get("unsure") else ("kept" if data["keep"] else "dropped")
@@ -71,5 +71,5 @@ def to_markdown(result: RunResult) -> str:
         f"slm share: {s.slm_call_share:.0%} of calls, {s.slm_token_share:.0%} of tokens.",
     ]
     for err in result.errors:
-        lines.append(f"- error in {err.get('subtask', '?')}: [{err.get('code')}] {err.get('message')}")
+        lines.append(f"- error in {err.subtask or '?'}: [{err.code}] {err.message}")
     return "\n".join(lines) + "\n"

@@ -1,20 +1,9 @@
-"""Escalation policy: which steps an agent's answer may climb, and when it climbs.
+"""What a run produces, in one direction: an :class:`ItemResult` wraps the agent's
+:class:`~moa.agent.results.AgentRun` for one item, a :class:`SubtaskResult` holds a subtask's items,
+a :class:`RunResult` the whole run (plan, results, usage, errors as :class:`~moa.errors.ErrorInfo`).
 
-A *cascade* is an ordered list of steps. Each step is one of
-
-* ``specialist`` — a classifier trained on embeddings (``moa train``); used only when one is
-  trained for the agent and its label set,
-* ``slm`` / ``llm`` — the configured tiers,
-* any model spec (``ollama:qwen2.5:7b``, ``openai:gpt-4o-mini``...).
-
-The default cascade is ``specialist → slm → llm``; steps that resolve to the same model as the
-step before are merged (with the default ``embedded:`` for both tiers, there is one model step).
-
-An answer escalates to the next step when it is *weak*: its confidence is below the agent's
-threshold, it failed validation after the repair, or its model failed. The stronger answer is
-kept; when no stronger answer can be had (no step left, the next model is down, or the budget
-would be exceeded), the weak answer is kept and marked *unverified* with the reason. Every
-attempt stays in the run record with its cost.
+Outputs read back from a checkpoint are revived into their agent's output type in one place,
+:func:`revive_results`.
 """
 
 from __future__ import annotations
@@ -23,15 +12,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, computed_field
 
 from moa.agent.base import Agent
-from moa.agent.results import AgentRun, Attempt, Escalation, StoredOutput, stored_output
-from moa.errors import ErrorCode
+from moa.agent.results import AgentRun, Attempt, Escalation, StoredOutput, ToolCallRecord
+from moa.errors import ErrorCode, ErrorInfo, RunError, UserError
 from moa.routing.approvals import Approval
+from moa.usage import Usage, UsageSummary
 from moa.workflow.plan import Plan
 from moa.workflow.planner import PlannerInfo
-from moa.usage import Usage, UsageSummary
 
 log = structlog.get_logger(__name__)
 
@@ -68,48 +57,62 @@ SubtaskStatus = Literal["ok", "partial", "failed", "skipped", "waiting", "denied
 
 
 class ItemResult(BaseModel):
-    """An agent's result for one item, with how it was reached."""
+    """One item of a subtask: the agent's :class:`~moa.agent.results.AgentRun` for it, and what the
+    workflow decided about it (waiting for approval, handed to a person).
+
+    The run's usage is not repeated here (it is in :attr:`RunResult.usage`); a run with a single
+    attempt keeps no attempts (its output says it all)."""
 
     item: str
-    output: SerializeAsAny[BaseModel] | None = None
-    error: dict[str, Any] | None = None
-    answered_by: str | None = None
-    """Cascade step whose answer was kept (``specialist``, ``slm``, ``llm``, a spec)."""
-    unverified: str | None = None
-    """Why a weak answer was kept without a stronger check."""
-    escalations: list[Escalation] = Field(default_factory=list)
-    attempts: list[Attempt] = Field(default_factory=list)
-    deduplicated: bool = False
-    routed: str | None = None
-    """Why the item skipped the cheap steps up front (e.g. ``long input``)."""
+    run: AgentRun = Field(default_factory=AgentRun)
     waiting: str | None = None
     """The id of the approval this item waits for (its next step needs a person's decision)."""
     handoff: str | None = None
     """Why the item was handed to a person (``on_unsure = "needs_human"``); its weak output is then
-    only in ``attempts``."""
+    only in ``run.attempts``."""
 
     @classmethod
     def of(cls, item: str, run: AgentRun, *, handoff: str | None = None) -> ItemResult:
-        keep = len(run.attempts) > 1 or run.waiting is not None or handoff is not None  # one attempt: the output says it all
-        return cls(
-            item=item,
-            output=None if handoff else run.output,
-            error=run.error,
-            answered_by=None if handoff else run.answered_by,
-            unverified=run.unverified,
-            escalations=run.escalations,
-            attempts=run.attempts if keep else [],
-            deduplicated=run.deduplicated,
-            routed=run.routed,
-            handoff=handoff,
-        )
+        keep = len(run.attempts) > 1 or run.waiting is not None or handoff is not None
+        update: dict[str, Any] = {"usage": [], "waiting": None}
+        if not keep:
+            update["attempts"] = []
+        if handoff:
+            update |= {"output": None, "answered_by": None}
+        return cls(item=item, run=run.model_copy(update=update), handoff=handoff)
 
-    def parked(self, output_type: type[BaseModel]) -> AgentRun:
-        """The parked item as the cascade left it (outputs read back from a checkpoint get ``output_type``)."""
-        attempts = [a.model_copy(update={"output": _revive(a.output, output_type)}) for a in self.attempts]
-        return AgentRun(output=_revive(self.output, output_type), error=self.error, attempts=attempts, escalations=self.escalations, routed=self.routed)
+    @property
+    def output(self) -> BaseModel | None:
+        return self.run.output
 
-    _stored = field_validator("output", mode="before")(stored_output)
+    @property
+    def error(self) -> ErrorInfo | None:
+        return self.run.error
+
+    @property
+    def answered_by(self) -> str | None:
+        """Cascade step whose answer was kept (``specialist``, ``slm``, ``llm``, a spec)."""
+        return self.run.answered_by
+
+    @property
+    def unverified(self) -> str | None:
+        return self.run.unverified
+
+    @property
+    def escalations(self) -> list[Escalation]:
+        return self.run.escalations
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self.run.attempts
+
+    @property
+    def deduplicated(self) -> bool:
+        return self.run.deduplicated
+
+    @property
+    def routed(self) -> str | None:
+        return self.run.routed
 
 
 class SubtaskResult(BaseModel):
@@ -125,11 +128,16 @@ class SubtaskResult(BaseModel):
     """Why the subtask failed, was skipped or denied, or waits."""
     seconds: float = 0.0
     models: list[str] = Field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     handled: dict[str, int] = Field(default_factory=dict)
     """How many items each cascade step answered (``{"slm": 8, "llm": 2}``)."""
     waiting: list[Approval] = Field(default_factory=list)
     """What this subtask waits for (status ``waiting``): its own start, or steps of its items."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tool_calls(self) -> list[ToolCallRecord]:
+        """Every tool call its items' models made, in item order (an agent's calls as a tool included)."""
+        return [c for i in self.items for c in i.run.tool_calls]
 
 
 def merge_results(left: dict[str, SubtaskResult], right: dict[str, SubtaskResult]) -> dict[str, SubtaskResult]:
@@ -142,16 +150,25 @@ def _revive(output: BaseModel | None, output_type: type[BaseModel]) -> BaseModel
 
 
 def revive_results(results: Mapping[str, SubtaskResult], agents: Mapping[str, Agent]) -> dict[str, SubtaskResult]:  # type: ignore[type-arg]
-    """Give outputs read back from a checkpoint (:class:`StoredOutput`) their agent's output type."""
+    """Give outputs read back from a checkpoint (:class:`StoredOutput`) their agent's output type:
+    every item's output and its attempts' outputs. The one place checkpointed outputs come back."""
     revived: dict[str, SubtaskResult] = {}
     for sid, result in results.items():
         agent = agents.get(result.agent)
-        if agent is not None and any(isinstance(i.output, StoredOutput) for i in result.items):
+        stored = any(isinstance(a.output, StoredOutput) for i in result.items for a in (i.run, *i.run.attempts))
+        if agent is not None and stored:
             try:
                 items = [
-                    i.model_copy(update={"output": agent.output_type.model_validate(i.output.model_dump())})
-                    if isinstance(i.output, StoredOutput)
-                    else i
+                    i.model_copy(
+                        update={
+                            "run": i.run.model_copy(
+                                update={
+                                    "output": _revive(i.run.output, agent.output_type),
+                                    "attempts": [a.model_copy(update={"output": _revive(a.output, agent.output_type)}) for a in i.run.attempts],
+                                }
+                            )
+                        }
+                    )
                     for i in result.items
                 ]
                 result = result.model_copy(update={"items": items})
@@ -160,7 +177,20 @@ def revive_results(results: Mapping[str, SubtaskResult], agents: Mapping[str, Ag
         revived[sid] = result
     return revived
 
+
 RunStatus = Literal["ok", "partial", "failed", "stopped", "interrupted", "waiting", "needs_human"]
+
+
+class Handoff(BaseModel):
+    """An item handed to a person (``on_unsure = "needs_human"``): no answer is presented for it."""
+
+    subtask: str
+    agent: str
+    item: str
+    reason: str
+    """Why no step's answer is trusted (``unsure (low_confidence): no higher step``, ``every step failed: ...``)."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """Every step's try, with its output or error, confidence and cost."""
 
 
 class RunResult(BaseModel):
@@ -185,15 +215,15 @@ class RunResult(BaseModel):
     usage: list[Usage] = Field(default_factory=list)
     summary: UsageSummary
     escalations: EscalationSummary = Field(default_factory=EscalationSummary)
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[ErrorInfo] = Field(default_factory=list)
     seconds: float = 0.0
     input_items: int = 0
     resumed: bool = False
-    """This result comes from :func:`aresume` (the run had stopped before)."""
+    """This result comes from :func:`moa.aresume` (the run had stopped before)."""
     reused: list[str] = Field(default_factory=list)
     """Subtasks whose results came from the checkpoint instead of running again."""
     pending: list[Approval] = Field(default_factory=list)
-    """What the run waits for (status ``waiting``); answer with :func:`aresume`."""
+    """What the run waits for (status ``waiting``); answer with :func:`moa.aresume`."""
     handoff: list[Handoff] = Field(default_factory=list)
     """Items handed to a person (status ``needs_human``), with every attempt's output or error."""
 
@@ -204,8 +234,8 @@ class RunResult(BaseModel):
             return 0
         if self.status in ("waiting", "needs_human"):
             return 4 if self.status == "waiting" else 5
-        codes = {e.get("type") for e in self.errors}
-        return 2 if codes == {"UserError"} else 3
+        codes = {e.exit_code for e in self.errors}
+        return UserError.exit_code if codes == {UserError.exit_code} else RunError.exit_code
 
 
 def _status(results: Mapping[str, SubtaskResult]) -> RunStatus:
@@ -217,25 +247,13 @@ def _status(results: Mapping[str, SubtaskResult]) -> RunStatus:
     return "failed"
 
 
-def _errors(results: Mapping[str, SubtaskResult]) -> list[dict[str, Any]]:
-    errors: list[dict[str, Any]] = []
+def _errors(results: Mapping[str, SubtaskResult]) -> list[ErrorInfo]:
+    errors: list[ErrorInfo] = []
     for r in results.values():
         first = next((i.error for i in r.items if i.error), None)
         if first is not None:
-            errors.append({**first, "subtask": r.id})
+            errors.append(first.model_copy(update={"subtask": r.id}))
         elif r.status in ("failed", "skipped", "denied"):
             code = ErrorCode.APPROVAL_DENIED if r.status == "denied" else ErrorCode.SUBTASK_FAILED
-            errors.append({"type": "RunError", "code": str(code), "message": r.reason or r.status, "subtask": r.id})
+            errors.append(RunError(code, r.reason or r.status).info(subtask=r.id))
     return errors
-
-
-class Handoff(BaseModel):
-    """An item handed to a person (``on_unsure = "needs_human"``): no answer is presented for it."""
-
-    subtask: str
-    agent: str
-    item: str
-    reason: str
-    """Why no step's answer is trusted (``unsure (low_confidence): no higher step``, ``every step failed: ...``)."""
-    attempts: list[Attempt] = Field(default_factory=list)
-    """Every step's try, with its output or error, confidence and cost."""

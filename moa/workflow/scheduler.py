@@ -1,23 +1,15 @@
-"""Executing a plan as a LangGraph graph: typed state, reducers, one durable task per subtask.
+"""Executing a plan: every subtask starts as soon as its own dependencies have finished.
 
-State flows ``plan → execute → synthesize``. ``execute`` starts every subtask of the plan as a
-LangGraph ``@task``; each task waits only for its own dependencies, so a slow subtask never delays
-an unrelated chain (a ``Send`` fan-out with a join would wait for the whole superstep). Results
-merge through reducers (nodes never mutate shared state). Run-scoped dependencies
-(:class:`RunDeps`) arrive through LangGraph's ``Runtime`` context.
+Each subtask is one task (a LangGraph ``@task`` when the run is checkpointed); a slow subtask never
+delays an unrelated chain. Durability: with a checkpointer, each finished subtask's result is saved
+the moment it finishes; a resumed run replays ``execute`` and LangGraph hands back the saved
+results of finished subtasks instead of running them again. A task's id depends on the order of
+the calls, so ``execute`` calls them in plan order, never in order of completion.
 
-Durability: with a checkpointer, each finished subtask's result is saved the moment it finishes
-(LangGraph stores a task's return value as a pending write). A resumed run replays ``execute``;
-LangGraph hands back the saved results of finished subtasks instead of running them again. A
-task's id depends on the order of the calls, so ``execute`` calls them in plan order, never in
-order of completion.
-
-Approvals (:mod:`moa.approvals`): a subtask that must wait for a person returns a ``waiting``
-result (saved like any other) instead of running; so does one whose items were parked by a gated
-escalation or tool call. Once nothing else can move, ``execute`` pauses the run with one
-LangGraph ``interrupt`` carrying every pending approval. On resume it replays: saved results come
-back, the interrupt returns the answers, and each fully answered waiting subtask goes on as a
-new task (called in plan order after each pause, so task ids stay stable).
+Approvals (:mod:`moa.routing.approvals`): once nothing else can move, ``execute`` pauses the run
+with one LangGraph ``interrupt`` carrying every pending approval. On resume it replays: saved
+results come back, the interrupt returns the answers, and each fully answered waiting subtask goes
+on as a new task (called in plan order after each pause, so task ids stay stable).
 """
 
 from __future__ import annotations
@@ -27,8 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from langgraph.config import get_config
-from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.errors import GraphInterrupt
 from langgraph.func import task
 from langgraph.runtime import Runtime
@@ -36,6 +26,7 @@ from langgraph.types import interrupt
 
 from moa.errors import ErrorCode, UserError
 from moa.routing.approvals import payload
+from moa.workflow.langgraph import checkpointed
 from moa.workflow.results import SubtaskResult, revive_results
 from moa.workflow.state import RunDeps, RunState
 from moa.workflow.subtask import _job, continue_subtask, run_subtask
@@ -177,6 +168,6 @@ def _spawners(
     """How ``execute`` starts a subtask: as a LangGraph task when the run is checkpointed (its
     result is saved as soon as it finishes, so a resumed run does not do it again), else as a
     plain asyncio task (nothing to save, and a LangGraph task costs ~0.2 ms of bookkeeping)."""
-    if get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is not None:
+    if checkpointed():
         return task(name="subtask")(subtask), task(name="approved")(approved)  # type: ignore[arg-type, return-value]
     return (lambda sid: asyncio.ensure_future(subtask(sid))), (lambda sid: asyncio.ensure_future(approved(sid)))

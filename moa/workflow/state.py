@@ -1,23 +1,8 @@
-"""Executing a plan as a LangGraph graph: typed state, reducers, one durable task per subtask.
+"""The state of a moa graph and its run-scoped dependencies.
 
-State flows ``plan → execute → synthesize``. ``execute`` starts every subtask of the plan as a
-LangGraph ``@task``; each task waits only for its own dependencies, so a slow subtask never delays
-an unrelated chain (a ``Send`` fan-out with a join would wait for the whole superstep). Results
-merge through reducers (nodes never mutate shared state). Run-scoped dependencies
-(:class:`RunDeps`) arrive through LangGraph's ``Runtime`` context.
-
-Durability: with a checkpointer, each finished subtask's result is saved the moment it finishes
-(LangGraph stores a task's return value as a pending write). A resumed run replays ``execute``;
-LangGraph hands back the saved results of finished subtasks instead of running them again. A
-task's id depends on the order of the calls, so ``execute`` calls them in plan order, never in
-order of completion.
-
-Approvals (:mod:`moa.approvals`): a subtask that must wait for a person returns a ``waiting``
-result (saved like any other) instead of running; so does one whose items were parked by a gated
-escalation or tool call. Once nothing else can move, ``execute`` pauses the run with one
-LangGraph ``interrupt`` carrying every pending approval. On resume it replays: saved results come
-back, the interrupt returns the answers, and each fully answered waiting subtask goes on as a
-new task (called in plan order after each pause, so task ids stay stable).
+:class:`RunState` flows ``plan → execute → synthesize``; parallel results merge through reducers
+declared on it (nodes never mutate shared state). :class:`RunDeps` (the run context, the agent
+catalog, a given plan) arrives in every node through LangGraph's ``Runtime`` context.
 """
 
 from __future__ import annotations
@@ -32,12 +17,12 @@ from langgraph.runtime import Runtime
 
 from moa.agent.base import Agent
 from moa.agent.context import RunContext
+from moa.usage import Usage
 from moa.workflow.plan import Plan, Subtask
 from moa.workflow.planner import (
     PlannerInfo,
 )
 from moa.workflow.results import SubtaskResult, merge_results
-from moa.usage import Usage
 
 
 class RunState(TypedDict, total=False):

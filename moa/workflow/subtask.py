@@ -1,23 +1,9 @@
-"""Executing a plan as a LangGraph graph: typed state, reducers, one durable task per subtask.
+"""Running one subtask: its items through its agent, approvals before it starts, the
+items parked for approval, and the subtask's result (ok / partial / failed / waiting / denied).
 
-State flows ``plan → execute → synthesize``. ``execute`` starts every subtask of the plan as a
-LangGraph ``@task``; each task waits only for its own dependencies, so a slow subtask never delays
-an unrelated chain (a ``Send`` fan-out with a join would wait for the whole superstep). Results
-merge through reducers (nodes never mutate shared state). Run-scoped dependencies
-(:class:`RunDeps`) arrive through LangGraph's ``Runtime`` context.
-
-Durability: with a checkpointer, each finished subtask's result is saved the moment it finishes
-(LangGraph stores a task's return value as a pending write). A resumed run replays ``execute``;
-LangGraph hands back the saved results of finished subtasks instead of running them again. A
-task's id depends on the order of the calls, so ``execute`` calls them in plan order, never in
-order of completion.
-
-Approvals (:mod:`moa.approvals`): a subtask that must wait for a person returns a ``waiting``
-result (saved like any other) instead of running; so does one whose items were parked by a gated
-escalation or tool call. Once nothing else can move, ``execute`` pauses the run with one
-LangGraph ``interrupt`` carrying every pending approval. On resume it replays: saved results come
-back, the interrupt returns the answers, and each fully answered waiting subtask goes on as a
-new task (called in plan order after each pause, so task ids stay stable).
+A subtask that must wait for a person returns a ``waiting`` result (saved like any other) instead
+of running; so does one whose items were parked by a gated escalation or tool call.
+:func:`continue_subtask` goes on once the approvals are answered.
 """
 
 from __future__ import annotations
@@ -35,10 +21,10 @@ from moa.agent.results import AgentRun
 from moa.errors import ErrorCode, MoaError
 from moa.logs import log_context
 from moa.routing.approvals import Approval, subtask_rule
+from moa.usage import Usage
 from moa.workflow.plan import INPUT, Subtask
 from moa.workflow.results import ItemResult, SubtaskResult, SubtaskStatus
 from moa.workflow.state import RunDeps, RunState, SubtaskJob
-from moa.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +43,12 @@ def _handoff(run: AgentRun) -> str | None:
     if run.output is not None:
         weak = run.attempts[-1].weak if run.attempts else None
         return f"unsure ({weak}): {run.unverified}" if run.unverified else None
-    error = run.error or {}
-    if error.get("code") == ErrorCode.BUDGET_EXCEEDED:  # the run stopped; that is not a doubt about the item
+    error = run.error
+    if error is None:
+        return "no step gave an answer"
+    if error.code == ErrorCode.BUDGET_EXCEEDED:  # the run stopped; that is not a doubt about the item
         return None
-    return f"no step gave an answer: [{error.get('code')}] {error.get('message')}"
+    return f"no step gave an answer: [{error.code}] {error.message}"
 
 
 def _items(subtask: Subtask, runs: Iterable[tuple[int, str, AgentRun]], deps: RunDeps) -> tuple[list[ItemResult], list[Approval]]:
@@ -81,20 +69,20 @@ def _items(subtask: Subtask, runs: Iterable[tuple[int, str, AgentRun]], deps: Ru
 
 
 def _outcome(
-    job: SubtaskJob, agent: Agent, items: list[ItemResult], approvals: list[Approval], usage: list[Usage], *, tool_calls: list[dict[str, Any]], seconds: float, models: list[str]
+    job: SubtaskJob, agent: Agent, items: list[ItemResult], approvals: list[Approval], usage: list[Usage], *, seconds: float, models: list[str]
 ) -> SubtaskResult:  # type: ignore[type-arg]
     """A subtask's result from its items: waiting while any item waits, else ok / partial / failed."""
     sid = job.subtask.id
     if approvals:
         return SubtaskResult(
-            id=sid, agent=agent.name, status="waiting", items=items, seconds=seconds, tool_calls=tool_calls, waiting=approvals,
+            id=sid, agent=agent.name, status="waiting", items=items, seconds=seconds, waiting=approvals,
             models=sorted({*models, *(u.model for u in usage)}), reason=f"{len(approvals)} item step(s) wait for approval",
         )  # fmt: skip
     failed = sum(1 for i in items if i.output is None)
     handed = sum(1 for i in items if i.handoff)
     status: SubtaskStatus = "ok" if failed == 0 else ("failed" if failed == len(items) else "partial")
     first_error = next((i.error for i in items if i.error and not i.handoff), None)
-    reason = f"{failed - handed} of {len(items)} items failed: {first_error['message']}" if first_error else None
+    reason = f"{failed - handed} of {len(items)} items failed: {first_error.message}" if first_error else None
     if handed:
         reason = "; ".join(r for r in (reason, f"{handed} of {len(items)} items need a person") if r)
     return SubtaskResult(
@@ -106,7 +94,6 @@ def _outcome(
         reason=reason,
         seconds=seconds,
         models=sorted({*models, *(u.model for u in usage)}),
-        tool_calls=tool_calls,
         handled=dict(Counter(i.answered_by for i in items if i.answered_by and not i.deduplicated)),
     )
 
@@ -160,8 +147,7 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps, *, approved: bool = False)
         runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id)
     items, approvals = _items(subtask, [(p, item, r) for p, (item, r) in enumerate(zip(job.items, runs, strict=True), start=1)], deps)
     usage = [u for r in runs for u in r.usage]
-    tool_calls = [c.model_dump() for r in runs for c in r.tool_calls]
-    result = _outcome(job, agent, items, approvals, usage, tool_calls=tool_calls, seconds=round(time.perf_counter() - started, 3), models=[])
+    result = _outcome(job, agent, items, approvals, usage, seconds=round(time.perf_counter() - started, 3), models=[])
     return _done(result, usage, deps)
 
 
@@ -192,7 +178,7 @@ async def continue_subtask(job: SubtaskJob, prior: SubtaskResult, deps: RunDeps)
     deps.ctx.emit("subtask_started", subtask.id, agent=agent.name, items=len(parked))
     with log_context(run_id=deps.ctx.run_id, subtask=subtask.id):
         inputs = [agent.make_input(prior.items[p].item, subtask.options) for p in parked]
-        priors: list[AgentRun | None] = [prior.items[p].parked(agent.output_type) for p in parked]
+        priors: list[AgentRun | None] = [prior.items[p].run for p in parked]
         runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id, priors=priors)
     fresh, approvals = _items(subtask, [(p + 1, prior.items[p].item, r) for p, r in zip(parked, runs, strict=True)], deps)
     items = list(prior.items)  # items that had finished stay as they were saved
@@ -200,6 +186,5 @@ async def continue_subtask(job: SubtaskJob, prior: SubtaskResult, deps: RunDeps)
         items[p] = went_on
     usage = [u for r in runs for u in r.usage]
     seconds = round(prior.seconds + time.perf_counter() - started, 3)
-    tool_calls = [*prior.tool_calls, *(c.model_dump() for r in runs for c in r.tool_calls)]
-    result = _outcome(job, agent, items, approvals, usage, tool_calls=tool_calls, seconds=seconds, models=prior.models)
+    result = _outcome(job, agent, items, approvals, usage, seconds=seconds, models=prior.models)
     return _done(result, usage, deps)

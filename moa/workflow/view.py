@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from moa.workflow.durable import RunSnapshot, load_snapshot, open_checkpointer
-from moa.workflow.index import RunRecord, open_index, unknown_run
 from moa.settings import Settings
 from moa.usage import UsageSummary, summarize
+from moa.workflow.durable import RunSnapshot, load_snapshot, open_checkpointer
+from moa.workflow.index import RunRecord, open_index, unknown_run
 
 
 class SubtaskView(BaseModel):
@@ -94,7 +94,7 @@ def build_view(record: RunRecord, snapshot: RunSnapshot | None) -> RunView:
                 items=len(result.items),
                 models=result.models,
                 seconds=result.seconds,
-                error=result.reason or (first or {}).get("message"),
+                error=result.reason or (first.message if first else None),
             )
         rows.append(SubtaskView.model_validate(row))
     return RunView(run=record, subtasks=rows, summary=summarize(snapshot.usage), answer=snapshot.answer, planned=snapshot.plan is not None)

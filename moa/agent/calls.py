@@ -165,7 +165,9 @@ async def call(
             raise ctx.budget.error()
         gen = await backend.agenerate(request)
     scope = _SCOPE.get()
-    usage = price(backend, gen, tier=step.name, agent=scope and scope.agent, subtask=scope and scope.subtask, purpose=purpose)
+    usage = price(
+        backend, gen, tier=step.name, agent=scope.agent if scope is not None else None, subtask=scope.subtask if scope is not None else None, purpose=purpose
+    )
     ctx.budget.add((usage,))
     if scope is not None:
         scope.usage.append(usage)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -98,7 +98,7 @@ async def _ask(
             lines.append(("Answers to combine:\n" if aggregate else "Other answers:\n") + shown)
         lines += [f"Question: {question}", "Best combined answer:" if aggregate else "Answer:"]
         request = GenerateRequest(prompt="\n\n".join(lines) + " ", max_tokens=MAX_TOKENS, temperature=temperature, stop=["Question:"])
-    purpose = "aggregate" if aggregate else "propose"
+    purpose: Literal["aggregate", "propose"] = "aggregate" if aggregate else "propose"
     gen = await ctx.call(step, request.model_copy(update={"seed": seed}), purpose=purpose, ask_as=ask_as, reason=f"{purpose} on {model} ({backend.spec})")
     text = gen.text.strip()
     return (text.split("\n\n")[0].strip() if not caps.chat else text), backend.spec  # a base model's answer: its first paragraph

@@ -155,7 +155,7 @@ def revive_results(results: Mapping[str, SubtaskResult], agents: Mapping[str, Ag
     revived: dict[str, SubtaskResult] = {}
     for sid, result in results.items():
         agent = agents.get(result.agent)
-        stored = any(isinstance(a.output, StoredOutput) for i in result.items for a in (i.run, *i.run.attempts))
+        stored = any(isinstance(o, StoredOutput) for i in result.items for o in (i.run.output, *(a.output for a in i.run.attempts)))
         if agent is not None and stored:
             try:
                 items = [

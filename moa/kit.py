@@ -45,7 +45,8 @@ from moa.settings import Settings, Tier
 from moa.usage import Usage
 from moa.workflow.nodes import compile_plan_execute, make_plan_node, plan_node, synthesize
 from moa.workflow.plan import INPUT, Plan, Subtask
-from moa.workflow.planner import PlannerInfo
+from moa.workflow.planner import PlannerInfo, given_plan
+from moa.workflow.report import to_markdown
 from moa.workflow.results import ItemResult, SubtaskResult
 from moa.workflow.scheduler import execute
 from moa.workflow.state import RunDeps, RunGraph, RunState
@@ -105,10 +106,12 @@ __all__ = [
     "compile_plan_execute",
     "execute",
     "generate_structured",
+    "given_plan",
     "make_plan_node",
     "memory_search",
     "plan_node",
     "schema_of",
     "synthesize",
+    "to_markdown",
     "tool",
 ]

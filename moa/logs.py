@@ -1,10 +1,18 @@
-"""structlog configuration, called only by entry points (CLI, server); libraries just log."""
+"""Logging: moa's loggers, and the structlog configuration that only entry points (CLI, server) call.
+
+A library prints nothing unless asked. :func:`get_logger` gives moa's modules a logger that is
+structlog's once the application has configured structlog (``configure_logging`` in the CLI, or
+the application's own ``structlog.configure``); until then it is quiet: warnings and errors go to
+stderr as one line each, nothing below warning is emitted, and nothing ever goes to stdout.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,11 +40,46 @@ def configure_logging(*, json: bool = False, level: str = "warning") -> None:
     )
 
 
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING}
+_LEVELS |= {"error": logging.ERROR, "exception": logging.ERROR, "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+def _quiet(level: int, method: str, name: str, event: str | None = None, *args: Any, **values: Any) -> None:
+    """Unconfigured: warnings and errors as one line on stderr; nothing below."""
+    if level < logging.WARNING:
+        return
+    fields = " ".join(f"{k}={v!r}" for k, v in values.items() if k != "exc_info")
+    sys.stderr.write(f"[{method}] {name}: {event} {fields}".rstrip() + "\n")
+    if method == "exception" or values.get("exc_info"):
+        sys.stderr.write(traceback.format_exc())
+
+
+class _Logger:
+    """A module's logger (see the module docstring)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if structlog.is_configured() or method not in _LEVELS:
+            return getattr(structlog.get_logger(self._name), method)  # type: ignore[no-any-return]
+        return functools.partial(_quiet, _LEVELS[method], method, self._name)
+
+
+def get_logger(name: str) -> Any:
+    """The logger of a moa module (``log = get_logger(__name__)``)."""
+    return _Logger(name)
+
+
 def enabled(level: int) -> bool:
-    """Whether the configured structlog logger emits ``level`` (``True`` when it cannot tell).
+    """Whether moa's logs at ``level`` are emitted (``True`` when it cannot tell).
 
     Hot paths ask once per run and skip building log calls nobody sees (each call through
     structlog's lazy logger binds a new logger: ~5 µs)."""
+    if not structlog.is_configured():
+        return level >= logging.WARNING
     check = getattr(structlog.get_logger().bind(), "is_enabled_for", None)
     return bool(check(level)) if callable(check) else True
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import structlog
 from structlog.testing import LogCapture
@@ -22,7 +26,9 @@ def capture(level: int) -> LogCapture:
 
 
 def test_enabled_follows_the_configured_level() -> None:
-    assert enabled(logging.INFO)  # structlog's default logs everything
+    assert not enabled(logging.INFO) and enabled(logging.WARNING)  # unconfigured: a library is quiet
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    assert enabled(logging.INFO)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     assert not enabled(logging.INFO) and enabled(logging.WARNING)
     assert not moa.RunContext.create().info_logs
@@ -63,3 +69,25 @@ async def test_at_info_level_each_subtask_is_logged() -> None:
     result = await moa.arun("t", input=["x"], plan=PLAN, slm=model, llm=model)
     started = [e for e in logs if e["event"] == "subtask_started"]
     assert len(started) == 1 and started[0]["subtask"] == "s1" and started[0]["run_id"] == result.run_id
+
+
+QUIET_SCRIPT = """
+import moa
+from moa.testing import FakeModel
+from moa.logs import get_logger
+slm = FakeModel(['{"label": "positive", "confidence": 0.9}'])
+result = moa.run("rate", input=["good"], plan={"subtasks": [{"id": "s", "agent": "sentiment"}]}, slm=slm, llm=FakeModel(["x"]),
+                 settings=moa.load_settings(durable=False))
+print("status", result.status)
+get_logger("moa.test").warning("something_odd", detail=1)
+"""
+
+
+def test_the_library_prints_nothing_unless_configured(tmp_path: Path) -> None:
+    """Used from Python without logging configured: info and debug logs go nowhere, warnings go
+    to stderr, and stdout carries only what the program itself prints."""
+    env = {**os.environ, "MOA_STATE_DIR": str(tmp_path / "state"), "MOA_CONFIG": str(tmp_path / "none.toml")}
+    done = subprocess.run([sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "status ok\n"
+    assert done.stderr.strip() == "[warning] moa.test: something_odd detail=1"

@@ -18,16 +18,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from moa.agent.context import JournalEntry, RunContext
 from moa.agent.results import AgentRun
 from moa.errors import ErrorCode, ErrorInfo, MoaError, ModelUnavailable, RunError, UserError
+from moa.logs import get_logger
 from moa.routing.approvals import AwaitingApproval
 from moa.settings import Tier
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 InputT = TypeVar("InputT", bound=BaseModel)
 OutputT = TypeVar("OutputT", bound=BaseModel)

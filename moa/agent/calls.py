@@ -26,9 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-import structlog
-
 from moa.errors import ApprovalDenied, ErrorCode
+from moa.logs import get_logger
 from moa.routing.approvals import Approval, AwaitingApproval, ask, step_rule, tool_rule
 from moa.usage import Usage
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from moa.models.base import GenerateRequest, Generation, ModelBackend
     from moa.routing.policy import Step
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Purpose = Literal["agent", "repair", "calibrate", "extract", "plan", "synthesize", "tool", "answer", "propose", "aggregate"]
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from moa.agent.results import AgentRun, Attempt, Escalation, WeakReason
 from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, ModelFailed, ModelUnavailable, RunError
+from moa.logs import get_logger
 from moa.routing.approvals import AwaitingApproval
 from moa.routing.policy import SPECIALIST, Step, route_up_front
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from moa.agent.context import RunContext
     from moa.agent.model import ModelAgent
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _ESCALATING = (InvalidOutput, ModelUnavailable, ModelFailed)
 

@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import structlog
-
 from moa.agent import calls
 from moa.agent.calls import CallScope, Purpose
 from moa.agent.results import AgentRun
 from moa.errors import MoaError
 from moa.learning.store import ExampleStore, calibration_path, specialist_path
-from moa.logs import enabled
+from moa.logs import enabled, get_logger
 from moa.models.base import GenerateRequest, Generation, ModelBackend
 from moa.models.registry import Models
 from moa.routing.approvals import Decisions
@@ -42,7 +40,7 @@ if TYPE_CHECKING:
     from moa.memory.chroma import Memory
     from moa.models.embeddings import Embedder
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
-import structlog
 from pydantic import BaseModel
 
 from moa.agent.base import Agent, InputT, OutputT
@@ -31,11 +30,12 @@ from moa.agent.structured import generate_structured, schema_of
 from moa.agent.tools import Tool, run_tool_loop
 from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, UserError
 from moa.learning.store import Example
+from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend
 from moa.routing.policy import SPECIALIST, Policy, Step
 from moa.usage import Usage
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 DecodeT = TypeVar("DecodeT", bound=BaseModel)
 
 

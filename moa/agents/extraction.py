@@ -31,12 +31,12 @@ import json
 from functools import lru_cache
 from typing import Literal, Self, TypeVar
 
-import structlog
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from moa.kit import Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, Tier, generate_structured, schema_of
+from moa.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TYPES = ("person", "organization", "location", "product", "date")
 MAX_EXAMPLES = 32

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from moa.agent.base import Agent
 from moa.agent.context import RunContext
 from moa.agent.learn import task_for
@@ -31,10 +29,11 @@ from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, re
 from moa.eval.records import Demonstrations, EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
 from moa.eval.report import Report, write_report
 from moa.eval.targets import AgentTarget, GraphTarget, check_fits, is_graph, resolve_steps
+from moa.logs import get_logger
 from moa.memory.chroma import ChromaMemory, Memory
 from moa.workflow.catalog import agent_catalog, get_graph
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Errors that stop an eval: every later item would fail the same way.
 STOP_CODES = {ErrorCode.MODEL_UNREACHABLE, ErrorCode.MODEL_TIMEOUT, ErrorCode.EMBEDDER_UNAVAILABLE, ErrorCode.MEMORY_UNREACHABLE}

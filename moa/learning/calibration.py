@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import structlog
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from moa.errors import ErrorCode, UserError
 from moa.files import atomic_write
+from moa.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Fewest checked answers a calibration is fitted on.
 MIN_POINTS = 20

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 from pydantic import BaseModel, model_validator
 
 from moa.errors import ErrorCode, UserError
+from moa.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SUPPORTED_SUFFIXES = (".tsv", ".txt", ".csv", ".jsonl")
 TEXT_NAMES = ("text", "sentence", "sms", "message", "review", "content", "document")

@@ -37,17 +37,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import structlog
 from pydantic import BaseModel
 
 from moa.errors import ErrorCode, UserError
 from moa.files import atomic_write
+from moa.logs import get_logger
 
 if TYPE_CHECKING:
     from moa.learning.labelled import LabelledSet
     from moa.models.embeddings import Embedder
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import structlog
 from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, MoaError, RunError, UserError
+from moa.logs import get_logger
 from moa.models.embeddings import ChromaEmbeddingFunction, Embedder
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MetadataValue = str | int | float | bool
 """Types a passage's metadata values may have (what Chroma stores)."""

@@ -38,12 +38,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import structlog
 from pydantic import ValidationError
 
+from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

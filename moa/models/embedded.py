@@ -23,13 +23,12 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from moa.errors import ErrorCode, RunError, UserError
+from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend, TokenLogprob
 from moa.models.gguf import has_chat_template
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _closed(schema: Any) -> Any:

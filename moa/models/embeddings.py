@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from moa.errors import ErrorCode, RunError, UserError
+from moa.logs import get_logger
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from onnxruntime import InferenceSession  # type: ignore[import-untyped]
     from tokenizers import Tokenizer
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: The tokenizer of sentence-transformers/all-MiniLM-L6-v2, shipped with moa (see NOTICE).
 TOKENIZER_PATH = Path(__file__).parents[1] / "data" / "minilm" / "tokenizer.json"

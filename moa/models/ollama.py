@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import httpx
 import ollama
-import structlog
 
 from moa.errors import ErrorCode, RunError, UserError
+from moa.logs import get_logger
 from moa.models import transport
 from moa.models.base import (
     Capabilities,
@@ -38,7 +38,7 @@ from moa.models.base import (
     ToolSpec,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _T = TypeVar("_T")
 

@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 import openai
-import structlog
 from openai.types.chat import ChatCompletion
 
 from moa.errors import ErrorCode, RunError, UserError
+from moa.logs import get_logger
 from moa.models import transport
 from moa.models.base import (
     Capabilities,
@@ -57,7 +57,7 @@ SchemaMode = Literal["json_schema", "json_object", "auto"]
 
 _T = TypeVar("_T")
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 _START_HINT = (
     "Start it (e.g. `llama-server -m model.gguf --port 8080`, `vllm serve MODEL`, LM Studio's "

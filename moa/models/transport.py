@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
-import structlog
+
+from moa.logs import get_logger
 
 __all__ = ["ANSWERED", "Attempts", "broke_before_answer", "broken_cause", "mark_answered", "root_cause", "send"]
 
 T = TypeVar("T")
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ANSWERED: Final = "moa.answered"
 """Key that :func:`mark_answered` sets in ``request.extensions`` once a response has arrived."""

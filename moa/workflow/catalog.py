@@ -16,14 +16,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import structlog
 from langgraph.pregel import Pregel
 
 from moa.agent.base import Agent
 from moa.errors import ErrorCode, UserError
+from moa.logs import get_logger
 from moa.workflow.graphfile import _Problems, is_graph_file, read_spec, spec_plan
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 AGENTS_GROUP = "moa.agents"
 GRAPHS_GROUP = "moa.graphs"

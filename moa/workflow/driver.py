@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError
@@ -30,7 +29,7 @@ from langgraph.types import Command, Durability
 from moa.agent.base import Agent
 from moa.agent.context import EventSink, RunContext, new_run_id
 from moa.errors import ErrorCode, ErrorInfo, MoaError, RunError, UserError
-from moa.logs import log_context
+from moa.logs import get_logger, log_context
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.routing.approvals import Approval, pending_of, resolve_answers, resume_map
@@ -47,7 +46,7 @@ from moa.workflow.plan import Plan
 from moa.workflow.results import Handoff, ItemResult, RunResult, RunStatus, SubtaskResult, _errors, _status, revive_results, summarize_escalations
 from moa.workflow.state import RunDeps
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 Answer = Iterable[str] | bool
 
 

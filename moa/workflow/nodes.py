@@ -9,11 +9,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from moa.errors import ApprovalDenied, RunError
+from moa.logs import get_logger
 from moa.models.base import GenerateRequest, Message
 from moa.workflow.plan import Plan
 from moa.workflow.planner import (
@@ -25,7 +25,7 @@ from moa.workflow.planner import (
 from moa.workflow.scheduler import execute
 from moa.workflow.state import PlanNode, RunDeps, RunGraph, RunState
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Plan] | None = None) -> PlanNode:

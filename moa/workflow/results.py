@@ -11,18 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import structlog
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
 from moa.agent.base import Agent
 from moa.agent.results import AgentRun, Attempt, Escalation, StoredOutput, ToolCallRecord
 from moa.errors import ErrorCode, ErrorInfo, RunError, UserError
+from moa.logs import get_logger
 from moa.routing.approvals import Approval
 from moa.usage import Usage, UsageSummary
 from moa.workflow.plan import Plan
 from moa.workflow.planner import PlannerInfo
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class EscalationSummary(BaseModel):

@@ -18,20 +18,20 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from langgraph.errors import GraphInterrupt
 from langgraph.func import task
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from moa.errors import ErrorCode, UserError
+from moa.logs import get_logger
 from moa.routing.approvals import payload
 from moa.workflow.langgraph import checkpointed
 from moa.workflow.results import SubtaskResult, revive_results
 from moa.workflow.state import RunDeps, RunState
 from moa.workflow.subtask import _job, continue_subtask, run_subtask
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 async def execute(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:

@@ -13,20 +13,18 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import structlog
-
 from moa.agent.base import Agent
 from moa.agent.model import ModelAgent
 from moa.agent.results import AgentRun
 from moa.errors import ErrorCode, MoaError
-from moa.logs import log_context
+from moa.logs import get_logger, log_context
 from moa.routing.approvals import Approval, subtask_rule
 from moa.usage import Usage
 from moa.workflow.plan import INPUT, Subtask
 from moa.workflow.results import ItemResult, SubtaskResult, SubtaskStatus
 from moa.workflow.state import RunDeps, RunState, SubtaskJob
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _job(state: RunState, subtask: Subtask, upstream: Mapping[str, SubtaskResult]) -> SubtaskJob:

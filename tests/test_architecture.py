@@ -67,8 +67,9 @@ LAYERS: dict[str, int] = {
 # test fails on any other, and on an entry here that is gone (delete it then).
 KNOWN_UPWARD_IMPORTS: dict[tuple[str, str], str] = {}
 
-# What a built-in agent or graph may import from moa (anything else from moa is an internal).
-BUILTIN_ALLOWED = ("moa.kit", "moa.errors", "moa.settings", "moa.usage")
+# What a built-in agent or graph may import from moa (anything else from moa is an internal): the
+# kit and the foundations an outside plugin may use too.
+BUILTIN_ALLOWED = ("moa.kit", "moa.errors", "moa.logs", "moa.settings", "moa.usage")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ import pytest
 from moa.errors import ErrorCode, RunError, UserError
 from moa.memory.chroma import ChromaMemory, Passage, add_files, chunk_text, ensure_writable_dir, passage_id
 from moa.models.embeddings import Embedder, MiniLMEmbedder
+from moa.testing import FakeMemory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,30 +250,117 @@ def test_add_files_from_a_directory(tmp_path: Path, minilm: MiniLMEmbedder) -> N
     memory.close()
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "expected"),
-    [
-        ("missing.txt", None, "does not exist"),
-        ("blob.txt", b"text\x00\x01\x02binary", "binary"),
-        ("latin1.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
-    ],
-)
-@pytest.mark.real  # real Chroma on disk and the MiniLM embedder
-def test_add_files_rejects_bad_files(
-    tmp_path: Path, minilm: MiniLMEmbedder, name: str, content: bytes | None, expected: str
-) -> None:
+def _unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make ``path`` unreadable: ``chmod 000`` for an ordinary user; root reads any file whatever its
+    mode, so then reading that one file raises EACCES (``moa.memory.chroma._read_bytes`` patched).
+    Returns which of the two was used."""
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return "chmod 000"
+    from moa.memory import chroma
+
+    real = chroma._read_bytes
+
+    def refuse(file: Path) -> bytes:
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file)
+
+    monkeypatch.setattr(chroma, "_read_bytes", refuse)
+    return "patched read (root ignores permissions)"
+
+
+def _hostile_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str]]:
+    """A folder with two good files and every kind of file ``memory add`` must skip, and the
+    reason each skipped file must be reported with."""
+    outside = tmp_path / "outside"
+    (outside / "private").mkdir(parents=True)
+    (outside / "secret.txt").write_text("The launch code is swordfish.")
+    (outside / "private" / "diary.md").write_text("Dear diary, the vault code is 0451.")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "pets.md").write_text(f"# Pets\n\n{CAT}\n")
+    (docs / "sub" / "economy.txt").write_text(RATES)
+    (docs / "also-pets.txt").symlink_to(docs / "pets.md")  # a link that stays inside: read once, at its target
+    (docs / "secret.txt").symlink_to(outside / "secret.txt")  # leaves the folder: a file
+    (docs / "private").symlink_to(outside / "private", target_is_directory=True)  # leaves the folder: a folder
+    (docs / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    os.mkfifo(docs / "pipe.txt")  # would block a reader forever
+    (docs / "blob.txt").write_bytes(b"text\x00\x01\x02binary")
+    (docs / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
+    (docs / "locked.txt").write_text("never read")
+    _unreadable(docs / "locked.txt", monkeypatch)
+    reasons = {
+        "secret.txt": "outside",
+        "private": "folder outside",
+        "dangling.txt": "outside",  # its target is outside too
+        "pipe.txt": "not a regular file",
+        "blob.txt": "binary",
+        "latin1.txt": "not UTF-8",
+        "locked.txt": "cannot read it",
+    }
+    return docs, reasons
+
+
+async def test_add_files_skips_what_leaves_the_folder_or_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs, reasons = _hostile_folder(tmp_path, monkeypatch)
+    memory = FakeMemory()
+    report = await add_files(memory, [docs])
+    assert report.files == [str(docs / "pets.md"), str(docs / "sub" / "economy.txt")]
+    assert {Path(s.path).name: s.reason for s in report.skipped}.keys() == reasons.keys()
+    for skip in report.skipped:
+        assert reasons[Path(skip.path).name] in skip.reason, skip
+    stored = await memory.aquery("code", k=10)
+    assert {p.source for p in stored} == {str((docs / "pets.md").resolve()), str((docs / "sub" / "economy.txt").resolve())}
+    assert not any("swordfish" in p.text or "0451" in p.text for p in stored)
+
+
+async def test_add_files_adds_nothing_and_says_why_when_every_file_is_skipped(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "blob.txt").write_bytes(b"\x00\x01")
+    (tmp_path / "secret.txt").write_text("secret")
+    (docs / "link.txt").symlink_to(tmp_path / "secret.txt")
+    memory = FakeMemory()
+    with pytest.raises(UserError) as info:
+        await add_files(memory, [docs])
+    assert info.value.code == ErrorCode.INPUT_FILE and "nothing was added" in info.value.message
+    assert {Path(s["path"]).name for s in info.value.details["skipped"]} == {"blob.txt", "link.txt"}
+    assert memory.count() == 0
+
+
+async def test_add_files_named_files_missing_or_bad(tmp_path: Path) -> None:
     good = tmp_path / "good.txt"
     good.write_text(CAT)
-    bad = tmp_path / name
-    if content is not None:
-        bad.write_bytes(content)
-    memory = ChromaMemory(tmp_path / "mem", embedder=minilm)
-    with pytest.raises(UserError) as info:
-        asyncio.run(add_files(memory, [good, bad]))
-    assert info.value.code == ErrorCode.INPUT_FILE
-    assert str(bad) in info.value.message and expected in info.value.message
-    assert memory.count() == 0  # all files are checked before anything is written
-    memory.close()
+    with pytest.raises(UserError) as info:  # a typo in a named path: nothing is written
+        await add_files(FakeMemory(), [good, tmp_path / "missing.txt"])
+    assert info.value.code == ErrorCode.INPUT_FILE and "missing.txt" in info.value.message
+    (tmp_path / "blob.txt").write_bytes(b"\x00")
+    report = await add_files(memory := FakeMemory(), [good, tmp_path / "blob.txt"])
+    assert report.files == [str(good)] and [Path(s.path).name for s in report.skipped] == ["blob.txt"] and memory.count() == 1
+
+
+@pytest.mark.real  # real Chroma on disk and the MiniLM embedder, through the command
+def test_cli_memory_add_reports_skipped_files_and_adds_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from moa.cli.main import app
+
+    docs, reasons = _hostile_folder(tmp_path, monkeypatch)
+    result = CliRunner().invoke(app, ["memory", "add", str(docs), "--memory-dir", str(tmp_path / "mem")])
+    assert result.exit_code == 0, result.output
+    assert "added 2 chunks from 2 files" in result.stdout
+    assert f"skipped {len(reasons)} files" in result.stderr
+    for name in reasons:
+        assert str(docs / name) in result.stderr
+    query = CliRunner().invoke(app, ["memory", "query", "launch code vault diary", "-k", "10", "--json", "--memory-dir", str(tmp_path / "mem")])
+    passages = json.loads(query.stdout)
+    assert len(passages) == 2 and not any("swordfish" in p["text"] or "0451" in p["text"] for p in passages)
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    (nothing / "blob.txt").write_bytes(b"\x00")
+    failed = CliRunner().invoke(app, ["memory", "add", str(nothing), "--json", "--memory-dir", str(tmp_path / "mem")])
+    assert failed.exit_code == 2 and "nothing was added" in json.loads(failed.stdout)["error"]["message"]
 
 
 def test_add_files_empty_directory(tmp_path: Path, minilm: MiniLMEmbedder) -> None:

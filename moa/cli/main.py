@@ -503,18 +503,28 @@ def memory_add(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (*.txt, *.md) to add.")],
     memory_dir: Annotated[Optional[Path], typer.Option(help="Directory of the shared memory.")] = None,
     max_chars: Annotated[int, typer.Option(help="Chunk size in characters.")] = 800,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (files, chunks, skipped).")] = False,
 ) -> None:
-    """Chunk files and add them to the shared memory."""
+    """Chunk files and add them to the shared memory. A folder is never left (links leading out of
+    it are skipped); files that cannot be read, are binary or not UTF-8 are skipped and listed, the
+    rest is added. Exits 2 when nothing could be added."""
     from moa.memory.chroma import add_files
 
     try:
         ctx = RunContext.create(_settings(memory_dir=memory_dir))
         report = asyncio.run(add_files(ctx.memory(), paths, max_chars=max_chars))
     except MoaError as exc:
-        _fail(exc, False)
+        _fail(exc, as_json)
         return
-    where = ctx.settings.memory_url or ctx.settings.memory_dir
-    out.print(f"added {report.chunks} chunks from {len(report.files)} files to {where}", highlight=False)
+    if as_json:
+        out.print_json(report.model_dump_json(exclude={"ids"}))
+    else:
+        where = ctx.settings.memory_url or ctx.settings.memory_dir
+        out.print(f"added {report.chunks} chunks from {len(report.files)} files to {where}", highlight=False)
+    if report.skipped:
+        err.print(f"[yellow]skipped[/] {len(report.skipped)} file{'s' * (len(report.skipped) != 1)}:", highlight=False)
+        for skip in report.skipped:
+            err.print(f"  {escape(skip.path)}: {escape(skip.reason)}", highlight=False, soft_wrap=True)
 
 
 @memory_app.command("query")

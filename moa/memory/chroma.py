@@ -12,8 +12,11 @@ updates it instead of duplicating it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import os
 import re
+import stat
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -67,17 +70,6 @@ class Passage(BaseModel):
     """Where the text came from (e.g. a file path), if known."""
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
     """Any other metadata stored with the passage."""
-
-
-class AddReport(BaseModel):
-    """What :func:`add_files` stored."""
-
-    files: list[str]
-    """The files read, in order (directories expanded)."""
-    chunks: int
-    """How many chunks were written (re-adding the same chunk overwrites it)."""
-    ids: list[str]
-    """Ids of the chunks, in file and chunk order."""
 
 
 def passage_id(text: str, source: str | None = None) -> str:
@@ -437,53 +429,164 @@ def _split_long(text: str, max_chars: int, overlap: int) -> list[str]:
 # --- files --------------------------------------------------------------------------------
 
 
-def _expand(paths: Sequence[Path]) -> list[Path]:
-    """Files to read: each file as given, each directory's *.txt / *.md files (recursive, sorted)."""
+class SkippedFile(BaseModel):
+    """A file :func:`add_files` did not add, and why."""
+
+    path: str
+    reason: str
+
+
+class AddReport(BaseModel):
+    """What :func:`add_files` stored, and what it skipped."""
+
+    files: list[str]
+    """The files read, in order (directories expanded)."""
+    chunks: int
+    """How many chunks were written (re-adding the same chunk overwrites it)."""
+    ids: list[str]
+    """Ids of the chunks, in file and chunk order."""
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    """Files left out, with the reason: links leading out of the folder, files that are not
+    regular files, unreadable, binary or not UTF-8."""
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _walk(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
+    """The *.txt / *.md regular files under ``folder`` (sorted), never leaving it: a link (to a
+    file or a folder) whose target resolves outside ``folder`` is skipped and reported; a link
+    to a file inside is read at its target; a link to a folder inside is not descended (its
+    files are found at their own place)."""
+    root = folder.resolve()
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def unlisted(exc: OSError) -> None:
+        skipped.append(SkippedFile(path=str(exc.filename or folder), reason=f"cannot list this folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):  # never follows links to folders
+        here = Path(dirpath)
+        dirnames.sort()
+        for name in dirnames:
+            entry = here / name
+            if entry.is_symlink() and not _inside(entry.resolve(), root):
+                skipped.append(SkippedFile(path=str(entry), reason=f"a link to a folder outside {folder} ({entry.resolve()})"))
+        for name in sorted(filenames):
+            entry = here / name
+            if entry.suffix.lower() not in TEXT_SUFFIXES:
+                continue
+            if entry.is_symlink():
+                target = entry.resolve()
+                if not _inside(target, root):
+                    skipped.append(SkippedFile(path=str(entry), reason=f"a link to {target}, outside {folder}"))
+                    continue
+                if not target.exists():
+                    skipped.append(SkippedFile(path=str(entry), reason=f"a broken link (to {target})"))
+                    continue
+                entry = target
+            try:
+                mode = entry.lstat().st_mode
+            except OSError as exc:
+                skipped.append(SkippedFile(path=str(entry), reason=f"cannot read it: {exc.strerror or exc}"))
+                continue
+            if stat.S_ISDIR(mode):  # a link inside the folder to a folder named *.txt: found at its own place
+                continue
+            if not stat.S_ISREG(mode):
+                skipped.append(SkippedFile(path=str(entry), reason="not a regular file (a pipe, socket or device)"))
+                continue
+            if (real := entry.resolve()) not in seen:  # a file and a link to it: read once
+                seen.add(real)
+                found.append(entry)
+    return found
+
+
+def _expand(paths: Sequence[Path]) -> tuple[list[Path], list[SkippedFile]]:
+    """Files to read: each file as given, each directory's *.txt / *.md files (recursive, sorted,
+    never leaving the directory); and the files skipped on the way, with the reason."""
     files: list[Path] = []
+    skipped: list[SkippedFile] = []
     for path in paths:
         path = Path(path).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-            if not found:
+            before = len(skipped)
+            found = _walk(path, skipped)
+            if not found and len(skipped) == before:
                 raise UserError(ErrorCode.INPUT_FILE, f"directory {path} has no .txt or .md files to add")
             files.extend(found)
-        elif path.is_file():
+        elif path.is_file():  # named by the user: a link is followed
             files.append(path)
+        elif path.exists():
+            skipped.append(SkippedFile(path=str(path), reason="not a regular file (a pipe, socket or device)"))
         else:
             raise UserError(ErrorCode.INPUT_FILE, f"file {path} does not exist; check the path")
-    return files
+    return files, skipped
 
 
-def read_text_file(path: Path) -> str:
-    """Read a UTF-8 text file, raising INPUT_FILE (naming the file) if it is unreadable or binary."""
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a regular file; opened without blocking, so a file that turned into a pipe
+    since it was listed cannot hang the command."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return handle.read()
+
+
+class _Unreadable(Exception):
+    """Why a file cannot be added (the reason and what to do, without the file's name)."""
+
+
+def _text_of(path: Path) -> str:
     try:
-        data = path.read_bytes()
+        data = _read_bytes(path)
     except OSError as exc:
-        raise UserError(ErrorCode.INPUT_FILE, f"cannot read {path}: {exc.strerror}") from exc
+        raise _Unreadable(f"cannot read it ({exc.strerror or exc})") from exc
     if b"\x00" in data:
-        raise UserError(ErrorCode.INPUT_FILE, f"{path} is a binary file, not text; add only text (.txt, .md) files")
+        raise _Unreadable("a binary file, not text; add only text (.txt, .md) files")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(
-            ErrorCode.INPUT_FILE,
-            f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it, e.g. `iconv -t UTF-8`",
-        ) from exc
+        raise _Unreadable(f"not UTF-8 text (bad byte at offset {exc.start}); convert it, e.g. `iconv -t UTF-8`") from exc
 
 
 async def add_files(memory: Memory, paths: Sequence[Path], *, max_chars: int = 800, overlap: int = 100) -> AddReport:
     """Chunk text files (directories: their *.txt and *.md files) into ``memory``.
 
-    Every file is read and checked before anything is written; the source of each chunk is
-    the file's absolute path.
+    A directory is never left: links whose target is outside it are skipped. A file that cannot be
+    read, is binary or is not UTF-8 is skipped too; the rest is added, and the report lists every
+    skipped file with the reason. Every file is read before anything is written; the source of
+    each chunk is the file's absolute path.
+
+    Raises:
+        UserError: ``input_file`` when a named path does not exist, a directory has no text files,
+            or every file was skipped (nothing was added; the error's ``skipped`` lists why).
     """
-    files = _expand(paths)
+    files, skipped = _expand(paths)
+    read: list[Path] = []
     texts: list[str] = []
     sources: list[str | None] = []
     for file in files:
-        chunks = chunk_text(read_text_file(file), max_chars=max_chars, overlap=overlap)
+        try:
+            text = _text_of(file)
+        except _Unreadable as exc:
+            skipped.append(SkippedFile(path=str(file), reason=str(exc)))
+            continue
+        read.append(file)
+        chunks = chunk_text(text, max_chars=max_chars, overlap=overlap)
         texts.extend(chunks)
         sources.extend([str(file.resolve())] * len(chunks))
+    skipped.sort(key=lambda s: s.path)
+    for skip in skipped:
+        log.info("memory_file_skipped", path=skip.path, reason=skip.reason)
+    if not read and skipped:
+        listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:10]) + (f"; and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        raise UserError(
+            ErrorCode.INPUT_FILE,
+            f"nothing was added: every file was skipped ({listed}); add readable UTF-8 text files inside the folder",
+            details={"skipped": [s.model_dump() for s in skipped]},
+        )
     ids = await memory.aadd(texts, sources=sources) if texts else []
-    log.info("memory_files_added", files=len(files), chunks=len(texts))
-    return AddReport(files=[str(f) for f in files], chunks=len(texts), ids=ids)
+    log.info("memory_files_added", files=len(read), chunks=len(texts), skipped=len(skipped))
+    return AddReport(files=[str(f) for f in read], chunks=len(texts), ids=ids, skipped=skipped)

@@ -116,7 +116,12 @@ class Settings(BaseSettings):
     route_non_latin: float | None = Field(None, ge=0, le=1)
     """Send items whose letters are more than this share non-Latin (another language/script) straight to ``llm``."""
     shots_from_examples: int = Field(4, ge=0, le=16)
-    """How many stored examples (answers of a higher tier) join an agent's few-shot prompt."""
+    """How many stored examples (answers of a higher tier) join an agent's few-shot prompt
+    (0: the run never reads the example store)."""
+    store_examples: bool = True
+    """Store escalated items that a higher step answered confidently (the item's text verbatim, the
+    label, and the run, model and time) in the example store under ``state_dir/examples``, for
+    ``moa train --from-escalations`` and few-shot prompts. Off: the run writes nothing there."""
 
     # budgets (None: unlimited)
     budget_tokens: int | None = Field(None, gt=0)

@@ -2,9 +2,10 @@
 
 Each step is tried in order until an answer is strong enough. The answer of the highest step that
 produced one is kept; a weak answer that could not be checked by a stronger step is kept and
-marked *unverified* with the reason (``denied: llm escalation`` when a person refused the step). Escalated items that a higher step answered confidently go
-to the agent's example store (:mod:`moa.learning.store`), from which specialists are retrained and
-few-shot prompts are drawn.
+marked *unverified* with the reason (``denied: llm escalation`` when a person refused the step).
+Escalated items that a higher step answered confidently go to the agent's example store
+(:mod:`moa.learning.store`, unless ``store_examples`` is off), from which specialists are retrained
+and few-shot prompts are drawn.
 """
 
 from __future__ import annotations
@@ -136,12 +137,15 @@ async def run_cascade(
 
 
 async def _remember(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: BaseModel, kept: Attempt) -> None:
-    """Store an escalated item a higher step answered confidently (classification agents)."""
+    """Store an escalated item a higher step answered confidently (classification agents), with
+    its provenance (this run, the model, the time), unless ``store_examples`` is off."""
+    if not ctx.settings.store_examples:
+        return
     label = agent.label_of(data, kept.output) if kept.output is not None else None
     key = agent.specialist_key(data)
     if label is None or key is None:
         return
     try:
-        await ctx.examples().add(agent.name, key, str(getattr(data, agent.text_field)), label, kept.model)
+        await ctx.examples().add(agent.name, key, str(getattr(data, agent.text_field)), label, kept.model, run_id=ctx.run_id)
     except MoaError as exc:  # the store is a bonus: never fail an item because of it
         log.warning("example_not_stored", agent=agent.name, code=str(exc.code), error=exc.message)

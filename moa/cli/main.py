@@ -17,6 +17,7 @@ from rich.table import Table
 
 from moa.agent.context import Event, RunContext
 from moa.cli import eval as cli_eval
+from moa.cli import examples as cli_examples
 from moa.cli import learn as cli_learn
 from moa.cli.approvals import Answers, render_handoff, render_pending
 from moa.cli.output import err, fail, out
@@ -36,6 +37,7 @@ app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run s
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 cli_learn.register(app)
+cli_examples.register(app)
 cli_eval.register(app)
 runs_app = typer.Typer(help="Recorded runs (see also `moa resume`).", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -235,6 +237,8 @@ def run(
     approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every step that waits for a person, without asking.")] = False,
     deny_all: Annotated[bool, typer.Option("--deny-all", help="Deny every step that waits for a person, without asking.")] = False,
     on_unsure: Annotated[Optional[str], typer.Option(help="keep | needs_human: hand items with no trustworthy answer to a person.")] = None,
+    store_examples: Annotated[Optional[bool], typer.Option("--store-examples/--no-store-examples", help="Store escalated items a higher step answered (text, label, run, model, time) as examples.")] = None,
+    shots_from_examples: Annotated[Optional[int], typer.Option(help="Stored examples added to the small model's few-shot prompt (0: never read the example store).")] = None,
 ) -> None:
     """Plan TASK, run its subtasks on small models in parallel (escalating weak answers), print the report."""
     if log_json or verbose:
@@ -243,7 +247,8 @@ def run(
         settings = _settings(
             slm=slm, llm=llm, planner=planner, memory_dir=memory_dir, timeout=timeout, threshold=threshold, cascade=_csv(cascade),
             escalate=escalate, confidence=confidence, budget_tokens=budget_tokens, budget_cost=budget_cost,
-            budget_seconds=budget_seconds, cache=cache, approve=approval, on_unsure=on_unsure,
+            budget_seconds=budget_seconds, cache=cache, approve=approval, on_unsure=on_unsure, store_examples=store_examples,
+            shots_from_examples=shots_from_examples,
         )  # fmt: skip
         given = _read_plan(plan) if plan is not None else None
         answers = Answers.of(approve_all=approve_all, deny_all=deny_all)

@@ -4,9 +4,11 @@
     agents/<agent>/calibration-<model>.json  confidence calibration (``moa calibrate``)
     examples/                              Chroma: answers of higher steps, one collection per agent task
 
-:class:`ExampleStore` keeps every escalated item that a higher step answered (text, label, model,
-time). ``moa train AGENT --from-escalations`` refits the specialist on them, and the agent's
-few-shot prompt on the small model includes the nearest stored examples.
+:class:`ExampleStore` keeps every escalated item that a higher step answered confidently (text,
+label, and its provenance: run, model, time, agent, task) unless ``store_examples`` is off.
+``moa train AGENT --from-escalations`` refits the specialist on them, and the agent's few-shot
+prompt on the small model includes the nearest stored examples (``shots_from_examples``; 0 turns
+the reading off). ``moa examples list`` / ``moa examples rm`` show and delete them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +26,7 @@ from pydantic import BaseModel
 from moa.settings import Settings
 
 if TYPE_CHECKING:
-    from moa.memory.chroma import ChromaMemory
+    from moa.memory.chroma import ChromaMemory, Passage
     from moa.models.embeddings import Embedder
 
 
@@ -55,18 +58,47 @@ def learned_summary(settings: Settings, agent: str) -> str:
 
 
 class Example(BaseModel):
-    """A labelled example, as a higher step answered it."""
+    """A labelled example, as a higher step answered it, with where it came from."""
 
     text: str
+    """The item, verbatim: it may later be shown to the small model as a demonstration."""
     label: str
     model: str
+    """The model whose answer is the label."""
     time: float
+    """When it was stored (seconds since the epoch)."""
     score: float | None = None
     """Similarity to the query (nearest-example lookups only)."""
+    id: str = ""
+    """The example's id in its collection (``moa examples rm ID``)."""
+    agent: str = ""
+    key: str = ""
+    """The agent's task (label set, or filter criterion) it was answered for; empty for examples
+    stored before moa kept provenance."""
+    run_id: str | None = None
+    """The run that stored it (``None`` for examples stored before moa kept provenance)."""
+
+    @classmethod
+    def of(cls, passage: Passage, agent: str, score: float | None = None) -> Example | None:
+        meta = passage.metadata
+        if "label" not in meta:
+            return None
+        run = meta.get("run_id")
+        return cls(
+            text=passage.text, label=str(meta["label"]), model=str(meta.get("model", "")), time=float(meta.get("time", 0)), score=score,
+            id=passage.id, agent=str(meta.get("agent", agent)), key=str(meta.get("key", "")), run_id=None if run is None else str(run),
+        )  # fmt: skip
+
+
+_COLLECTION = "ex-{agent}-{digest}"
 
 
 class ExampleStore:
-    """Labelled examples per agent task (``key``), in Chroma collections under ``state_dir/examples``."""
+    """Labelled examples per agent task (``key``), in Chroma collections under ``state_dir/examples``.
+
+    Each example keeps its provenance: the run that stored it, the model that answered, the time,
+    the agent and the task. :meth:`stored` lists them and :meth:`remove` deletes them (``moa
+    examples list`` / ``moa examples rm``)."""
 
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self.path = settings.state_dir / "examples"
@@ -76,24 +108,32 @@ class ExampleStore:
         self._exists: bool | None = None  # looked at once per store (a run): examples another process adds later are for later runs
         self._lock = asyncio.Lock()
 
-    def _memory(self, agent: str, key: str) -> ChromaMemory:
+    def _open(self, name: str) -> ChromaMemory:
         from moa.memory.chroma import ChromaMemory
 
-        name = f"ex-{agent}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
         if name not in self._memories:
             self._memories[name] = ChromaMemory(self.path, collection=name, embedder=self.embedder)
         return self._memories[name]
+
+    def _memory(self, agent: str, key: str) -> ChromaMemory:
+        return self._open(_COLLECTION.format(agent=agent, digest=hashlib.sha256(key.encode()).hexdigest()[:16]))
 
     def forget(self) -> None:
         """Look at the disk again (a new run): examples other processes stored since count now."""
         self._exists = None
         self._counts.clear()
 
-    async def add(self, agent: str, key: str, text: str, label: str, model: str) -> None:
+    async def add(self, agent: str, key: str, text: str, label: str, model: str, *, run_id: str | None = None) -> str:
+        """Store one example with its provenance; returns its id (the same text again replaces it)."""
         memory = self._memory(agent, key)
-        await memory.aadd([text], ids=[hashlib.sha256(text.encode()).hexdigest()[:16]], metadatas=[{"label": label, "model": model, "time": time.time()}])
+        example_id = hashlib.sha256(text.encode()).hexdigest()[:16]
+        meta: dict[str, str | float] = {"label": label, "model": model, "time": time.time(), "agent": agent, "key": key}
+        if run_id is not None:
+            meta["run_id"] = run_id
+        await memory.aadd([text], ids=[example_id], metadatas=[meta])
         self._counts.pop(memory.collection_name, None)
         self._exists = True
+        return example_id
 
     async def count(self, agent: str, key: str) -> int:
         if self._exists is None:
@@ -109,21 +149,53 @@ class ExampleStore:
         if k < 1 or await self.count(agent, key) == 0:
             return []
         passages = await self._memory(agent, key).aquery(text, k=k)
-        return [
-            Example(text=p.text, label=str(p.metadata["label"]), model=str(p.metadata.get("model", "")), time=float(p.metadata.get("time", 0)), score=p.score)
-            for p in passages
-            if "label" in p.metadata
-        ]
+        return [e for p in passages if (e := Example.of(p, agent, p.score)) is not None]
 
     async def all(self, agent: str, key: str) -> list[Example]:
         if await self.count(agent, key) == 0:
             return []
         rows = await asyncio.to_thread(self._memory(agent, key).all)
-        return [
-            Example(text=p.text, label=str(p.metadata["label"]), model=str(p.metadata.get("model", "")), time=float(p.metadata.get("time", 0)))
-            for p in rows
-            if "label" in p.metadata
-        ]
+        return [e for p in rows if (e := Example.of(p, agent)) is not None]
+
+    def _collections(self, agent: str | None) -> list[tuple[str, ChromaMemory]]:
+        """Every example collection on disk (of ``agent`` only, if given), with its agent's name."""
+        from moa.memory.chroma import collection_names
+
+        if not self.path.exists():
+            return []
+        found = []
+        for name in collection_names(self.path):
+            match = re.fullmatch(r"ex-(.+)-([0-9a-f]{16})", name)
+            if match and (agent is None or match.group(1) == agent):
+                found.append((match.group(1), self._open(name)))
+        return found
+
+    async def stored(self, agent: str | None = None) -> list[Example]:
+        """Every stored example (of ``agent``, if given), oldest first."""
+
+        def read() -> list[Example]:
+            return [e for owner, memory in self._collections(agent) for p in memory.all() if (e := Example.of(p, owner)) is not None]
+
+        return sorted(await asyncio.to_thread(read), key=lambda e: (e.time, e.agent, e.id))
+
+    async def remove(self, *, ids: Sequence[str] = (), run_id: str | None = None, everything: bool = False, agent: str | None = None) -> list[Example]:
+        """Delete the examples with these ``ids``, or stored by run ``run_id``, or ``everything``
+        (of ``agent`` only, if given). Returns what was deleted."""
+        wanted = set(ids)
+
+        def delete() -> list[Example]:
+            gone: list[Example] = []
+            for owner, memory in self._collections(agent):
+                doomed = [
+                    e for p in memory.all() if (e := Example.of(p, owner)) is not None and (everything or e.id in wanted or (run_id is not None and e.run_id == run_id))
+                ]
+                memory.delete([e.id for e in doomed])
+                gone += doomed
+            return gone
+
+        removed = await asyncio.to_thread(delete)
+        self.forget()
+        return removed
 
     def close(self) -> None:
         for memory in self._memories.values():

@@ -330,6 +330,18 @@ class ChromaMemory(Memory):
         metas: Sequence[Mapping[str, Any] | None] = result.get("metadatas") or [None] * len(result["ids"])
         return [_passage(pid, doc, meta, 1.0) for pid, doc, meta in zip(result["ids"], result.get("documents") or [], metas, strict=True)]
 
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove the passages with these ids (blocking; unknown ids are ignored)."""
+        if not ids:
+            return
+        collection = self._get_collection()
+        try:
+            collection.delete(ids=list(ids))
+        except Exception as exc:
+            if (error := self._translate(exc)) is None:
+                raise
+            raise error from exc
+
     def count(self) -> int:
         """How many passages the collection holds (blocking)."""
         collection = self._get_collection()
@@ -345,6 +357,27 @@ class ChromaMemory(Memory):
         with self._lock:
             client, self._client, self._collection = self._client, None, None
         if client is not None and hasattr(client, "close"):
+            client.close()
+
+
+def collection_names(path: Path) -> list[str]:
+    """The names of the collections in the embedded Chroma at ``path`` (blocking; none when there
+    is no Chroma there)."""
+    if not (Path(path) / "chroma.sqlite3").exists():
+        return []
+    import chromadb
+    from chromadb.config import Settings
+
+    try:
+        client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    except Exception as exc:
+        if _is_write_failure(exc):
+            raise _unwritable(Path(path), str(exc)) from exc
+        raise
+    try:
+        return sorted(c.name for c in client.list_collections())
+    finally:
+        if hasattr(client, "close"):
             client.close()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     """Send items longer than this many characters straight to the ``llm`` step (up-front routing)."""
     route_non_latin: float | None = Field(None, ge=0, le=1)
     """Send items whose letters are more than this share non-Latin (another language/script) straight to ``llm``."""
+    agent_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Input options per agent, set on every subtask of that agent over the plan's own, e.g.
+    ``[agent_options.sentiment]`` ``labels = ["positive", "negative"]`` (``moa run --option
+    sentiment.labels=positive,negative`` or ``--labels positive,negative``)."""
     shots_from_examples: int = Field(4, ge=0, le=16)
     """How many stored examples (answers of a higher tier) join an agent's few-shot prompt
     (0: the run never reads the example store)."""

@@ -192,8 +192,9 @@ async def test_per_tier_concurrency_limit() -> None:
 async def test_calibration_maps_raw_confidence(tmp_path: Path) -> None:
     s = settings(state_dir=tmp_path)
     raw = [i / 100 for i in range(50, 100)] * 2
-    calibration = Calibration.fit(raw, [c > 0.85 for c in raw], agent="sentiment", model="fake:")
-    calibration.save(calibration_path(s, "sentiment", "fake:"))
+    key = task_for(builtin_agents()["sentiment"], PLAN["subtasks"][0]["options"]).key  # type: ignore[index]
+    calibration = Calibration.fit(raw, [c > 0.85 for c in raw], agent="sentiment", model="fake:", key=key)
+    calibration.save(calibration_path(s, "sentiment", "fake:", key))
     model = FakeModel([sentiment("positive", 0.7)])
     result = await moa.arun("t", input=["x"], plan=PLAN, slm=model, llm=model, settings=s)
     item = result.results["s"].items[0]

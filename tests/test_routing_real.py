@@ -81,12 +81,14 @@ async def test_calibrate_the_embedded_model_on_sst2(tmp_path: Path, embedded: Em
     agent = builtin_agents()["sentiment"]
     task = task_for(agent, {}, data.classes)
     calibration, path = await calibrate_agent(ctx, agent, data, task, step=Step("slm", "embedded:"))
-    assert path == calibration_path(settings, "sentiment", embedded.spec) and path.exists()
-    assert calibration.n == 40 and 0.5 < calibration.accuracy <= 1.0
+    assert path == calibration_path(settings, "sentiment", embedded.spec, task.key) and path.exists()
+    assert calibration.n == 40 and 0.5 < calibration.accuracy <= 1.0 and calibration.key == task.key
     fresh = moa.RunContext.create(settings, models=moa.Models(settings, slm=embedded, llm=embedded))
-    run, attempt = await agent.attempt(fresh, Step("slm", "embedded:"), agent.make_input(data.texts[0], task.options), None)
+    attempt = await agent.attempt(fresh, Step("slm", "embedded:"), agent.make_input(data.texts[0], task.options))
     assert attempt.raw_confidence is not None
-    assert run.output.confidence == pytest.approx(round(calibration.apply(attempt.raw_confidence), 4))  # type: ignore[union-attr]
+    assert attempt.output.confidence == pytest.approx(round(calibration.apply(attempt.raw_confidence), 4))  # type: ignore[union-attr]
+    three = await agent.attempt(fresh, Step("slm", "embedded:"), agent.make_input(data.texts[0], {}))  # another label set: not calibrated
+    assert three.raw_confidence is None
     await ctx.aclose()
     await fresh.aclose()
 
@@ -111,7 +113,51 @@ def test_cli_train_then_run_uses_the_specialist(tmp_path: Path) -> None:
     result = json.loads(out)
     (subtask,) = result["results"].values()
     assert result["summary"]["per_tier"]["specialist"]["calls"] == 2
-    assert [i["output"]["keep"] for i in subtask["items"]] == [False, True]
+    assert [i["run"]["output"]["keep"] for i in subtask["items"]] == [False, True]
+
+
+REVIEWS = (
+    "A wonderful, moving film; I loved every minute of it.",
+    "Dreadful, boring and far too long; a waste of time.",
+    "An utterly charming and delightful comedy.",
+    "The plot was fine.",
+)
+
+
+@needs_eval
+def test_train_two_labels_then_a_run_that_asks_for_two_labels_uses_the_specialist(tmp_path: Path) -> None:
+    """The documented train-then-run: a 2-label specialist serves a run whose task says "positive or
+    negative" (the real MiniLM embedder, real Chroma, the embedded slm for what it is unsure of)."""
+    train = _moa(
+        "train", "sentiment", str(EVAL / "sentiment" / "sst2_dev.tsv"), "--label-map", "0=negative,1=positive", "--limit", "40", "--json",
+        tmp_path=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, errors = train.communicate(timeout=600)
+    assert train.returncode == 0, errors
+    report = json.loads(out)
+    assert report["key"] == "labels=negative,positive" and report["n"] == 40
+    assert "--option sentiment.labels=positive,negative" in report["used_by"] and "'positive or negative'" in report["used_by"]
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(REVIEWS) + "\n")
+    run = _moa("run", "positive or negative sentiment of each review", "--input", str(reviews), "--json", tmp_path=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, errors = run.communicate(timeout=600)
+    assert run.returncode == 0, errors
+    result = json.loads(out)
+    (subtask,) = result["plan"]["subtasks"]
+    assert subtask["agent"] == "sentiment" and subtask["options"] == {"labels": ["positive", "negative"]}
+    items = result["results"][subtask["id"]]["items"]
+    assert result["summary"]["per_tier"]["specialist"]["calls"] == len(REVIEWS) and result["warnings"] == []
+    for item in items:
+        first = item["run"]["attempts"][0] if item["run"]["attempts"] else {"step": "specialist", **item["run"]["output"]}
+        assert first["step"] == "specialist"
+        assert (item["run"]["answered_by"] == "specialist") == (first["confidence"] >= 0.7), item  # confident items stop at the specialist
+    assert sum(i["run"]["answered_by"] == "specialist" for i in items) >= 1
+    # a task that does not choose the label set asks for three labels: the run says why the specialist is not used
+    other = _moa("run", "the sentiment of each review", "--input", str(reviews), "--cascade", "specialist", "--json", tmp_path=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, errors = other.communicate(timeout=600)
+    (warning,) = json.loads(out)["warnings"]
+    assert "a specialist for sentiment (negative, positive) exists but this task asks for (negative, neutral, positive)" in warning
+    assert "a specialist for sentiment (negative, positive) exists" in " ".join(errors.split())
 
 
 def test_bad_training_files_exit_2_with_line_numbers(tmp_path: Path) -> None:

@@ -75,6 +75,15 @@ class Agent(ABC, Generic[InputT, OutputT]):
                 f"(at {'.'.join(map(str, exc.errors()[0]['loc']))}); fields: {sorted(self.input_type.model_fields)}",
             ) from exc
 
+    def options_from_task(self, task: str) -> dict[str, Any]:
+        """Input options this agent reads from the words of a task (the router planner asks; e.g.
+        sentiment: "positive or negative" → ``{"labels": ["positive", "negative"]}``). Default: none."""
+        return {}
+
+    def task_wording(self, options: dict[str, Any]) -> str | None:
+        """Words in a task that make :meth:`options_from_task` give ``options`` (``None``: no such words)."""
+        return None
+
     def forward(self, item: str, output: OutputT) -> list[str]:
         """Items this output passes to dependent subtasks (default: the item itself)."""
         return [item]

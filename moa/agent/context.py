@@ -25,7 +25,7 @@ from moa.agent import calls
 from moa.agent.calls import CallScope, Purpose
 from moa.agent.results import AgentRun
 from moa.errors import MoaError
-from moa.learning.store import ExampleStore, calibration_path, specialist_path
+from moa.learning.store import ExampleStore, Learned, calibration_path, learned_files, specialist_path
 from moa.logs import enabled, get_logger
 from moa.models.base import GenerateRequest, Generation, ModelBackend
 from moa.models.registry import Models
@@ -256,13 +256,23 @@ class RunContext:
         """The trained specialist for ``agent`` on the task ``key``, if there is one (loaded once)."""
         from moa.learning.specialist import Specialist
 
-        return self._load_once(("specialist", agent, key), lambda: specialist_path(self.settings, agent, key), Specialist.load)  # type: ignore[no-any-return]
+        found = self._load_once(("specialist", agent, key), lambda: specialist_path(self.settings, agent, key), Specialist.load)
+        return found if found is not None and found.key == key else None  # type: ignore[no-any-return]
 
-    def calibration(self, agent: str, model: str) -> Calibration | None:
-        """The confidence calibration of ``agent`` on ``model`` (``moa calibrate``), if there is one."""
+    def calibration(self, agent: str, model: str, key: str) -> Calibration | None:
+        """The confidence calibration of ``agent`` on ``model`` for the task ``key`` (its label set;
+        ``moa calibrate``), if there is one: a calibration is never applied to another label set."""
         from moa.learning.calibration import Calibration
 
-        return self._load_once(("calibration", agent, model), lambda: calibration_path(self.settings, agent, model), Calibration.load)  # type: ignore[no-any-return]
+        found = self._load_once(("calibration", agent, model, key), lambda: calibration_path(self.settings, agent, model, key), Calibration.load)
+        return found if found is not None and found.key == key and found.model == model else None  # type: ignore[no-any-return]
+
+    def learned(self, agent: str) -> list[Learned]:
+        """Every specialist and calibration file of ``agent``, whatever its task (read once a run)."""
+        key = ("learned", agent)
+        if key not in self._learned:
+            self._learned[key] = learned_files(self.settings, agent)
+        return self._learned[key]  # type: ignore[no-any-return]
 
     def examples(self) -> ExampleStore:
         """The store of examples answered by higher steps."""

@@ -2,8 +2,8 @@
 
 * :func:`calibrate_agent` runs a classification agent on one model over labelled data, fits an
   isotonic map from its raw confidence to the observed precision (:mod:`moa.learning.calibration`) and
-  stores it per agent and model; later runs report calibrated confidences, so a threshold of 0.8
-  means about 80% precision on that data.
+  stores it per agent, model and label set; later runs of that label set report calibrated
+  confidences, so a threshold of 0.8 means about 80% precision on that data.
 * :func:`train_agent` fits a specialist (:mod:`moa.learning.specialist`) on labelled data and/or on the
   examples the escalation store collected (answers of higher steps), and stores it per agent and
   label set; later runs try it first in the cascade.
@@ -24,7 +24,7 @@ from moa.errors import ErrorCode, UserError
 from moa.learning.calibration import Calibration
 from moa.learning.labelled import LabelledSet, load_labelled
 from moa.learning.specialist import Specialist, TrainReport, train_specialist
-from moa.learning.store import calibration_path, specialist_path
+from moa.learning.store import calibration_path, describe_key, specialist_path
 from moa.routing.policy import Step
 
 Progress = Callable[[int, int], None]
@@ -36,6 +36,13 @@ class Task(BaseModel):
     options: dict[str, Any]
     labels: list[str]
     key: str
+
+
+def used_by(agent: ModelAgent[Any, Any, Any], task: Task, model: str | None = None) -> str:
+    """Which runs will use what was learned for ``task`` (a specialist, or a calibration on
+    ``model``), and how a run asks for that task, in words (``moa train`` / ``moa calibrate`` print it)."""
+    on = f" when {model} answers" if model else ""
+    return f"used by {agent.name} runs that ask for ({describe_key(task.key)}){on}: {agent.how_to_ask(task.key)}"
 
 
 def classifier(agent: object) -> ModelAgent[Any, Any, Any]:
@@ -85,8 +92,8 @@ async def calibrate_agent(
     pairs = [(conf, label == gold) for (conf, label), gold in zip(answers, data.labels, strict=True) if conf is not None]
     if not pairs:
         raise UserError(ErrorCode.BAD_DATA, f"{backend.spec} answered none of {len(answers)} items; check the model (`moa models`)")
-    calibration = Calibration.fit([c for c, _ in pairs], [ok for _, ok in pairs], agent=agent.name, model=backend.spec)
-    path = calibration_path(ctx.settings, agent.name, backend.spec)
+    calibration = Calibration.fit([c for c, _ in pairs], [ok for _, ok in pairs], agent=agent.name, model=backend.spec, key=task.key)
+    path = calibration_path(ctx.settings, agent.name, backend.spec, task.key)
     calibration.save(path)
     return calibration, path
 

@@ -29,7 +29,7 @@ from moa.agent.results import AgentRun, Attempt
 from moa.agent.structured import generate_structured, schema_of
 from moa.agent.tools import Tool, run_tool_loop
 from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, UserError
-from moa.learning.store import Example
+from moa.learning.store import Example, describe_key
 from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend
 from moa.routing.policy import SPECIALIST, Policy, Step
@@ -208,6 +208,56 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         """Input options that make this agent choose among ``labels`` (for ``moa train``/``calibrate``)."""
         return {}
 
+    def options_for_key(self, key: str) -> dict[str, Any]:
+        """Input options whose task is ``key`` (the reverse of :meth:`specialist_key`):
+        ``labels=a,b`` → :meth:`options_for_labels`, ``name=value`` → ``{name: value}``."""
+        name, _, value = key.partition("=")
+        if name == "labels":
+            labels = value.split(",")
+            return self.options_for_labels(labels) or {"labels": labels}
+        return {name: value} if value else {}
+
+    def how_to_ask(self, key: str) -> str:
+        """How a ``moa run`` asks this agent for the task ``key``, in words."""
+        options = self.options_for_key(key)
+        if self.specialist_key(self.make_input("x", {})) == key:
+            return f"every {self.name} run that chooses no other task asks for it"
+        flags = " ".join(f"--option {self.name}.{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in options.items())
+        wording = self.task_wording(options)
+        return f"a run asks for it with {flags}" + (f", or when the task says {wording!r}" if wording else "")
+
+    def learned_warnings(self, ctx: RunContext, data: InputT) -> list[str]:
+        """What was trained or calibrated for this agent but does not fit the task of ``data``
+        (another label set), in words for the run's record: it is not used."""
+        key = self.specialist_key(data)
+        learned = ctx.learned(self.name) if key is not None else []
+        if key is None or not learned:
+            return []
+        wanted = describe_key(key)
+        steps = self.policy(ctx).steps
+        warnings = []
+        if any(s.name == SPECIALIST for s in steps) and ctx.specialist(self.name, key) is None:
+            for item in (i for i in learned if i.kind == "specialist" and i.key != key):
+                warnings.append(
+                    f"a specialist for {self.name} ({describe_key(item.key)}) exists but this task asks for ({wanted}), so it is not used; "
+                    f"{self.how_to_ask(item.key)}"
+                )
+        models = {ctx.backend_for(s).spec for s in steps if s.spec is not None}
+        for item in (i for i in learned if i.kind == "calibration" and i.model in models and i.key != key):
+            if ctx.calibration(self.name, item.model or "", key) is not None:
+                continue
+            if not item.key:
+                warnings.append(
+                    f"the calibration of {self.name} on {item.model} ({item.path}) was fitted before calibrations were kept per label set, "
+                    f"so it is not used; fit it again: moa calibrate {self.name} DATA --model {item.model}"
+                )
+            else:
+                warnings.append(
+                    f"a calibration of {self.name} on {item.model} for ({describe_key(item.key)}) exists but this task asks for ({wanted}), "
+                    f"so confidences are not calibrated; {self.how_to_ask(item.key)}"
+                )
+        return warnings
+
     def specialist_for(self, ctx: RunContext, data: InputT) -> Any:
         key = self.specialist_key(data)
         return None if key is None else ctx.specialist(self.name, key)
@@ -262,7 +312,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         result = await generate_structured(ctx, step, request, self.decode_type(data, caps))
         probs = await self._choice_probs(ctx, step, data, caps, result.value, result.generation)
         output = self.finish(data, result.value, result.generation, probs)
-        return self._calibrated(ctx, backend, output)
+        return self._calibrated(ctx, backend, data, output)
 
     def _confidence_method(self, ctx: RunContext, caps: Capabilities, data: InputT, step: str) -> str:
         """``auto``: token logprobs when the backend has them; else agreement of k samples, but
@@ -283,10 +333,12 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             return "self"
         return method
 
-    def _calibrated(self, ctx: RunContext, backend: ModelBackend, output: OutputT) -> tuple[OutputT, float | None]:
-        """Apply the agent's calibration on this model (``moa calibrate``) to the output's confidence."""
+    def _calibrated(self, ctx: RunContext, backend: ModelBackend, data: InputT, output: OutputT) -> tuple[OutputT, float | None]:
+        """Apply the agent's calibration on this model for this task's label set (``moa calibrate``)
+        to the output's confidence."""
         raw = self.confidence_of(output)
-        calibration = ctx.calibration(self.name, backend.spec)
+        key = self.specialist_key(data)
+        calibration = ctx.calibration(self.name, backend.spec, key) if key is not None else None
         if calibration is None or raw is None:
             return output, None
         return output.model_copy(update={"confidence": round(calibration.apply(raw), 4)}), raw  # type: ignore[return-value]

@@ -8,6 +8,7 @@ model's own score (chat models are asked for one).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from moa.kit import Capabilities, Example, Generation, Message, ModelAgent
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
+_LABEL_WORDS = re.compile(rf"\b({'|'.join(DEFAULT_LABELS)})\b", re.IGNORECASE)
 
 _SHOTS = (
     ("I loved every minute of it, the cast is wonderful.", "positive"),
@@ -101,6 +103,18 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
     def options_for_labels(self, labels: Sequence[str]) -> dict[str, Any]:
         known = [lab for lab in DEFAULT_LABELS if lab in labels]
         return {"labels": known + sorted(set(labels) - set(known))}
+
+    def options_from_task(self, task: str) -> dict[str, Any]:
+        """Two or more of the known labels named in the task choose the label set: "positive or
+        negative sentiment of each review" → ``{"labels": ["positive", "negative"]}``."""
+        named = {word.lower() for word in _LABEL_WORDS.findall(task)}
+        return self.options_for_labels(sorted(named)) if len(named) >= 2 else {}
+
+    def task_wording(self, options: dict[str, Any]) -> str | None:
+        labels = options.get("labels")
+        if not isinstance(labels, list) or len(labels) < 2 or not set(labels) <= set(DEFAULT_LABELS):
+            return None
+        return f"{', '.join(labels[:-1])} or {labels[-1]}"
 
     def finish(self, data: SentimentInput, decoded: BaseModel, gen: Generation, probs: dict[str, float] | None) -> Sentiment:
         if probs:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from moa.agent.context import RunContext
-from moa.agent.learn import calibrate_agent, classifier, load_for, task_for, train_agent
+from moa.agent.learn import calibrate_agent, classifier, load_for, task_for, train_agent, used_by
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.learning.labelled import parse_label_map
@@ -56,8 +56,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """Measure how often AGENT is right at each confidence on DATA, and store the calibration
-        (later runs report calibrated confidences: a threshold of 0.8 means ~80% precision)."""
+        """Measure how often AGENT is right at each confidence on DATA, and store the calibration for
+        this label set (later runs of the same label set report calibrated confidences: a threshold
+        of 0.8 means ~80% precision)."""
         try:
             settings = load_settings(escalate=False)
             found = classifier(get_agent(agent_catalog(), agent))
@@ -80,8 +81,9 @@ def register(app: typer.Typer) -> None:
             calibration, path = asyncio.run(go())
         except MoaError as exc:
             fail(exc, as_json)
+        usage = used_by(found, task, calibration.model)
         if as_json:
-            out.print_json(json.dumps({"path": str(path), **calibration.model_dump()}))
+            out.print_json(json.dumps({"path": str(path), "used_by": usage, **calibration.model_dump()}))
             return
         table = Table(title=f"{found.name} on {calibration.model}: {calibration.n} items, accuracy {calibration.accuracy:.3f}", title_justify="left")
         for col in ("threshold", "coverage", "precision"):
@@ -91,6 +93,7 @@ def register(app: typer.Typer) -> None:
         out.print(table)
         held_out = "" if calibration.ece_held_out is None else f", {calibration.ece_held_out:.3f} on answers left out of the fit (5-fold)"
         out.print(f"ECE {calibration.ece_raw:.3f} → {calibration.ece:.3f} on the fitting answers{held_out} · stored in {path}", highlight=False)
+        out.print(usage, highlight=False, markup=False)
 
     @app.command()
     def train(
@@ -127,8 +130,9 @@ def register(app: typer.Typer) -> None:
             _, report, path = asyncio.run(go())
         except MoaError as exc:
             fail(exc, as_json)
+        usage = used_by(found, task)
         if as_json:
-            out.print_json(json.dumps({"path": str(path), **report.model_dump()}))
+            out.print_json(json.dumps({"path": str(path), "used_by": usage, **report.model_dump()}))
             return
         accuracy = "n/a" if report.holdout_accuracy is None else f"{report.holdout_accuracy:.3f}"
         out.print(
@@ -136,3 +140,4 @@ def register(app: typer.Typer) -> None:
             f"held-out accuracy {accuracy}, embed {report.embed_seconds:.1f}s, fit {report.fit_seconds:.2f}s · stored in {path}",
             highlight=False,
         )
+        out.print(usage, highlight=False, markup=False)

@@ -186,6 +186,8 @@ def _render(result: RunResult) -> None:
     for e in result.errors:
         line = f"in {e.subtask}: [{e.code}] {e.message}"
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if result.handoff:
         render_handoff(result.handoff)
     if result.pending:
@@ -208,6 +210,24 @@ def _write_json(path: Path, result: RunResult) -> None:
         path.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     except OSError as exc:
         raise UserError(ErrorCode.INPUT_FILE, f"cannot write {path}: {exc}; choose another --output path") from exc
+
+
+def _with_agent_options(settings: Settings, pairs: list[str] | None, labels: str | None) -> Settings:
+    """``settings`` with ``--option AGENT.KEY=VALUE`` and ``--labels`` over its ``agent_options``."""
+    if not pairs and labels is None:
+        return settings
+    chosen = {agent: dict(options) for agent, options in settings.agent_options.items()}
+    if labels is not None:
+        label_set = _csv(labels) or []
+        takers = [name for name, agent in agent_catalog().items() if "labels" in agent.input_type.model_fields]
+        for name in takers:
+            chosen.setdefault(name, {})["labels"] = label_set
+    for name, value in cli_learn.parse_options(pairs).items():
+        agent, dot, key = name.partition(".")
+        if not dot or not agent or not key:
+            raise UserError(ErrorCode.INVALID_INPUT, f"bad --option {name}=...: name the agent, e.g. --option sentiment.labels=positive,negative")
+        chosen.setdefault(agent, {})[key] = value
+    return settings.model_copy(update={"agent_options": chosen})
 
 
 @app.command()
@@ -237,6 +257,8 @@ def run(
     approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every step that waits for a person, without asking.")] = False,
     deny_all: Annotated[bool, typer.Option("--deny-all", help="Deny every step that waits for a person, without asking.")] = False,
     on_unsure: Annotated[Optional[str], typer.Option(help="keep | needs_human: hand items with no trustworthy answer to a person.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="An agent's input option for this run, AGENT.KEY=VALUE (e.g. sentiment.labels=positive,negative); repeatable.")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="The label set of the agents that take one (sentiment), e.g. positive,negative.")] = None,
     store_examples: Annotated[Optional[bool], typer.Option("--store-examples/--no-store-examples", help="Store escalated items a higher step answered (text, label, run, model, time) as examples.")] = None,
     shots_from_examples: Annotated[Optional[int], typer.Option(help="Stored examples added to the small model's few-shot prompt (0: never read the example store).")] = None,
 ) -> None:
@@ -250,6 +272,7 @@ def run(
             budget_seconds=budget_seconds, cache=cache, approve=approval, on_unsure=on_unsure, store_examples=store_examples,
             shots_from_examples=shots_from_examples,
         )  # fmt: skip
+        settings = _with_agent_options(settings, option, labels)
         given = _read_plan(plan) if plan is not None else None
         answers = Answers.of(approve_all=approve_all, deny_all=deny_all)
     except MoaError as exc:
@@ -326,6 +349,8 @@ def _execute(
         out.print_json(result.model_dump_json(), highlight=False)
         for e in result.errors:
             err.print(f"error in {e.subtask}: [{e.code}] {e.message}", markup=False, highlight=False, soft_wrap=True)
+        for warning in result.warnings:
+            err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
         if result.pending:
             err.print(f"waiting for approval: {', '.join(a.id for a in result.pending)}; answer with: moa resume {result.run_id} --approve ID|all --deny ID|all", markup=False, highlight=False, soft_wrap=True)
     else:

@@ -66,7 +66,7 @@ class Bin(BaseModel):
 
 
 class Calibration(BaseModel):
-    """A fitted map from raw confidence to probability of being correct, for one agent and model."""
+    """A fitted map from raw confidence to probability of being correct, for one agent, model and task."""
 
     xs: list[float]
     ys: list[float]
@@ -74,6 +74,9 @@ class Calibration(BaseModel):
     accuracy: float
     agent: str
     model: str
+    key: str = ""
+    """The task it was fitted for (``labels=negative,positive``): it is applied to that task only.
+    Empty in files made before calibrations were kept per label set (never applied)."""
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     ece_raw: float | None = None
     """Expected calibration error of the raw confidences on the fitting data."""
@@ -96,7 +99,7 @@ class Calibration(BaseModel):
         return self
 
     @classmethod
-    def fit(cls, confidences: Sequence[float], correct: Sequence[bool], *, agent: str, model: str) -> Calibration:
+    def fit(cls, confidences: Sequence[float], correct: Sequence[bool], *, agent: str, model: str, key: str = "") -> Calibration:
         """Fit isotonic regression of ``correct`` on ``confidences`` (see the module docstring)."""
         conf, hit = _check_points(confidences, correct)
         if len(conf) < MIN_POINTS:
@@ -115,7 +118,7 @@ class Calibration(BaseModel):
                 "evaluate it on more (or more varied) labelled items",
             )
         xs, ys = _isotonic(conf, hit)
-        calibration = cls(xs=xs, ys=ys, n=len(conf), accuracy=float(hit.mean()), agent=agent, model=model)
+        calibration = cls(xs=xs, ys=ys, n=len(conf), accuracy=float(hit.mean()), agent=agent, model=model, key=key)
         calibrated = calibration.apply_many(conf)
         calibration.ece_raw = expected_calibration_error(conf, hit)
         calibration.ece = expected_calibration_error(calibrated, hit)

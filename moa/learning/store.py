@@ -1,8 +1,13 @@
 """What moa learns, and where it keeps it (under ``settings.state_dir``)::
 
-    agents/<agent>/specialist-<key>.npz   trained specialist (``moa train``)
-    agents/<agent>/calibration-<model>.json  confidence calibration (``moa calibrate``)
-    examples/                              Chroma: answers of higher steps, one collection per agent task
+    agents/<agent>/specialist-<key>.npz            trained specialist (``moa train``)
+    agents/<agent>/calibration-<model>-<key>.json  confidence calibration (``moa calibrate``)
+    examples/                                      Chroma: answers of higher steps, one collection per agent task
+
+A *key* names an agent's task: its label set (``labels=negative,positive``) or filter criterion
+(``criterion=spam``). Specialists and calibrations are kept per agent and key, and a run uses them
+only for the same key. Calibrations made before they were kept per key
+(``calibration-<model>.json``, no key inside) are never applied.
 
 :class:`ExampleStore` keeps every escalated item that a higher step answered confidently (text,
 label, and its provenance: run, model, time, agent, task) unless ``store_examples`` is off.
@@ -19,10 +24,11 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
+from moa.errors import MoaError
 from moa.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,18 +49,64 @@ def specialist_path(settings: Settings, agent: str, key: str) -> Path:
     return agent_dir(settings, agent) / f"specialist-{_slug(key)}.npz"
 
 
-def calibration_path(settings: Settings, agent: str, model: str) -> Path:
-    return agent_dir(settings, agent) / f"calibration-{_slug(model)}.json"
+def calibration_path(settings: Settings, agent: str, model: str, key: str) -> Path:
+    """Where the calibration of ``agent`` on ``model`` for the task ``key`` (its label set) is kept."""
+    return agent_dir(settings, agent) / f"calibration-{_slug(model)}-{_slug(key)}.json"
+
+
+def describe_key(key: str) -> str:
+    """A task key in words: ``labels=negative,positive`` → ``negative, positive``; ``criterion=spam``
+    → ``criterion spam``."""
+    name, _, value = key.partition("=")
+    if name == "labels":
+        return ", ".join(value.split(","))
+    return f"{name} {value}" if value else key
+
+
+class Learned(BaseModel):
+    """A specialist or calibration file of an agent, and the task it was made for."""
+
+    kind: Literal["specialist", "calibration"]
+    key: str
+    """The task (``labels=...``, ``criterion=...``); empty for a calibration made before moa kept
+    calibrations per label set (it is never applied)."""
+    model: str | None = None
+    """The model a calibration is for."""
+    path: Path
+
+
+def learned_files(settings: Settings, agent: str) -> list[Learned]:
+    """Every readable specialist and calibration file of ``agent`` (unreadable ones are left out:
+    using them already says why)."""
+    folder = agent_dir(settings, agent)
+    if not folder.is_dir():
+        return []
+    from moa.learning.calibration import Calibration
+    from moa.learning.specialist import Specialist
+
+    found: list[Learned] = []
+    for path in sorted(folder.glob("specialist-*.npz")):
+        try:
+            found.append(Learned(kind="specialist", key=Specialist.load(path).key, path=path))
+        except MoaError:
+            continue
+    for path in sorted(folder.glob("calibration-*.json")):
+        try:
+            calibration = Calibration.load(path)
+        except MoaError:
+            continue
+        found.append(Learned(kind="calibration", key=calibration.key, model=calibration.model, path=path))
+    return found
 
 
 def learned_summary(settings: Settings, agent: str) -> str:
-    """What is stored for ``agent``, in words (for ``moa agents``)."""
-    folder = agent_dir(settings, agent)
-    specialists = len(list(folder.glob("specialist-*.npz"))) if folder.is_dir() else 0
-    calibrations = len(list(folder.glob("calibration-*.json"))) if folder.is_dir() else 0
-    parts = [f"{specialists} specialist{'s' * (specialists != 1)}"] if specialists else []
-    parts += [f"{calibrations} calibration{'s' * (calibrations != 1)}"] if calibrations else []
-    return ", ".join(parts) or "-"
+    """What is stored for ``agent``, in words (for ``moa agents``): each specialist's and
+    calibration's task."""
+    parts = []
+    for item in learned_files(settings, agent):
+        task = f"({describe_key(item.key)})" if item.key else "(no label set: fit it again)"
+        parts.append(f"specialist {task}" if item.kind == "specialist" else f"calibration on {item.model} {task}")
+    return "; ".join(parts) or "-"
 
 
 class Example(BaseModel):

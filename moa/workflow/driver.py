@@ -125,6 +125,7 @@ def _result(
         reused=state.get("reused", []),
         pending=pending or [],
         handoff=handoff,
+        warnings=list(dict.fromkeys(w for r in results.values() for w in r.warnings)),
     )
 
 
@@ -225,6 +226,16 @@ async def _paused_state(graph: Pregel, run_id: str, state: dict[str, Any], pendi
     return {**state, "results": snapshot.results, "usage": snapshot.usage} if snapshot is not None else state
 
 
+def _check_agent_options(settings: Settings, catalog: Mapping[str, Agent]) -> None:  # type: ignore[type-arg]
+    """``agent_options`` name known agents and valid options (before any model runs)."""
+    for name, options in settings.agent_options.items():
+        if name not in catalog:
+            raise UserError(
+                ErrorCode.BAD_CONFIG, f"agent_options names the agent {name!r}, which is not known (known: {', '.join(sorted(catalog))}); fix --option or moa.toml"
+            )
+        catalog[name].make_input("x", dict(options))
+
+
 async def arun(
     task: str,
     *,
@@ -266,6 +277,7 @@ async def arun(
     else:
         items = check_items([str(i) for i in input], settings)
     catalog = agent_catalog(agents)
+    _check_agent_options(settings, catalog)
     compiled, graph_name = _graph(graph, catalog)
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)

@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from moa.errors import ApprovalDenied, RunError
 from moa.logs import get_logger
 from moa.models.base import GenerateRequest, Message
-from moa.workflow.plan import Plan
+from moa.workflow.plan import Plan, with_agent_options
 from moa.workflow.planner import (
     PlanOutcome,
     RouterPlanner,
@@ -30,7 +30,8 @@ log = get_logger(__name__)
 
 def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Plan] | None = None) -> PlanNode:
     """A ``plan`` node: plans the task (or takes the run's given plan, or ``fixed``), then
-    applies ``transform`` (e.g. the triage graph's gate) and validates the result."""
+    applies ``transform`` (e.g. the triage graph's gate), validates the result and sets the run's
+    ``agent_options`` on the subtasks of those agents (the plan, checkpointed, keeps them)."""
 
     async def plan(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
         deps = runtime.context
@@ -41,6 +42,8 @@ def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Pla
                 outcome = await _plan(deps, state)
         if transform is not None:
             outcome = PlanOutcome(given_plan(transform(outcome.plan), deps.agents).plan, outcome.info)
+        if deps.ctx.settings.agent_options:
+            outcome = PlanOutcome(with_agent_options(outcome.plan, deps.ctx.settings.agent_options), outcome.info)
         deps.ctx.emit("planned", plan=outcome.plan, planner=outcome.info)
         log.info("planned", planner=outcome.info.name, subtasks=[s.id for s in outcome.plan.subtasks])
         return {"plan": outcome.plan, "planner": outcome.info, "usage": scope.usage}

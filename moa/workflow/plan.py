@@ -7,7 +7,7 @@ subtask must be among its ``depends_on``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -64,6 +64,15 @@ class Plan(BaseModel):
             for i in layer:
                 del remaining[i]
         return layers
+
+
+def with_agent_options(plan: Plan, options: Mapping[str, Mapping[str, Any]]) -> Plan:
+    """``plan`` with ``options[agent]`` set on every subtask of that agent, over its own options
+    (the run's ``agent_options``: what the user chose wins over what the planner inferred)."""
+    if not any(s.agent in options for s in plan.subtasks):
+        return plan
+    subtasks = [s.model_copy(update={"options": {**s.options, **options[s.agent]}}) if s.agent in options else s for s in plan.subtasks]
+    return plan.model_copy(update={"subtasks": subtasks})
 
 
 def plan_problems(plan: Plan, agents: Collection[str]) -> list[str]:

@@ -3,7 +3,8 @@
 * :class:`RouterPlanner` needs no generative model: it splits the task into clauses, embeds them
   and matches each against every agent's description and example requests (semantic-router
   style), then orders the chosen agents into a DAG by stage (retrieval → filtering → the rest in
-  parallel). It is the default with the embedded Gemma 3 270M, whose own plans were measured to
+  parallel). Each agent's options come from the task's words (the filter criterion from its clause;
+  :meth:`~moa.agent.base.Agent.options_from_task`, e.g. sentiment's label set, from the whole task). It is the default with the embedded Gemma 3 270M, whose own plans were measured to
   be schema-valid but meaningless.
 * :class:`LLMPlanner` asks the ``llm`` tier for a plan as constrained JSON, validates it (known
   agents, no cycles, no dangling dependencies, resolvable items) and gives the model one repair
@@ -19,7 +20,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -114,11 +115,12 @@ class RouterPlanner(Planner):
             top = max(best_overall, key=best_overall.__getitem__)
             chosen[top] = task
             note = f"no clause reached similarity {self.threshold}; used the closest agent {top!r} ({best_overall[top]})"
-        plan = self._order(chosen, has_input)
+        options = {name: _filter_options(clause) if name == "filtering" else agents[name].options_from_task(task) for name, clause in chosen.items()}
+        plan = self._order(chosen, has_input, options)
         return PlanOutcome(plan, PlannerInfo(name="router", reason=f"{reason}; {note}", scores=best_overall))
 
     @staticmethod
-    def _order(chosen: Mapping[str, str], has_input: bool) -> Plan:
+    def _order(chosen: Mapping[str, str], has_input: bool, options: Mapping[str, dict[str, Any]]) -> Plan:
         by_stage: dict[int, list[str]] = {}
         for name in chosen:
             by_stage.setdefault(STAGES.get(name, max(STAGES.values())), []).append(name)
@@ -129,15 +131,15 @@ class RouterPlanner(Planner):
             for name in sorted(by_stage[stage]):
                 sid = f"s{len(subtasks) + 1}"
                 instruction = chosen[name]
-                options = _filter_options(instruction) if name == "filtering" else {}
+                chosen_options = options.get(name, {})
                 if name == "retrieval" and not has_input:
-                    options = {}
+                    chosen_options = {}
                 subtasks.append(
                     Subtask(
                         id=sid,
                         agent=name,
                         instruction=instruction,
-                        options=options,
+                        options=chosen_options,
                         items=upstream or INPUT,
                         depends_on=[upstream] if upstream else [],
                     )

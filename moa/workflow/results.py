@@ -132,6 +132,9 @@ class SubtaskResult(BaseModel):
     """How many items each cascade step answered (``{"slm": 8, "llm": 2}``)."""
     waiting: list[Approval] = Field(default_factory=list)
     """What this subtask waits for (status ``waiting``): its own start, or steps of its items."""
+    warnings: list[str] = Field(default_factory=list)
+    """What the user should know that did not fail the subtask (e.g. a trained specialist or a
+    calibration of its agent exists, but for another label set, so it was not used)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -226,6 +229,8 @@ class RunResult(BaseModel):
     """What the run waits for (status ``waiting``); answer with :func:`moa.aresume`."""
     handoff: list[Handoff] = Field(default_factory=list)
     """Items handed to a person (status ``needs_human``), with every attempt's output or error."""
+    warnings: list[str] = Field(default_factory=list)
+    """What the user should know that did not fail the run, each once (the subtasks' warnings)."""
 
     @property
     def exit_code(self) -> int:

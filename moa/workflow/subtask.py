@@ -67,14 +67,15 @@ def _items(subtask: Subtask, runs: Iterable[tuple[int, str, AgentRun]], deps: Ru
 
 
 def _outcome(
-    job: SubtaskJob, agent: Agent, items: list[ItemResult], approvals: list[Approval], usage: list[Usage], *, seconds: float, models: list[str]
+    job: SubtaskJob, agent: Agent, items: list[ItemResult], approvals: list[Approval], usage: list[Usage], *, seconds: float, models: list[str],
+    warnings: list[str],
 ) -> SubtaskResult:  # type: ignore[type-arg]
     """A subtask's result from its items: waiting while any item waits, else ok / partial / failed."""
     sid = job.subtask.id
     if approvals:
         return SubtaskResult(
             id=sid, agent=agent.name, status="waiting", items=items, seconds=seconds, waiting=approvals,
-            models=sorted({*models, *(u.model for u in usage)}), reason=f"{len(approvals)} item step(s) wait for approval",
+            models=sorted({*models, *(u.model for u in usage)}), reason=f"{len(approvals)} item step(s) wait for approval", warnings=warnings,
         )  # fmt: skip
     failed = sum(1 for i in items if i.output is None)
     handed = sum(1 for i in items if i.handoff)
@@ -93,6 +94,7 @@ def _outcome(
         seconds=seconds,
         models=sorted({*models, *(u.model for u in usage)}),
         handled=dict(Counter(i.answered_by for i in items if i.answered_by and not i.deduplicated)),
+        warnings=warnings,
     )
 
 
@@ -102,6 +104,17 @@ def _agent_for(subtask: Subtask, deps: RunDeps) -> Agent:  # type: ignore[type-a
     if (subtask.cascade is not None or subtask.threshold is not None) and isinstance(agent, ModelAgent):
         return agent.with_policy(threshold=subtask.threshold, cascade=subtask.cascade)
     return agent
+
+
+def _learned_warnings(agent: Agent, inputs: list[Any], deps: RunDeps) -> list[str]:  # type: ignore[type-arg]
+    """What was learned for the subtask's agent but does not fit its task (every item shares the
+    subtask's options, so its first item stands for all)."""
+    if not isinstance(agent, ModelAgent) or not inputs:
+        return []
+    warnings = agent.learned_warnings(deps.ctx, inputs[0])
+    for warning in warnings:
+        log.info("learned_not_used", agent=agent.name, reason=warning)
+    return warnings
 
 
 def _subtask_approval(job: SubtaskJob, agent: Agent, deps: RunDeps) -> Approval | None:  # type: ignore[type-arg]
@@ -142,10 +155,11 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps, *, approved: bool = False)
             result = SubtaskResult(id=subtask.id, agent=agent.name, status="failed", reason=exc.message)
             deps.ctx.emit("subtask_done", subtask.id, status="failed")
             return {"results": {subtask.id: result}, "usage": []}
+        warnings = _learned_warnings(agent, inputs, deps)
         runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id)
     items, approvals = _items(subtask, [(p, item, r) for p, (item, r) in enumerate(zip(job.items, runs, strict=True), start=1)], deps)
     usage = [u for r in runs for u in r.usage]
-    result = _outcome(job, agent, items, approvals, usage, seconds=round(time.perf_counter() - started, 3), models=[])
+    result = _outcome(job, agent, items, approvals, usage, seconds=round(time.perf_counter() - started, 3), models=[], warnings=warnings)
     return _done(result, usage, deps)
 
 
@@ -184,5 +198,5 @@ async def continue_subtask(job: SubtaskJob, prior: SubtaskResult, deps: RunDeps)
         items[p] = went_on
     usage = [u for r in runs for u in r.usage]
     seconds = round(prior.seconds + time.perf_counter() - started, 3)
-    result = _outcome(job, agent, items, approvals, usage, seconds=seconds, models=prior.models)
+    result = _outcome(job, agent, items, approvals, usage, seconds=seconds, models=prior.models, warnings=prior.warnings)
     return _done(result, usage, deps)

@@ -220,7 +220,11 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     def how_to_ask(self, key: str) -> str:
         """How a ``moa run`` asks this agent for the task ``key``, in words."""
         options = self.options_for_key(key)
-        if self.specialist_key(self.make_input("x", {})) == key:
+        try:
+            default = self.specialist_key(self.make_input("x", {}))
+        except MoaError:  # the agent has no default task (a required option)
+            default = None
+        if default == key:
             return f"every {self.name} run that chooses no other task asks for it"
         flags = " ".join(f"--option {self.name}.{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in options.items())
         wording = self.task_wording(options)
@@ -236,7 +240,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         wanted = describe_key(key)
         steps = self.policy(ctx).steps
         warnings = []
-        if any(s.name == SPECIALIST for s in steps) and ctx.specialist(self.name, key) is None:
+        if self.tier != "llm" and any(s.name == SPECIALIST for s in steps) and ctx.specialist(self.name, key) is None:
             for item in (i for i in learned if i.kind == "specialist" and i.key != key):
                 warnings.append(
                     f"a specialist for {self.name} ({describe_key(item.key)}) exists but this task asks for ({wanted}), so it is not used; "

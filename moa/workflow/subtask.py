@@ -111,7 +111,11 @@ def _learned_warnings(agent: Agent, inputs: list[Any], deps: RunDeps) -> list[st
     subtask's options, so its first item stands for all)."""
     if not isinstance(agent, ModelAgent) or not inputs:
         return []
-    warnings = agent.learned_warnings(deps.ctx, inputs[0])
+    try:
+        warnings = agent.learned_warnings(deps.ctx, inputs[0])
+    except MoaError as exc:  # a note for the user: never a reason to fail the subtask
+        log.warning("learned_files_unreadable", agent=agent.name, code=str(exc.code), error=exc.message)
+        return []
     for warning in warnings:
         log.info("learned_not_used", agent=agent.name, reason=warning)
     return warnings

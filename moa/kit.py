@@ -43,6 +43,7 @@ from moa.models.base import Capabilities, GenerateRequest, Generation, Message, 
 from moa.routing.approvals import AwaitingApproval
 from moa.settings import Settings, Tier
 from moa.usage import Usage
+from moa.workflow.catalog import builtin_agents, builtin_graphs
 from moa.workflow.nodes import compile_plan_execute, make_plan_node, plan_node, synthesize
 from moa.workflow.plan import INPUT, Plan, Subtask
 from moa.workflow.planner import PlannerInfo, given_plan
@@ -102,6 +103,8 @@ __all__ = [
     "Usage",
     "UserError",
     "agent_tool",
+    "builtin_agents",
+    "builtin_graphs",
     "choice_confidence",
     "compile_plan_execute",
     "execute",

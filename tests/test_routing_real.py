@@ -84,9 +84,9 @@ async def test_calibrate_the_embedded_model_on_sst2(tmp_path: Path, embedded: Em
     assert path == calibration_path(settings, "sentiment", embedded.spec) and path.exists()
     assert calibration.n == 40 and 0.5 < calibration.accuracy <= 1.0
     fresh = moa.RunContext.create(settings, models=moa.Models(settings, slm=embedded, llm=embedded))
-    run, attempt = await agent.attempt(fresh, Step("slm", "embedded:"), agent.make_input(data.texts[0], task.options), None)
+    attempt = await agent.attempt(fresh, Step("slm", "embedded:"), agent.make_input(data.texts[0], task.options))
     assert attempt.raw_confidence is not None
-    assert run.output.confidence == pytest.approx(round(calibration.apply(attempt.raw_confidence), 4))  # type: ignore[union-attr]
+    assert attempt.output.confidence == pytest.approx(round(calibration.apply(attempt.raw_confidence), 4))  # type: ignore[union-attr]
     await ctx.aclose()
     await fresh.aclose()
 
@@ -111,7 +111,7 @@ def test_cli_train_then_run_uses_the_specialist(tmp_path: Path) -> None:
     result = json.loads(out)
     (subtask,) = result["results"].values()
     assert result["summary"]["per_tier"]["specialist"]["calls"] == 2
-    assert [i["output"]["keep"] for i in subtask["items"]] == [False, True]
+    assert [i["run"]["output"]["keep"] for i in subtask["items"]] == [False, True]
 
 
 def test_bad_training_files_exit_2_with_line_numbers(tmp_path: Path) -> None:
@@ -162,5 +162,5 @@ def test_ctrl_c_writes_the_finished_items(tmp_path: Path) -> None:
     partial = json.loads(out.read_text())
     assert partial["status"] == "interrupted"
     items = partial["results"]["s"]["items"]
-    assert 0 < len(items) < 400 and all(i["output"] for i in items)
+    assert 0 < len(items) < 400 and all(i["run"]["output"] for i in items)
     assert "interrupted" in errors and str(out) in " ".join(errors.split())

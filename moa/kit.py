@@ -19,7 +19,7 @@ from moa.agent.confidence import choice_confidence
 from moa.agent.context import Event, RunContext
 from moa.agent.model import ModelAgent
 from moa.agent.results import AgentRun, Attempt, Escalation, ToolCallRecord
-from moa.agent.structured import Structured, generate_structured, schema_of
+from moa.agent.structured import Structured, generate_structured, output_token_limit, schema_of
 from moa.agent.tools import Tool, agent_tool, memory_search, tool
 from moa.errors import (
     ApprovalDenied,
@@ -112,6 +112,7 @@ __all__ = [
     "given_plan",
     "make_plan_node",
     "memory_search",
+    "output_token_limit",
     "plan_node",
     "schema_of",
     "synthesize",

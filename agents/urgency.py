@@ -47,7 +47,6 @@ class UrgencyAgent(ModelAgent[UrgencyInput, Urgency, BaseModel]):
     examples = ("which messages are urgent", "prioritise the tickets")
     input_type = UrgencyInput
     output_type = Urgency
-    max_tokens = 16
 
     def choices(self, data: UrgencyInput) -> list[str]:
         return ["urgent", "routine"]

@@ -61,6 +61,7 @@ from pydantic import BaseModel, ValidationError  # noqa: E402
 
 from moa import Capabilities, Generation, TokenLogprob  # noqa: E402
 from moa.agent.confidence import calibrate, choice_probs  # noqa: E402
+from moa.agent.structured import output_token_limit  # noqa: E402
 from moa.agents.extraction import ExtractionInput  # noqa: E402
 from moa.agents.extraction import agent as extraction  # noqa: E402
 from moa.agents.filtering import FilterInput  # noqa: E402
@@ -98,7 +99,7 @@ class Task:
 
     @property
     def max_tokens(self) -> int:
-        return AGENTS[self.agent].max_tokens
+        return AGENTS[self.agent].max_tokens or output_token_limit(self.decode)
 
     @property
     def top_logprobs(self) -> int:

@@ -45,6 +45,7 @@ from pydantic import BaseModel  # noqa: E402
 
 import moa  # noqa: E402
 from benchmarks._common import describe, finish, fit, interleaved, load, machine, median, parser, report, table  # noqa: E402
+from moa.agent.structured import output_token_limit  # noqa: E402
 from moa.agents.sentiment import agent as sentiment  # noqa: E402
 from moa.logs import configure_logging  # noqa: E402
 from moa.models.base import GenerateRequest  # noqa: E402
@@ -98,7 +99,7 @@ def hand_written(model: FakeModel) -> Work:
 
     async def work(_sid: str, text: str) -> Decision:
         prompt = sentiment.completion_prompt(sentiment.make_input(text))
-        gen = await model.agenerate(GenerateRequest(prompt=prompt, json_schema=schema, max_tokens=sentiment.max_tokens))
+        gen = await model.agenerate(GenerateRequest(prompt=prompt, json_schema=schema, max_tokens=output_token_limit(Decision)))
         return Decision.model_validate_json(gen.text)
 
     return work

@@ -46,8 +46,8 @@ from moa.agents.sentiment import agent as sentiment  # noqa: E402
 from moa.logs import configure_logging  # noqa: E402
 from moa.models.base import Capabilities, GenerateRequest  # noqa: E402
 from moa.models.registry import Models  # noqa: E402
-from moa.workflow.plan import Plan  # noqa: E402
 from moa.testing import FakeModel, prompt_of  # noqa: E402
+from moa.workflow.plan import Plan  # noqa: E402
 
 ITEM = "A charming and often affecting journey."
 CAPS = Capabilities(chat=False, completion=True, json_schema=True, logprobs=True)  # an openai+completion backend's

@@ -114,8 +114,8 @@ class MoaError(Exception):
         return f"[{self.code}] {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view, used by ``--json`` output."""
-        return {"type": type(self).__name__, "code": str(self.code), "message": self.message, **self.details}
+        """A JSON-ready view (``--json`` output): :class:`ErrorInfo`'s fields."""
+        return self.info().model_dump(mode="json")
 
     def info(self, **extra: Any) -> ErrorInfo:
         """This error as data (:class:`ErrorInfo`)."""

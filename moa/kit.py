@@ -19,7 +19,7 @@ from moa.agent.confidence import choice_confidence
 from moa.agent.context import Event, RunContext
 from moa.agent.model import ModelAgent
 from moa.agent.results import AgentRun, Attempt, Escalation, ToolCallRecord
-from moa.agent.structured import Structured, generate_structured, schema_of
+from moa.agent.structured import Structured, generate_structured, output_token_limit, schema_of
 from moa.agent.tools import Tool, agent_tool, memory_search, tool
 from moa.errors import (
     ApprovalDenied,
@@ -43,6 +43,7 @@ from moa.models.base import Capabilities, GenerateRequest, Generation, Message, 
 from moa.routing.approvals import AwaitingApproval
 from moa.settings import Settings, Tier
 from moa.usage import Usage
+from moa.workflow.catalog import builtin_agents, builtin_graphs
 from moa.workflow.nodes import compile_plan_execute, make_plan_node, plan_node, synthesize
 from moa.workflow.plan import INPUT, Plan, Subtask
 from moa.workflow.planner import PlannerInfo, given_plan
@@ -102,6 +103,8 @@ __all__ = [
     "Usage",
     "UserError",
     "agent_tool",
+    "builtin_agents",
+    "builtin_graphs",
     "choice_confidence",
     "compile_plan_execute",
     "execute",
@@ -109,6 +112,7 @@ __all__ = [
     "given_plan",
     "make_plan_node",
     "memory_search",
+    "output_token_limit",
     "plan_node",
     "schema_of",
     "synthesize",

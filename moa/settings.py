@@ -26,7 +26,7 @@ _RULE_PREFIXES = ("subtask:", "agent:", "tier:", "tool:")
 
 
 def check_rule(entry: str) -> str:
-    """``entry`` if it is a valid approval rule (see :mod:`moa.approvals`), else ``ValueError``."""
+    """``entry`` if it is a valid approval rule (see :mod:`moa.routing.approvals`), else ``ValueError``."""
     entry = entry.strip()
     if entry == SIDE_EFFECTS or (entry.startswith(_RULE_PREFIXES) and entry.split(":", 1)[1].strip()):
         return entry

@@ -52,11 +52,11 @@ def test_rag_from_yaml_cites_or_says_it_does_not_know(tmp_path: Path) -> None:
     questions.write_text("How many days do I have to return an item?\nWhat is the airspeed of an unladen swallow?\n")
     result = _moa("run", "answer from the handbook", "-i", str(questions), "--graph", str(ROOT / "examples" / "graphs" / "rag.yaml"), "--json", tmp_path=tmp_path)
     returns, swallow = result["results"]["answer"]["items"]
-    found = result["results"]["retrieve"]["items"][0]["output"]["passages"]
+    found = result["results"]["retrieve"]["items"][0]["run"]["output"]["passages"]
     assert found and "30 days" in found[0]["text"] and found[0]["source"].endswith("handbook.md")
-    assert returns["output"]["known"] is True
-    assert all(c["source"].endswith("handbook.md") for c in returns["output"]["citations"])
-    assert swallow["output"] == {"answer": "I don't know: nothing relevant was found in the memory.", "known": False, "citations": []}
+    assert returns["run"]["output"]["known"] is True
+    assert all(c["source"].endswith("handbook.md") for c in returns["run"]["output"]["citations"])
+    assert swallow["run"]["output"] == {"answer": "I don't know: nothing relevant was found in the memory.", "known": False, "citations": []}
 
 
 def test_declared_dag_from_yaml_and_graphs_show(tmp_path: Path) -> None:
@@ -78,5 +78,5 @@ def test_triage_from_yaml_mixture_and_rag_by_name(tmp_path: Path) -> None:
     mixed = _moa("run", "Name one benefit of local models.", "--graph", "mixture", "--json", tmp_path=tmp_path)
     assert len([k for k in mixed["results"] if k.startswith("L")]) == 6 and "aggregate" in mixed["results"]
     unknown = _moa("run", "What is the airspeed of an unladen swallow?", "--graph", "rag", "--json", tmp_path=tmp_path)
-    assert unknown["results"]["answer"]["items"][0]["output"]["known"] is False  # empty memory: "I don't know", no model call
+    assert unknown["results"]["answer"]["items"][0]["run"]["output"]["known"] is False  # empty memory: "I don't know", no model call
     assert unknown["summary"]["calls"] == 0

@@ -208,5 +208,5 @@ def test_ctrl_c_writes_the_finished_items(tmp_path: Path) -> None:
     partial = json.loads(out.read_text())
     assert partial["status"] == "interrupted"
     items = partial["results"]["s"]["items"]
-    assert 0 < len(items) < 400 and all(i["output"] for i in items)
+    assert 0 < len(items) < 400 and all(i["run"]["output"] for i in items)
     assert "interrupted" in errors and str(out) in " ".join(errors.split())

@@ -24,7 +24,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from moa.errors import ApprovalDenied, ErrorCode
 from moa.logs import get_logger
@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-Purpose = Literal["agent", "repair", "calibrate", "extract", "plan", "synthesize", "tool", "answer", "propose", "aggregate"]
+Purpose = str
+"""What a call is for, in its usage record: moa's own are ``agent``, ``repair``, ``calibrate``,
+``extract``, ``plan``, ``synthesize``, ``tool``, ``answer``, ``propose``, ``aggregate``; a custom
+node may name its own."""
 
 
 @dataclass
@@ -66,14 +69,10 @@ def current_scope() -> CallScope | None:
 
 
 @contextlib.contextmanager
-def open_scope(
-    *, subtask: str | None = None, agent: str | None = None, item: str | None = None, reason: str | None = None, inherit: bool = True
-) -> Iterator[CallScope]:
+def open_scope(*, subtask: str | None = None, agent: str | None = None, item: str | None = None, reason: str | None = None) -> Iterator[CallScope]:
     """Open a scope inside the current one; on exit its usage and tool calls join the parent's.
-
-    Unset fields come from the parent (``inherit``); a scope opened with ``inherit=False`` starts
-    clean and does not pass its usage up (a subtask's items: their results carry it)."""
-    parent = _SCOPE.get() if inherit else None
+    Unset fields come from the parent."""
+    parent = _SCOPE.get()
     scope = CallScope(
         subtask=subtask if subtask is not None or parent is None else parent.subtask,
         agent=agent if agent is not None or parent is None else parent.agent,
@@ -122,8 +121,8 @@ def approve(ctx: RunContext, approval: Approval, *, ask_as: str | None) -> None:
     if decided is None:
         raise AwaitingApproval(approval)
     if not decided:
-        where = f" of {approval.subtask}" if approval.subtask else ""
-        raise ApprovalDenied(ErrorCode.APPROVAL_DENIED, f"a person denied {approval.reason}{where} ({approval.rule})")
+        where = f" in {approval.subtask}" if approval.subtask and approval.subtask != approval.id else ""
+        raise ApprovalDenied(ErrorCode.APPROVAL_DENIED, f"a person denied this step{where}: {approval.reason} ({approval.rule})")
 
 
 def step_approval(ctx: RunContext, step: Step, *, purpose: str, ask_as: str | None, reason: str | None) -> Approval | None:
@@ -132,7 +131,9 @@ def step_approval(ctx: RunContext, step: Step, *, purpose: str, ask_as: str | No
     if rule is None:
         return None
     scope = _SCOPE.get() or CallScope()
-    why = reason or scope.reason or f"call the {step.name} step ({step.spec}) to {purpose}"
+    why = reason or scope.reason or f"{purpose} on the {step.name} step ({ctx.backend_for(step).spec})"
+    if ask_as is None and scope.item is None:  # not an agent's item (nothing to park): a graph node pauses where it is
+        ask_as = scope.subtask or purpose
     if ask_as is not None:
         kind = ask_as if ask_as in ("plan", "synthesize") else "node"
         return Approval(id=ask_as, kind=kind, rule=rule, reason=why, subtask=scope.subtask, agent=scope.agent, step=step.name)  # type: ignore[arg-type]
@@ -157,7 +158,7 @@ async def call(
     """The door (see the module docstring)."""
     approval = step_approval(ctx, step, purpose=purpose, ask_as=ask_as, reason=reason)
     if approval is not None:
-        approve(ctx, approval, ask_as=ask_as)
+        approve(ctx, approval, ask_as=approval.id or None)
     backend = ctx.backend_for(step)
     async with ctx.slot(step.name):
         if ctx.budget.exhausted() is not None:  # asked once the call can go out: calls queued for a slot see what those before them spent

@@ -87,7 +87,7 @@ class RunContext:
     journal: list[JournalEntry] = field(default_factory=list)
     """Every finished item, in finishing order (partial results survive an interrupted run through it)."""
     decisions: Decisions = field(default_factory=Decisions)
-    """A person's answers to this run's approvals so far (:mod:`moa.approvals`)."""
+    """A person's answers to this run's approvals so far (:mod:`moa.routing.approvals`)."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from moa.agent.cascade import run_cascade
 from moa.agent.confidence import calibrate, choice_probs
 from moa.agent.context import RunContext
 from moa.agent.results import AgentRun, Attempt
-from moa.agent.structured import generate_structured, schema_of
+from moa.agent.structured import generate_structured, output_token_limit, schema_of
 from moa.agent.tools import Tool, run_tool_loop
 from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, UserError
 from moa.learning.store import Example, describe_key
@@ -47,7 +47,9 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     embedded engine reuses the KV cache of the shared prefix across a batch.
     """
 
-    max_tokens: ClassVar[int] = 128
+    max_tokens: ClassVar[int | None] = None
+    """Output-token limit of the agent's answers; ``None`` (the default): derived from the decode
+    schema (:func:`~moa.agent.structured.output_token_limit`), so no valid answer is ever cut."""
     logprobs: ClassVar[int] = 10
     threshold: float | None = None
     """Confidence below which an answer escalates (``None``: only invalid output escalates).
@@ -177,13 +179,15 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     def request(
         self, data: InputT, caps: Capabilities, messages: list[Message] | None = None, examples: Sequence[Example] = ()
     ) -> GenerateRequest:
-        schema = schema_of(self.decode_type(data, caps))
+        decode = self.decode_type(data, caps)
+        schema = schema_of(decode)
         top = self.logprobs if caps.logprobs else 0
+        limit = self.max_tokens or output_token_limit(decode)
         if caps.chat:
             messages = messages or self.chat_messages(data)
-            return GenerateRequest(messages=messages, json_schema=schema, max_tokens=self.max_tokens, top_logprobs=top)
+            return GenerateRequest(messages=messages, json_schema=schema, max_tokens=limit, top_logprobs=top)
         prompt = self.completion_prompt_with(data, examples) if examples else self.completion_prompt(data)
-        return GenerateRequest(prompt=prompt, json_schema=schema, max_tokens=self.max_tokens, top_logprobs=top)
+        return GenerateRequest(prompt=prompt, json_schema=schema, max_tokens=limit, top_logprobs=top)
 
     # --- classification hooks: specialists, example store, calibration ---------------------
 

@@ -35,7 +35,7 @@ WeakReason = Literal["low_confidence", "invalid_output", "model_error"]
 class StoredOutput(BaseModel):
     """An agent output read back from a checkpoint, before its agent's output type is applied.
 
-    Its fields are the saved ones (``output.label`` works); :func:`moa.executor.revive_results`
+    Its fields are the saved ones (``output.label`` works); :func:`moa.workflow.results.revive_results`
     turns it back into the agent's own output model.
     """
 

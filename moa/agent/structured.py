@@ -9,6 +9,7 @@ the usage of both calls. Nothing downstream ever sees a value of the wrong type.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -44,6 +45,56 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     agents ask for the same decode model's schema for every item.
     """
     return model.model_json_schema()
+
+
+_CHARS_PER_TOKEN = 2.5
+"""Few tokens are shorter than this (JSON punctuation, digits, rare words); the limit assumes it."""
+_UNBOUNDED = {"string": 400, "array": 16}
+"""What an answer may hold where the schema sets no bound (characters of a string, items of an array)."""
+
+
+def _json_chars(node: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> int:
+    """The most characters a JSON value matching ``node`` takes (compact, before whitespace)."""
+    if depth > 20:
+        return 100
+    if "$ref" in node:
+        return _json_chars(defs.get(node["$ref"].rsplit("/", 1)[-1], {}), defs, depth + 1)
+    if "enum" in node or "const" in node:
+        values = node.get("enum", [node.get("const")])
+        return max((len(json.dumps(v, ensure_ascii=False)) for v in values), default=4)
+    options = node.get("anyOf") or node.get("oneOf") or node.get("allOf")
+    if options:
+        return max(_json_chars(o, defs, depth + 1) for o in options)
+    kind = node.get("type")
+    if isinstance(kind, list):
+        return max(_json_chars({**node, "type": k}, defs, depth + 1) for k in kind)
+    if kind == "string":
+        return int(node.get("maxLength", _UNBOUNDED["string"])) + 2
+    if kind in ("number", "integer"):
+        return 24
+    if kind == "boolean":
+        return 5
+    if kind == "null":
+        return 4
+    if kind == "array":
+        items = node.get("items") or {}
+        return 2 + int(node.get("maxItems", _UNBOUNDED["array"])) * (_json_chars(items, defs, depth + 1) + 1)
+    if kind == "object" or "properties" in node:
+        fields = node.get("properties", {})
+        return 2 + sum(len(name) + 4 + _json_chars(sub, defs, depth + 1) for name, sub in fields.items())
+    return 100
+
+
+@lru_cache(maxsize=512)
+def output_token_limit(model: type[BaseModel]) -> int:
+    """An output-token limit for answers of ``model`` that no valid answer reaches: the longest
+    JSON the schema allows (string ``maxLength``, array ``maxItems``, the longest enum value), plus
+    room for whitespace a chat model adds, at 2.5 characters per token. A server that honours
+    ``max_tokens`` then never cuts a valid answer (a reason field included)."""
+    schema = schema_of(model)
+    chars = _json_chars(schema, schema.get("$defs", {}))
+    fields = json.dumps(schema).count('"type"')
+    return int((chars + 4 * fields) / _CHARS_PER_TOKEN) + 16
 
 
 def _validate(output_type: type[T], text: str) -> T:

@@ -5,7 +5,7 @@ given tools explicitly; those names are its **allowlist**. :func:`run_tool_loop`
 allowed tools to a chat model through the backend's tool-calling API, executes the calls it asks
 for, and feeds the results back. A call to an unknown or disallowed tool is *refused*: it is not
 executed, the model is told why, and the refusal is kept in the run record. A tool marked
-``side_effects=True`` or ``approve=True`` may need a person's approval first (:mod:`moa.approvals`);
+``side_effects=True`` or ``approve=True`` may need a person's approval first (:mod:`moa.routing.approvals`);
 a denied call is refused the same way.
 
 Any agent can also be exposed as a langchain-core tool (:func:`as_langchain_tool`), with typed
@@ -89,7 +89,7 @@ def tool(
         fields: dict[str, Any] = {}
         for p in params.values():
             if p.name not in hints:
-                raise UserError(ErrorCode.UNKNOWN_TOOL, f"tool {f.__name__!r}: parameter {p.name!r} needs a type annotation")
+                raise UserError(ErrorCode.BAD_CONFIG, f"tool {f.__name__!r}: parameter {p.name!r} needs a type annotation")
             fields[p.name] = (hints[p.name], ... if p.default is inspect.Parameter.empty else p.default)
         args_type = create_model(f"{f.__name__}_args", **fields)
 

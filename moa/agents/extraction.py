@@ -33,7 +33,7 @@ from typing import Literal, Self, TypeVar
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
-from moa.kit import Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, Tier, generate_structured, schema_of
+from moa.kit import Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, Tier, generate_structured, output_token_limit, schema_of
 from moa.logs import get_logger
 
 log = get_logger(__name__)
@@ -135,7 +135,6 @@ class ExtractionAgent(ModelAgent[ExtractionInput, Entities, BaseModel]):
     )
     input_type = ExtractionInput
     output_type = Entities
-    max_tokens = 160
 
     def decode_type(self, data: ExtractionInput, caps: Capabilities) -> type[BaseModel]:
         return _mentions(tuple(data.types))
@@ -227,10 +226,10 @@ async def extract_into(ctx: RunContext, text: str, schema: type[M], *, tier: Tie
                 Message(role="system", content=f"Extract the information from the user's text as JSON matching this schema: {schema_text}"),
                 Message(role="user", content=text),
             ],
-            max_tokens=400,
+            max_tokens=output_token_limit(schema),
         )
     else:
-        request = GenerateRequest(prompt=f"JSON schema: {schema_text}\n\nText: {' '.join(text.split())}\n\nJSON: ", max_tokens=400)
+        request = GenerateRequest(prompt=f"JSON schema: {schema_text}\n\nText: {' '.join(text.split())}\n\nJSON: ", max_tokens=output_token_limit(schema))
     with ctx.scope(agent="extraction"):
         result = await generate_structured(ctx, tier, request, schema, purpose="extract")
     return result.value

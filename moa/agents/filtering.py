@@ -91,7 +91,6 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
     )
     input_type = FilterInput
     output_type = FilterDecision
-    max_tokens = 16
     calibration_inputs = ("N/A", "", "[MASK]")
     threshold = 0.7
 

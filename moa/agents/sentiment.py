@@ -66,7 +66,6 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
     )
     input_type = SentimentInput
     output_type = Sentiment
-    max_tokens = 32
     threshold = 0.7
 
     def decode_type(self, data: SentimentInput, caps: Capabilities) -> type[BaseModel]:

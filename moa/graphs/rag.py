@@ -153,7 +153,12 @@ def _answer(model: str) -> Any:
             items = list(await asyncio.gather(*(one(i) for i in found.items)))
         failed = sum(1 for i in items if i.output is None)
         status = "ok" if not failed else ("failed" if failed == len(items) else "partial")
-        result = SubtaskResult(id="answer", agent="answer", status=status, items=items, seconds=round(time.perf_counter() - started, 3), models=[backend.spec])
+        if denied is not None and failed == len(items):
+            status = "denied"
+        result = SubtaskResult(
+            id="answer", agent="answer", status=status, items=items, seconds=round(time.perf_counter() - started, 3), models=[backend.spec],
+            reason=denied.message if denied is not None else None,
+        )  # fmt: skip
         ctx.emit("subtask_done", "answer", status=status)
         answers = [f"{i.item}\n{i.output.answer}" if len(items) > 1 else i.output.answer for i in items if isinstance(i.output, CitedAnswer)]
         return {"results": {"answer": result}, "usage": scope.usage, "answer": "\n\n".join(answers) or None, "synthesizer": backend.spec}

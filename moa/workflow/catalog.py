@@ -48,12 +48,17 @@ def _load(ep: EntryPoint, group: str) -> Any:
 def builtin_agents() -> dict[str, Agent]:  # type: ignore[type-arg]
     """The registered agents (built-in and installed plugins) by name."""
     found: dict[str, Agent] = {}  # type: ignore[type-arg]
-    for name, ep in sorted(_entries(AGENTS_GROUP).items()):
+    sources: dict[str, str] = {}
+    for name, ep in sorted(_entries(AGENTS_GROUP).items(), key=lambda e: (not e[1].value.startswith("moa."), e[0])):  # moa's own first
         agent = _load(ep, AGENTS_GROUP)
-        if isinstance(agent, Agent):
-            found[agent.name] = agent
-        elif agent is not None:
-            log.warning("plugin_not_an_agent", name=name, value=ep.value)
+        if not isinstance(agent, Agent):
+            if agent is not None:
+                log.warning("plugin_not_an_agent", name=name, value=ep.value)
+            continue
+        if agent.name in found:  # two entry points for one agent name: the first (moa's own, then by entry name) stays
+            log.warning("plugin_agent_name_taken", name=agent.name, kept=sources[agent.name], skipped=ep.value)
+            continue
+        found[agent.name], sources[agent.name] = agent, ep.value
     return found
 
 
@@ -84,6 +89,8 @@ def builtin_graphs() -> dict[str, ModuleType]:
         module = _load(ep, GRAPHS_GROUP)
         if module is not None and callable(getattr(module, "build", None)):
             found[name] = module
+        elif module is not None:
+            log.warning("plugin_not_a_graph", name=name, value=ep.value, reason="the module has no build() function")
     return found
 
 

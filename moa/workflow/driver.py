@@ -195,9 +195,13 @@ async def _drive(
                 error = _translate(exc, settings)
                 if index is not None:
                     failure = error or exc
-                    details = failure.info() if isinstance(failure, MoaError) else ErrorInfo(type=type(exc).__name__, code=ErrorCode.INTERNAL_ERROR, message=str(exc))
+                    status: RecordStatus = "error" if isinstance(exc, Exception) else "interrupted"
+                    details: ErrorInfo | None = None  # interrupted (Ctrl-C, cancelled): the status says it all
+                    if isinstance(failure, MoaError):
+                        details = failure.info()
+                    elif status == "error":
+                        details = ErrorInfo(type=type(exc).__name__, code=ErrorCode.INTERNAL_ERROR, message=str(exc))
                     try:  # answers are saved only at the next pause or the end: on a failure the approvals still wait
-                        status: RecordStatus = "error" if isinstance(exc, Exception) else "interrupted"
                         await index.finish(ctx.run_id, status, time.perf_counter() - started, details, pending=answered)
                     except Exception as also:  # the index itself may be what failed
                         log.warning("run_index_not_updated", error=str(also))
@@ -254,7 +258,7 @@ async def arun(
 
     Args:
         graph: a built-in graph's name (``moa graphs``) or a compiled LangGraph graph over
-            :class:`moa.executor.RunState` with :class:`moa.executor.RunDeps` as its context.
+            :class:`moa.kit.RunState` with :class:`moa.kit.RunDeps` as its context.
         agents: extra agents (replace built-ins of the same name).
         plan: a plan to run instead of planning.
         slm, llm: backends to use for the tiers instead of the configured specs (e.g. fakes).

@@ -1,7 +1,7 @@
 """Durable runs: the LangGraph checkpointer of every run, and reading a run's saved state.
 
 Every run is checkpointed under its run id (LangGraph ``thread_id`` = run id): the state after
-each graph step, and each subtask's result the moment it finishes (see :mod:`moa.executor`).
+each graph step, and each subtask's result the moment it finishes (see :mod:`moa.workflow.scheduler`).
 Checkpoints go to ``runs.sqlite`` under ``state_dir`` (LangGraph's SQLite saver), to another
 SQLite file, or to Postgres (``checkpoint_url = "postgresql://..."``, ``pip install 'moa[postgres]'``).
 """
@@ -37,7 +37,7 @@ def _status(result: Any) -> Any:
 
 def serializer() -> JsonPlusSerializer:
     """LangGraph's serializer, allowed to rebuild moa's state types (and nothing unexpected)."""
-    return JsonPlusSerializer(allowed_msgpack_modules=[Plan, PlannerInfo, SubtaskResult, Usage])
+    return JsonPlusSerializer(allowed_msgpack_modules=[Plan, PlannerInfo, SubtaskResult, Usage, ErrorCode])
 
 
 def checkpoint_location(settings: Settings) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from moa.errors import ErrorCode, UserError
 from moa.workflow.plan import INPUT, Plan, Subtask
 
-GraphKind = Literal["plan_execute", "triage", "mixture", "rag"]
+GraphKind = str
+"""A registered graph's name (``moa graphs``): a built-in or a plugin's; checked when the file is built."""
 SUFFIXES = (".yaml", ".yml")
 
 

@@ -37,7 +37,7 @@ class Subtask(BaseModel):
     threshold: float | None = Field(None, ge=0, le=1)
     """This step's own escalation threshold."""
     approve: bool = False
-    """Wait for a person's approval before this subtask starts (see :mod:`moa.approvals`)."""
+    """Wait for a person's approval before this subtask starts (see :mod:`moa.routing.approvals`)."""
 
 
 class Plan(BaseModel):

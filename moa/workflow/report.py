@@ -1,4 +1,4 @@
-"""Turning a :class:`~moa.api.RunResult` into a report: one row per input item, one column per
+"""Turning a :class:`~moa.workflow.results.RunResult` into a report: one row per input item, one column per
 subtask, plus a usage summary. Used by the CLI (rich) and available as Markdown."""
 
 from __future__ import annotations

@@ -139,8 +139,9 @@ class SubtaskResult(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def tool_calls(self) -> list[ToolCallRecord]:
-        """Every tool call its items' models made, in item order (an agent's calls as a tool included)."""
-        return [c for i in self.items for c in i.run.tool_calls]
+        """Every tool call its items' models made, in item order (an agent's calls as a tool included;
+        a repeated item's calls are its first copy's, listed once)."""
+        return [c for i in self.items if not i.run.deduplicated for c in i.run.tool_calls]
 
 
 def merge_results(left: dict[str, SubtaskResult], right: dict[str, SubtaskResult]) -> dict[str, SubtaskResult]:
@@ -245,7 +246,7 @@ class RunResult(BaseModel):
 
 def _status(results: Mapping[str, SubtaskResult]) -> RunStatus:
     statuses = [r.status for r in results.values()]
-    if statuses and all(s == "ok" for s in statuses):
+    if all(s == "ok" for s in statuses):  # a graph that records no subtasks and raised nothing is ok
         return "ok"
     if any(s in ("ok", "partial") for s in statuses):
         return "partial"

@@ -265,6 +265,8 @@ async def arun(
         items = read_items(Path(input), settings)
     else:
         items = check_items([str(i) for i in input], settings)
+        if not items:
+            raise UserError(ErrorCode.INVALID_INPUT, "input= is an empty list; give the items to work on, or input=None to run the task on its own text")
     catalog = agent_catalog(agents)
     compiled, graph_name = _graph(graph, catalog)
     if context is None:

@@ -150,3 +150,14 @@ async def test_export_of_a_run_that_has_not_ended_gives_what_finished() -> None:
 def test_export_of_an_unknown_run_exits_2() -> None:
     result = runner.invoke(app, ["runs", "export", "nope"])
     assert result.exit_code == 2 and "unknown_run" in result.stderr
+
+
+def test_a_relative_output_is_written_to_the_same_file_when_resumed_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = FakeModel([GOOD])
+    (tmp_path / "first").mkdir(), (tmp_path / "later").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    plan = {"subtasks": [{"id": "a", "agent": "sentiment", "approve": True}]}
+    waiting = moa.run("rate", input=["x"], plan=plan, slm=model, llm=model, output="out.json")
+    monkeypatch.chdir(tmp_path / "later")
+    moa.resume(waiting.run_id, approve=True, slm=model, llm=model)
+    assert json.loads((tmp_path / "first" / "out.json").read_text())["status"] == "ok" and not (tmp_path / "later" / "out.json").exists()

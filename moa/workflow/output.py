@@ -23,7 +23,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(path: Path | str, *, input: Path | str | None = None) -> Path:
-    """``path`` if a result can be written there, else a ``UserError`` ``OUTPUT_FILE`` saying why.
+    """``path`` made absolute (so a resume from another folder writes the same file) if a result
+    can be written there, else a ``UserError`` ``OUTPUT_FILE`` saying why.
 
     Args:
         input: the run's input file, which the output must not be.
@@ -38,7 +39,7 @@ def check_output(path: Path | str, *, input: Path | str | None = None) -> Path:
         raise UserError(ErrorCode.OUTPUT_FILE, f"the folder of the output file {path} does not exist; create {folder} first, or give -o another path")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(ErrorCode.OUTPUT_FILE, f"cannot write the output file {path} (permission denied); give -o a path in a folder you can write")
-    return path
+    return path.absolute()
 
 
 def write_result(path: Path, result: RunResult) -> None:

@@ -161,3 +161,14 @@ def test_a_relative_output_is_written_to_the_same_file_when_resumed_elsewhere(tm
     monkeypatch.chdir(tmp_path / "later")
     moa.resume(waiting.run_id, approve=True, slm=model, llm=model)
     assert json.loads((tmp_path / "first" / "out.json").read_text())["status"] == "ok" and not (tmp_path / "later" / "out.json").exists()
+
+
+async def test_export_of_a_run_without_a_checkpoint_says_so() -> None:
+    from moa.workflow.index import RunRecord, open_index
+    from moa.workflow.view import load_result
+
+    async with open_index(moa.load_settings()) as index:
+        await index.start(RunRecord(run_id="bare", task="t", graph="plan_execute", status="running", started=0.0))
+    with pytest.raises(UserError) as info:
+        await load_result(moa.load_settings(), "bare")
+    assert info.value.code == ErrorCode.RUN_NOT_RESUMABLE and "no result to export" in info.value.message

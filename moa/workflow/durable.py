@@ -101,6 +101,23 @@ class LatestCheckpointSaver(AsyncSqliteSaver):
             return {row[0] for row in await cursor.fetchall()}
 
 
+async def _connect(path: Path, settings: Settings, *, write: bool) -> aiosqlite.Connection:
+    """A connection to the SQLite checkpoint file ``path``: read-only when only reading and the
+    file cannot be written, an empty in-memory store when only reading and nothing is saved yet."""
+    if write or (path.exists() and not read_only(path)):
+        return await connect(path, settings)
+    if path.exists():
+        conn = await connect_read_only(path, settings)
+        try:
+            if {"checkpoints", "writes"} <= await tables(conn):
+                return conn
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise state_error(exc, path, settings) from exc
+        await conn.close()
+    return await aiosqlite.connect(":memory:")
+
+
 @asynccontextmanager
 async def open_checkpointer(settings: Settings, *, write: bool = True) -> AsyncIterator[BaseCheckpointSaver]:  # type: ignore[type-arg]
     """The checkpointer ``settings`` select, set up and ready; closed on exit.
@@ -113,16 +130,11 @@ async def open_checkpointer(settings: Settings, *, write: bool = True) -> AsyncI
             yield saver
         return
     path = Path(location)
-    readonly = not write and (not path.exists() or read_only(path))
-    conn = (await connect_read_only(path, settings) if path.exists() else await aiosqlite.connect(":memory:")) if readonly else await connect(path, settings)
+    conn = await _connect(path, settings, write=write)
     try:
+        saver = LatestCheckpointSaver(conn, serde=serializer())
         try:
-            if readonly and not {"checkpoints", "writes"} <= await tables(conn):  # no checkpoints yet: read an empty store
-                await conn.close()
-                conn = await aiosqlite.connect(":memory:")
-                readonly = False
-            saver = LatestCheckpointSaver(conn, serde=serializer())
-            await saver.setup()  # read-only: the tables are there, so it only reads (and notes an old layout)
+            await saver.setup()  # on a read-only file the tables exist: it only reads (and notes an old layout)
         except sqlite3.Error as exc:
             raise state_error(exc, path, settings) from exc
         yield saver

@@ -174,6 +174,7 @@ async def connect_read_only(path: Path, settings: Settings) -> aiosqlite.Connect
 
 
 async def tables(conn: aiosqlite.Connection) -> set[str]:
+    """The names of the tables in a database."""
     async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
         return {row[0] for row in await cursor.fetchall()}
 

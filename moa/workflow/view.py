@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from moa.agent.base import Agent
+from moa.errors import ErrorCode, UserError
 from moa.settings import Settings
 from moa.usage import UsageSummary, summarize
 from moa.workflow.catalog import agent_catalog
-from moa.workflow.durable import RunSnapshot, load_snapshot, open_checkpointer
+from moa.workflow.durable import RunSnapshot, checkpoint_location, load_snapshot, open_checkpointer
 from moa.workflow.index import RunRecord, open_index, unknown_run
 from moa.workflow.results import RunResult, run_result
 
@@ -128,8 +129,13 @@ async def load_result(settings: Settings, run_id: str, *, agents: Iterable[Agent
     Args:
         agents: the custom agents the run used, to give their outputs their own types again.
     """
-    record, snapshot = await _load(settings, run_id)
-    saved = snapshot or RunSnapshot()
+    record, saved = await _load(settings, run_id)
+    if saved is None:
+        raise UserError(
+            ErrorCode.RUN_NOT_RESUMABLE,
+            f"run {run_id} has no checkpoint in {checkpoint_location(settings)} (it stopped before its first step, or its checkpoints "
+            "went to another checkpoint_url), so it has no result to export; `moa runs show` shows what the index knows",
+        )
     state = {k: getattr(saved, k) for k in ("task", "plan", "planner", "results", "usage", "answer", "synthesizer", "reused")}
     price = settings.prices.get(settings.llm)
     ended = record.status in ("ok", "partial", "failed", "needs_human", "stopped", "waiting")

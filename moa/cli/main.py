@@ -28,10 +28,13 @@ from moa.models.registry import Models
 from moa.routing.policy import threshold_for
 from moa.settings import Settings, load_settings
 from moa.workflow.catalog import agent_catalog, builtin_graphs, get_graph
-from moa.workflow.driver import apending, aresume, arun
+from moa.workflow.driver import apending, aresume, aresume_settings, arun
+from moa.workflow.options import RunOptions
+from moa.workflow.output import check_output, write_result
+from moa.workflow.prune import Removed, parse_age, parse_statuses, prune_runs, remove_runs
 from moa.workflow.report import item_table
 from moa.workflow.results import RunResult
-from moa.workflow.view import RunView, list_runs, load_view
+from moa.workflow.view import RunView, list_runs, load_result, load_view
 
 app = typer.Typer(name="moa", help="Hybrid LLM + small-model agents: plan, run small models in parallel, account.", no_args_is_help=True)
 memory_app = typer.Typer(help="The shared vector memory (Chroma).", no_args_is_help=True)
@@ -277,7 +280,7 @@ def run(
         answers = Answers.of(approve_all=approve_all, deny_all=deny_all)
     except MoaError as exc:
         _fail(exc, as_json)
-    _execute(lambda ctx: arun(task, input=input, graph=graph, plan=given, context=ctx), settings, as_json, output, answers)
+    _execute(lambda ctx: arun(task, input=input, graph=graph, plan=given, context=ctx, output=output), settings, as_json, output, answers)
 
 
 async def _closing(ctx: RunContext, job: Coroutine[Any, Any, RunResult]) -> RunResult:
@@ -309,8 +312,9 @@ def _execute(
     answers: Answers | None = None,
 ) -> None:
     """Run (or resume) with a live progress table on a terminal; answer approvals as ``answers``
-    says; print the result; exit with its code (4: waiting, 5: needs a person).
-    On Ctrl-C, the finished items are written to ``output`` (or ``moa-<run_id>.partial.json``)."""
+    says; print the result; exit with its code (4: waiting, 5: needs a person). The run itself
+    writes its result to its output file; on Ctrl-C, the finished items are written to ``output``
+    (or ``moa-<run_id>.partial.json``)."""
     interrupted: list[RunResult] = []
 
     def on_event(event: Event) -> None:
@@ -330,8 +334,6 @@ def _execute(
                 result = asyncio.run(job)
         else:
             result = asyncio.run(job)
-        if output is not None:
-            _write_json(output, result)
     except MoaError as exc:
         _fail(exc, as_json)
         return
@@ -385,10 +387,21 @@ def resume(
     timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for one model call.")] = None,
     approve: Annotated[Optional[list[str]], typer.Option("--approve", help="Approve this waiting step (an id from `moa runs show`), or `all` (repeatable).")] = None,
     deny: Annotated[Optional[list[str]], typer.Option("--deny", help="Deny this waiting step, or `all` (repeatable).")] = None,
+    approval: Annotated[Optional[list[str]], typer.Option("--approval", help="Add an approval rule for the rest of the run (repeatable; see `moa run --help`).")] = None,
+    budget_tokens: Annotated[Optional[int], typer.Option(help="Lower the run's token budget.")] = None,
+    budget_cost: Annotated[Optional[float], typer.Option(help="Lower the run's $ budget.")] = None,
+    budget_seconds: Annotated[Optional[float], typer.Option(help="Lower the run's wall-time budget.")] = None,
+    on_unsure: Annotated[Optional[str], typer.Option(help="needs_human: hand weak answers to a person from now on.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON result here instead of the run's own output file.")] = None,
 ) -> None:
-    """Continue a run that stopped (killed, interrupted, failed, waiting for approval) without redoing its finished subtasks."""
+    """Continue a run that stopped (killed, interrupted, failed, waiting for approval) without redoing its finished subtasks.
+
+    The run keeps the options it was started with (approval rules, budgets, cascade, thresholds, cache,
+    memory folder, output file); the flags here may only tighten them."""
+    changes = {"approve": approval, "budget_tokens": budget_tokens, "budget_cost": budget_cost, "budget_seconds": budget_seconds, "on_unsure": on_unsure}
+    tighten = {k: v for k, v in changes.items() if v is not None}
     try:
-        settings = _settings(slm=slm, llm=llm, timeout=timeout)
+        settings, options = asyncio.run(aresume_settings(run_id, _settings(slm=slm, llm=llm, timeout=timeout), tighten=tighten, output=output))
         answers = Answers.of(approve=approve or (), deny=deny or ())
         first = answers.first()
         if first is None and answers.ask:  # a person at a terminal answers what waits, if anything does
@@ -398,7 +411,10 @@ def resume(
         _fail(exc, as_json)
         return
     approve_first, deny_first = first or ([], [])
-    _execute(lambda ctx: aresume(run_id, approve=approve_first, deny=deny_first, context=ctx), settings, as_json, answers=answers)
+    _execute(
+        lambda ctx: aresume(run_id, approve=approve_first, deny=deny_first, context=ctx, tighten=tighten, output=output),
+        settings, as_json, output or options.output, answers,
+    )  # fmt: skip
 
 
 @graphs_app.callback(invoke_without_command=True)
@@ -433,7 +449,7 @@ def runs_list(
     """The latest recorded runs."""
     records = _await(lambda: list_runs(_settings(), limit), as_json)
     if as_json:
-        out.print_json(json.dumps([r.model_dump(exclude={"plan"}) for r in records]))
+        out.print_json(json.dumps([r.model_dump(mode="json", exclude={"plan"}) for r in records]))
         return
     table = Table(title="Runs")
     for col in ("run", "status", "graph", "items", "started", "seconds"):
@@ -446,10 +462,21 @@ def runs_list(
     out.print(table)
 
 
+def _options_line(options: RunOptions) -> str:
+    """The options of a run that differ from the defaults, in one line."""
+    default = RunOptions(memory_dir=Settings.model_fields["memory_dir"].get_default(call_default_factory=True)).model_dump(mode="json")
+    changed = {k: v for k, v in options.model_dump(mode="json").items() if v != default[k]}
+    return " · ".join(f"{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in changed.items()) or "defaults"
+
+
 def _render_view(view: RunView) -> None:
     r = view.run
     out.print(f"[bold]run {r.run_id}[/] · {r.status} · {r.graph} · {r.items} items · {r.seconds:.1f}s · {r.attempts} attempt(s)", highlight=False)
     out.print(f"Task: {escape(r.task)}", highlight=False)
+    if r.options is not None:
+        out.print(f"Options: {escape(_options_line(r.options))}", highlight=False)
+    for t in r.tightened:
+        out.print(f"Tightened by attempt {t.attempt}: {t.option} {t.before!r} -> {t.after!r}", highlight=False, markup=False)
     if not view.planned:
         out.print("no plan yet (the run stopped before planning)")
     table = Table(title="Subtasks", title_justify="left")
@@ -486,6 +513,71 @@ def runs_show(
         typer.echo(view.mermaid(), nl=False)
     else:
         _render_view(view)
+
+
+@runs_app.command("export")
+def runs_export(
+    run_id: Annotated[str, typer.Argument(help="A run id from `moa runs list`.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON here instead of printing it.")] = None,
+) -> None:
+    """A recorded run's full result as JSON (what `moa run --json` printed), rebuilt from its checkpoint."""
+    try:
+        target = check_output(output) if output is not None else None
+        result = asyncio.run(load_result(_settings(), run_id))
+        if target is not None:
+            write_result(target, result)
+    except MoaError as exc:
+        _fail(exc, False)
+        return
+    if target is None:
+        out.print_json(result.model_dump_json(), highlight=False)
+    else:
+        err.print(f"run {run_id} ({result.status}) written to {escape(str(target))}", highlight=False)
+
+
+def _removed(done: Removed, as_json: bool, dry_run: bool) -> None:
+    if as_json:
+        out.print_json(done.model_dump_json())
+        return
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {len(done.runs)} run(s)" + (f": {', '.join(done.runs)}" if done.runs else ""), highlight=False)
+    if done.skipped:
+        out.print(f"left alone (a process is working on them): {', '.join(done.skipped)}", highlight=False)
+    if done.orphans:
+        out.print(f"removed the checkpoints of {done.orphans} run(s) no longer in the index", highlight=False)
+    if done.vacuumed:
+        out.print("the state database was compacted (VACUUM)", highlight=False)
+
+
+@runs_app.command("rm")
+def runs_rm(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids from `moa runs list`.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    vacuum: Annotated[bool, typer.Option("--vacuum", help="Give the freed space back to the file system (rewrites the database).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remove recorded runs: their index rows and checkpoints (a run still running is refused)."""
+    done = _await(lambda: remove_runs(_settings(), run_ids, dry_run=dry_run, vacuum=vacuum), as_json)
+    _removed(done, as_json, dry_run)
+
+
+@runs_app.command("prune")
+def runs_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age of the runs to remove: 90s, 30m, 12h, 7d, 2w.")],
+    status: Annotated[str, typer.Option("--status", help="Statuses to remove, comma-separated, or all.")] = "ok,partial,failed,needs_human",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    vacuum: Annotated[bool, typer.Option("--vacuum", help="Give the freed space back to the file system (rewrites the database).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remove the runs started before --older-than whose status is one of --status (default: finished runs,
+    which cannot be resumed). Runs a process is working on are never removed."""
+    try:
+        age, statuses = parse_age(older_than), parse_statuses(status)
+    except MoaError as exc:
+        _fail(exc, as_json)
+        return
+    done = _await(lambda: prune_runs(_settings(), older_than=age, statuses=statuses, dry_run=dry_run, vacuum=vacuum), as_json)
+    _removed(done, as_json, dry_run)
 
 
 @app.command()

@@ -35,15 +35,17 @@ from moa.models.registry import Models
 from moa.routing.approvals import Approval, pending_of, resolve_answers, resume_map
 from moa.routing.policy import resolve_cascade
 from moa.settings import Settings, load_settings
-from moa.usage import Usage, summarize
+from moa.usage import Usage
 from moa.workflow.catalog import GraphFile, agent_catalog, builtin_graphs, get_graph
 from moa.workflow.durable import checkpoint_location, load_snapshot, open_checkpointer, translate
 from moa.workflow.graphfile import is_graph_file
 from moa.workflow.index import RecordStatus, RunIndex, RunRecord, open_index, unknown_run
 from moa.workflow.inputs import check_items, check_task, read_items
 from moa.workflow.langgraph import interrupts_of
+from moa.workflow.options import RunOptions, Tightening, restore
+from moa.workflow.output import check_output, write_result
 from moa.workflow.plan import Plan
-from moa.workflow.results import Handoff, ItemResult, RunResult, RunStatus, SubtaskResult, _errors, _status, revive_results, summarize_escalations
+from moa.workflow.results import ItemResult, RunResult, SubtaskResult, run_result
 from moa.workflow.state import RunDeps
 
 log = get_logger(__name__)
@@ -93,39 +95,20 @@ def _result(
     interrupted: bool = False,
     pending: list[Approval] | None = None,
 ) -> RunResult:
-    results = revive_results(state.get("results", {}), deps.agents)
-    usage: list[Usage] = state.get("usage", [])
     price = ctx.settings.prices.get(ctx.settings.llm)
-    items = [i for r in results.values() for i in r.items if not i.deduplicated]
-    handoff = [
-        Handoff(subtask=r.id, agent=r.agent, item=i.item, reason=i.handoff, attempts=i.attempts)
-        for r in results.values()
-        for i in r.items
-        if i.handoff and not i.deduplicated
-    ]
-    status: RunStatus = "interrupted" if interrupted else "waiting" if pending else "stopped" if ctx.budget.stopped else "needs_human" if handoff else _status(results)
-    return RunResult(
+    return run_result(
+        state,
         run_id=ctx.run_id,
-        task=state.get("task", record.task),
+        task=record.task,
         graph=record.graph,
-        status=status,
-        stopped=ctx.budget.stopped,
-        plan=state.get("plan"),
-        planner=state.get("planner"),
-        results=results,
-        answer=state.get("answer"),
-        synthesizer=state.get("synthesizer"),
-        usage=usage,
-        summary=summarize(usage, llm_price=(price.prompt, price.completion) if price else None),
-        escalations=summarize_escalations([(i.escalations, i.unverified, i.routed) for i in items]),
-        errors=_errors(results),
-        seconds=round(seconds, 3),
+        agents=deps.agents,
+        seconds=seconds,
         input_items=len(state["items"]) if "items" in state else record.items,
+        llm_price=(price.prompt, price.completion) if price else None,
+        stopped=ctx.budget.stopped,
         resumed=resumed,
-        reused=state.get("reused", []),
-        pending=pending or [],
-        handoff=handoff,
-        warnings=list(dict.fromkeys(w for r in results.values() for w in r.warnings)),
+        interrupted=interrupted,
+        pending=pending,
     )
 
 
@@ -155,9 +138,21 @@ async def _resume_input(
 
 
 async def _drive(
-    compiled: Pregel[Any, Any, Any, Any], input: dict[str, Any] | None, *, deps: RunDeps, record: RunRecord, resume: bool, answers: tuple[Answer, Answer] | None = None
+    compiled: Pregel[Any, Any, Any, Any],
+    input: dict[str, Any] | None,
+    *,
+    deps: RunDeps,
+    record: RunRecord,
+    resume: bool,
+    answers: tuple[Answer, Answer] | None = None,
+    options: RunOptions | None = None,
+    tightened: list[Tightening] | None = None,
 ) -> RunResult:
-    """Invoke the graph under the run's checkpoint thread; keep the run index up to date."""
+    """Invoke the graph under the run's checkpoint thread; keep the run index up to date; write
+    the result to the run's output file, if it has one.
+
+    A resume claims the run in the index (one wins when two race for it) with the ``options`` now
+    in force and what it ``tightened``."""
     ctx = deps.ctx
     settings = ctx.settings
     config: RunnableConfig = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": settings.max_steps}
@@ -173,7 +168,9 @@ async def _drive(
                 if isinstance(graph.checkpointer, BaseCheckpointSaver) and (spent := await load_snapshot(graph.checkpointer, ctx.run_id)):
                     ctx.budget.carry(spent.usage, record.seconds)  # the budget is the run's, not this attempt's
             if index is not None and resume:
-                await index.resumed(ctx.run_id)
+                await index.claim(record, options, tightened)
+                if tightened:
+                    log.warning("run_options_tightened", changes={t.option: [t.before, t.after] for t in tightened})
             elif index is not None:
                 await index.start(record)
             log.info("run_resumed" if resume else "run_started", task=record.task[:200], items=record.items, graph=record.graph)
@@ -210,7 +207,10 @@ async def _drive(
                 raise
             result = _result(state, ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume, pending=pending)
             if index is not None:
-                await index.finish(ctx.run_id, result.status, result.seconds, pending=result.pending)
+                await index.finish(ctx.run_id, result.status, result.seconds, pending=result.pending, stopped=result.stopped)
+    output = (options or record.options or RunOptions()).output
+    if output is not None:  # after the index: a result that cannot be written is still kept there
+        write_result(output, result)
     if pending:
         log.info("run_waiting", approvals=[a.id for a in pending], seconds=result.seconds)
     else:
@@ -253,6 +253,7 @@ async def arun(
     on_event: EventSink | None = None,
     context: RunContext | None = None,
     run_id: str | None = None,
+    output: Path | str | None = None,
 ) -> RunResult:
     """Run ``task`` over ``input`` items (a text file with one item per line, or a list of texts).
 
@@ -266,9 +267,16 @@ async def arun(
             its own budget, journal and approvals. Else one is made and closed.
             Each run gets its own run id either way.
         run_id: the id to record the run under (default: a fresh one); must not exist yet.
+        output: also write the result as JSON to this file when the run ends or pauses (checked
+            before the run starts; never the input file). A resume writes it there too.
+
+    The options that decide what the run may do (approval rules, budgets, cascade, thresholds,
+    cache, memory folder, ``output``...) are recorded with it and restored when it is resumed
+    (:mod:`moa.workflow.options`).
     """
     settings = settings or (context.settings if context else load_settings())
     task = check_task(task, settings)
+    target = check_output(output, input=input if isinstance(input, (str, Path)) else None) if output is not None else None
     resolve_cascade(settings)  # a bad cascade fails before any model runs
     if settings.approve and not settings.durable:
         raise UserError(
@@ -280,6 +288,8 @@ async def arun(
         items = read_items(Path(input), settings)
     else:
         items = check_items([str(i) for i in input], settings)
+        if not items:
+            raise UserError(ErrorCode.INVALID_INPUT, "input= is an empty list; give the items to work on, or input=None to run the task on its own text")
     catalog = agent_catalog(agents)
     _check_agent_options(settings, catalog)
     compiled, graph_name = _graph(graph, catalog)
@@ -287,11 +297,14 @@ async def arun(
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:
         ctx = context.for_run(settings, run_id or new_run_id(), on_event)
+    options = RunOptions.of(settings, target)
     record = RunRecord(
-        run_id=ctx.run_id, task=task, graph=graph_name, status="running", started=time.time(), items=len(items), plan=_plan_json(plan)
+        run_id=ctx.run_id, task=task, graph=graph_name, status="running", started=time.time(), items=len(items), plan=_plan_json(plan), options=options
     )
     try:
-        return await _drive(compiled, {"task": task, "items": items}, deps=RunDeps(ctx=ctx, agents=catalog, plan=plan), record=record, resume=False)
+        return await _drive(
+            compiled, {"task": task, "items": items}, deps=RunDeps(ctx=ctx, agents=catalog, plan=plan), record=record, resume=False, options=options
+        )
     finally:
         if context is None:
             await ctx.aclose()
@@ -329,12 +342,17 @@ async def aresume(
     llm: ModelBackend | None = None,
     on_event: EventSink | None = None,
     context: RunContext | None = None,
+    tighten: Mapping[str, Any] | None = None,
+    output: Path | str | None = None,
 ) -> RunResult:
     """Continue a run that stopped (killed, interrupted, failed with an error, or waiting for a
     person's approval) from its checkpoint.
 
-    Subtasks that had finished are not run again (``RunResult.reused`` lists them). The run uses
-    the current settings (models may differ from the first attempt).
+    Subtasks that had finished are not run again (``RunResult.reused`` lists them). The options
+    the run was started with (approval rules, budgets, cascade, thresholds, cache, memory folder,
+    output file...) are restored; models, timeouts and credentials are the current settings'
+    (models may differ from the first attempt). Of two resumes of the same run at once, one runs
+    and the other gets ``run_active``.
 
     Args:
         approve, deny: answers to a ``waiting`` run's approvals: ids from ``RunResult.pending`` /
@@ -344,6 +362,11 @@ async def aresume(
         agents: the extra agents the run used.
         context: a :class:`RunContext` to reuse (its models stay open; e.g. to resume in the same
             process right after a run paused).
+        tighten: options to make stricter for the rest of the run: ``approve`` (more approval
+            rules), ``budget_tokens`` / ``budget_cost`` / ``budget_seconds`` (lower), ``on_unsure``
+            (``needs_human``). A looser value is refused (``resume_loosens``); the run record lists
+            what was tightened. Stricter approval rules or budgets in ``settings`` apply too.
+        output: write the result to this file instead of the run's recorded output file.
     """
     settings = settings or (context.settings if context else load_settings())
     approve, deny = _answer(approve, "approve"), _answer(deny, "deny")
@@ -371,6 +394,7 @@ async def aresume(
         raise UserError(
             ErrorCode.UNKNOWN_GRAPH, f"run {run_id} used the custom graph {record.graph!r}; pass it: moa.resume({run_id!r}, graph=build())"
         )
+    settings, options, tightened = resume_options(record, settings, tighten=tighten, output=output)
     catalog = agent_catalog(agents)
     compiled, _ = _graph(graph if graph is not None else record.graph, catalog)
     if context is None:
@@ -379,17 +403,47 @@ async def aresume(
         ctx = context.for_run(settings, run_id, on_event)
     deps = RunDeps(ctx=ctx, agents=catalog, plan=record.plan)
     try:
-        return await _drive(compiled, None, deps=deps, record=record, resume=True, answers=answers)
+        return await _drive(compiled, None, deps=deps, record=record, resume=True, answers=answers, options=options, tightened=tightened)
     finally:
         if context is None:
             await ctx.aclose()
+
+
+def resume_options(
+    record: RunRecord, settings: Settings, *, tighten: Mapping[str, Any] | None = None, output: Path | str | None = None
+) -> tuple[Settings, RunOptions, list[Tightening]]:
+    """The settings to resume ``record``'s run with (its recorded options put back, ``tighten``
+    applied), the options to record, and what was tightened. The output file is checked.
+
+    A run recorded before moa kept its options takes the options of ``settings`` (recorded from
+    then on)."""
+    recorded = record.options or RunOptions.of(settings)
+    settings, options, tightened = restore(record.run_id, recorded, settings, tighten=tighten, attempt=record.attempts + 1)
+    if output is not None:
+        options = options.model_copy(update={"output": check_output(output)})
+    elif options.output is not None:
+        check_output(options.output)
+    return settings, options, tightened
+
+
+async def aresume_settings(
+    run_id: str, settings: Settings, *, tighten: Mapping[str, Any] | None = None, output: Path | str | None = None
+) -> tuple[Settings, RunOptions]:
+    """The settings :func:`aresume` will run ``run_id`` with, and its options (for a caller that
+    builds its :class:`RunContext` before resuming, so the context has the run's own settings)."""
+    async with open_index(settings, write=False) as index:
+        record = await index.get(run_id)
+    if record is None:
+        raise unknown_run(run_id, settings)
+    restored, options, _ = resume_options(record, settings, tighten=tighten, output=output)
+    return restored, options
 
 
 async def apending(run_id: str, *, settings: Settings | None = None) -> list[Approval]:
     """The approvals run ``run_id`` waits for (empty when it waits for none). A run whose resume
     failed after it was answered (``error``) waits for the same approvals again."""
     settings = settings or load_settings()
-    async with open_index(settings) as index:
+    async with open_index(settings, write=False) as index:
         record = await index.get(run_id)
     if record is None:
         raise unknown_run(run_id, settings)

@@ -4,6 +4,11 @@ Every run is checkpointed under its run id (LangGraph ``thread_id`` = run id): t
 each graph step, and each subtask's result the moment it finishes (see :mod:`moa.workflow.scheduler`).
 Checkpoints go to ``runs.sqlite`` under ``state_dir`` (LangGraph's SQLite saver), to another
 SQLite file, or to Postgres (``checkpoint_url = "postgresql://..."``, ``pip install 'moa[postgres]'``).
+
+LangGraph's SQLite saver stores every channel value in every checkpoint, so a run's input items
+were stored once per graph step. moa resumes from the latest checkpoint only and shows no
+history, so in SQLite it keeps only each run's latest checkpoint (:class:`LatestCheckpointSaver`);
+Postgres stores each channel version once anyway and keeps its history.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+import aiosqlite
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from pydantic import BaseModel, Field
@@ -22,7 +29,7 @@ from pydantic import BaseModel, Field
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.settings import Settings
 from moa.usage import Usage
-from moa.workflow.index import connect, state_error, state_path
+from moa.workflow.index import connect, connect_read_only, read_only, state_error, state_path, tables
 from moa.workflow.langgraph import RETURN_CHANNEL
 from moa.workflow.plan import Plan
 from moa.workflow.planner import PlannerInfo
@@ -70,20 +77,64 @@ async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:  # type: ig
         ) from exc
 
 
+class LatestCheckpointSaver(AsyncSqliteSaver):
+    """LangGraph's SQLite saver, keeping only the latest checkpoint of each run (and its writes).
+
+    A new checkpoint of a run is committed first, then the run's older checkpoints and their
+    writes are deleted, so a kill at any moment leaves the latest checkpoint on disk. A write that
+    arrives late for a replaced checkpoint is already part of the newer one; the next checkpoint
+    removes it."""
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+        saved = await super().aput(config, checkpoint, metadata, new_versions)
+        where = "thread_id = ? AND checkpoint_ns = ? AND checkpoint_id != ?"
+        key = (str(saved["configurable"]["thread_id"]), saved["configurable"]["checkpoint_ns"], checkpoint["id"])
+        async with self.lock, self.conn.cursor() as cursor:
+            await cursor.execute(f"DELETE FROM writes WHERE {where}", key)
+            await cursor.execute(f"DELETE FROM checkpoints WHERE {where}", key)
+            await self.conn.commit()
+        return saved
+
+    async def athreads(self) -> set[str]:
+        """The run ids that have checkpoints here."""
+        async with self.conn.execute("SELECT DISTINCT thread_id FROM checkpoints UNION SELECT DISTINCT thread_id FROM writes") as cursor:
+            return {row[0] for row in await cursor.fetchall()}
+
+
+async def _connect(path: Path, settings: Settings, *, write: bool) -> aiosqlite.Connection:
+    """A connection to the SQLite checkpoint file ``path``: read-only when only reading and the
+    file cannot be written, an empty in-memory store when only reading and nothing is saved yet."""
+    if write or (path.exists() and not read_only(path)):
+        return await connect(path, settings)
+    if path.exists():
+        conn = await connect_read_only(path, settings)
+        try:
+            if {"checkpoints", "writes"} <= await tables(conn):
+                return conn
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise state_error(exc, path, settings) from exc
+        await conn.close()
+    return await aiosqlite.connect(":memory:")
+
+
 @asynccontextmanager
-async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:  # type: ignore[type-arg]
-    """The checkpointer ``settings`` select, set up and ready; closed on exit."""
+async def open_checkpointer(settings: Settings, *, write: bool = True) -> AsyncIterator[BaseCheckpointSaver]:  # type: ignore[type-arg]
+    """The checkpointer ``settings`` select, set up and ready; closed on exit.
+
+    ``write=False`` (reading a run's state): a SQLite file this process cannot write is opened
+    read-only, and a missing one reads as holding no checkpoints (nothing is created)."""
     location = checkpoint_location(settings)
     if location.startswith(_POSTGRES):
         async with _postgres(location) as saver:
             yield saver
         return
     path = Path(location)
-    conn = await connect(path, settings)
+    conn = await _connect(path, settings, write=write)
     try:
-        saver = AsyncSqliteSaver(conn, serde=serializer())
+        saver = LatestCheckpointSaver(conn, serde=serializer())
         try:
-            await saver.setup()
+            await saver.setup()  # on a read-only file the tables exist: it only reads (and notes an old layout)
         except sqlite3.Error as exc:
             raise state_error(exc, path, settings) from exc
         yield saver
@@ -107,6 +158,10 @@ class RunSnapshot(BaseModel):
     results: dict[str, SubtaskResult] = Field(default_factory=dict)
     usage: list[Usage] = Field(default_factory=list)
     answer: str | None = None
+    synthesizer: str | None = None
+    reused: list[str] = Field(default_factory=list)
+    items: int | None = None
+    """How many input items the run has (``None``: not in the checkpoint yet)."""
     step: int | None = None
     """The LangGraph step of the latest checkpoint."""
 
@@ -132,5 +187,8 @@ async def load_snapshot(saver: BaseCheckpointSaver, run_id: str) -> RunSnapshot 
         results=results,
         usage=usage,
         answer=values.get("answer"),
+        synthesizer=values.get("synthesizer"),
+        reused=list(values.get("reused") or []),
+        items=len(values["items"]) if isinstance(values.get("items"), list) else None,
         step=(saved.metadata or {}).get("step"),
     )

@@ -1,10 +1,13 @@
-"""The run index: one row per run (id, task, graph, status, start, seconds, items) for ``moa runs``.
+"""The run index: one row per run (id, task, graph, status, start, seconds, items, the options it
+was started with) for ``moa runs`` and ``moa resume``.
 
 It lives in ``runs.sqlite`` under ``state_dir``, next to the LangGraph checkpoints (which hold
 the runs' state; see :mod:`moa.workflow.durable`). A row says ``running`` while a process works on the
 run; a row left ``running`` by a process that no longer exists (killed) reads as ``interrupted``.
-:func:`state_error` turns SQLite's errors (locked, not a database) into moa errors that say what
-to do.
+A resume claims a run with one conditional update (:meth:`RunIndex.claim`), so of two resumes of
+the same run exactly one goes on. Readers (:func:`open_index` with ``write=False``) open a state
+folder they cannot write read-only. :func:`state_error` turns SQLite's errors (locked, not a
+database) into moa errors that say what to do.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import aiosqlite
 from pydantic import BaseModel
@@ -23,6 +27,7 @@ from pydantic import BaseModel
 from moa.errors import ErrorCode, ErrorInfo, MoaError, RunError, UserError
 from moa.routing.approvals import Approval
 from moa.settings import Settings
+from moa.workflow.options import RunOptions, Tightening
 
 STATE_FILE = "runs.sqlite"
 
@@ -41,10 +46,17 @@ CREATE TABLE IF NOT EXISTS moa_runs (
     pid INTEGER,
     plan TEXT,
     error TEXT,
-    pending TEXT
+    pending TEXT,
+    options TEXT,
+    tightened TEXT,
+    stopped TEXT
 )
 """
-_COLUMNS = "run_id, task, graph, status, started, seconds, items, attempts, pid, plan, error, pending"
+_NAMES = ("run_id", "task", "graph", "status", "started", "seconds", "items", "attempts", "pid", "plan", "error", "pending", "options", "tightened", "stopped")
+_COLUMNS = ", ".join(_NAMES)
+_ADDED = ("pending", "options", "tightened", "stopped")
+"""Columns added after the first release: an older index gets them on first (writable) use."""
+_JSON = ("error", "pending", "options", "tightened")
 
 
 class RunRecord(BaseModel):
@@ -67,6 +79,12 @@ class RunRecord(BaseModel):
     error: ErrorInfo | None = None
     pending: list[Approval] = []
     """What the run waits for (status ``waiting``): answer with ``moa resume RUN_ID --approve/--deny``."""
+    options: RunOptions | None = None
+    """The options the run is in force with, restored on resume (``None``: recorded before moa kept them)."""
+    tightened: list[Tightening] = []
+    """Options a resume made stricter, oldest first."""
+    stopped: str | None = None
+    """Which budget stopped the run (status ``stopped``), in words."""
 
 
 def state_path(settings: Settings) -> Path:
@@ -125,6 +143,42 @@ async def connect(path: Path, settings: Settings) -> aiosqlite.Connection:
     return conn
 
 
+def read_only(path: Path) -> bool:
+    """Whether the state database ``path`` can only be read here: its folder (where SQLite keeps
+    its ``-wal`` and ``-shm`` files) or the file itself is not writable."""
+    return path.exists() and not (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK))
+
+
+async def connect_read_only(path: Path, settings: Settings) -> aiosqlite.Connection:
+    """Open an existing state database read-only (``mode=ro``). In a folder nobody can write, a
+    database without its ``-shm`` file cannot be opened that way; it is then opened as immutable
+    (nothing can be writing it)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    last: sqlite3.Error = sqlite3.OperationalError("unable to open database file")
+    for extra in ("", "&immutable=1"):
+        try:
+            conn = await aiosqlite.connect(uri + extra, uri=True, timeout=settings.state_lock_timeout)
+        except sqlite3.Error as exc:
+            last = exc
+            continue
+        try:
+            async with conn.execute("SELECT count(*) FROM sqlite_master") as cursor:
+                await cursor.fetchone()
+            return conn
+        except sqlite3.Error as exc:
+            await conn.close()
+            last = exc
+            if any(marker in str(exc) for marker in _CORRUPT):
+                break
+    raise state_error(last, path, settings) from last
+
+
+async def tables(conn: aiosqlite.Connection) -> set[str]:
+    """The names of the tables in a database."""
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+        return {row[0] for row in await cursor.fetchall()}
+
+
 def _alive(pid: int | None) -> bool:
     if pid is None:
         return False
@@ -137,33 +191,48 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+def _json(value: BaseModel | list[Any] | None) -> str | None:
+    if value is None or value == []:
+        return None
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps([v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value])
+
+
 class RunIndex:
     """The ``moa_runs`` table. Use :func:`open_index`."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, settings: Settings) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, settings: Settings, columns: Iterable[str] = _NAMES) -> None:
         self.conn = conn
         self.path = path
         self.settings = settings
+        self.columns = tuple(c for c in _NAMES if c in set(columns))
+        """The columns this index has (an older index opened read-only lacks the newer ones)."""
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one statement and commit; the number of rows it changed."""
         try:
-            async with self.conn.execute(sql, params):
-                pass
+            async with self.conn.execute(sql, params) as cursor:
+                changed = cursor.rowcount
             await self.conn.commit()
         except sqlite3.Error as exc:
             raise state_error(exc, self.path, self.settings) from exc
+        return changed
 
-    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[RunRecord]:
+    async def _read(self, where: str = "", params: tuple[Any, ...] = ()) -> list[RunRecord]:
         try:
-            async with self.conn.execute(sql, params) as cursor:
+            async with self.conn.execute(f"SELECT {', '.join(self.columns)} FROM moa_runs {where}", params) as cursor:
                 rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise state_error(exc, self.path, self.settings) from exc
         records = []
         for row in rows:
-            data = dict(zip(_COLUMNS.split(", "), row, strict=True))
-            data["error"] = json.loads(data["error"]) if data["error"] else None
-            data["pending"] = json.loads(data["pending"]) if data["pending"] else []
+            data = dict(zip(self.columns, row, strict=True))
+            for name in _JSON:
+                if data.get(name) is not None:
+                    data[name] = json.loads(data[name])
+                else:
+                    data.pop(name, None)
             if data["status"] == "running" and not _alive(data["pid"]):
                 data["status"] = "interrupted"
             records.append(RunRecord.model_validate(data))
@@ -173,9 +242,12 @@ class RunIndex:
         """Record a new run (``UserError`` ``RUN_EXISTS`` when the id is taken)."""
         try:
             await self._write(
-                f"INSERT INTO moa_runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.run_id, record.task, record.graph, "running", record.started, 0.0, record.items, 1, os.getpid(), record.plan, None, None),
-            )
+                f"INSERT INTO moa_runs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})",
+                (
+                    record.run_id, record.task, record.graph, "running", record.started, 0.0, record.items, 1, os.getpid(),
+                    record.plan, None, None, _json(record.options), None, None,
+                ),
+            )  # fmt: skip
         except UserError as exc:
             if "UNIQUE" not in exc.message:
                 raise
@@ -183,43 +255,102 @@ class RunIndex:
                 ErrorCode.RUN_EXISTS, f"a run with id {record.run_id!r} already exists; continue it with `moa resume {record.run_id}` or pick another id"
             ) from None
 
-    async def resumed(self, run_id: str) -> None:
-        """Mark a run as running again, in this process (one more attempt)."""
-        await self._write("UPDATE moa_runs SET status = 'running', attempts = attempts + 1, pid = ?, error = NULL WHERE run_id = ?", (os.getpid(), run_id))
+    async def claim(self, record: RunRecord, options: RunOptions | None = None, tightened: list[Tightening] | None = None) -> None:
+        """Mark ``record``'s run as running again, in this process (one more attempt), with the
+        options now in force and what this attempt tightened.
+
+        One conditional update: it changes the row only if no one claimed the run since ``record``
+        was read (same attempt count and process), so of two resumes racing for a run exactly one
+        wins; the other gets ``UserError`` ``RUN_ACTIVE``."""
+        changed = await self._write(
+            "UPDATE moa_runs SET status = 'running', attempts = attempts + 1, pid = ?, error = NULL, options = COALESCE(?, options), "
+            "tightened = COALESCE(?, tightened) WHERE run_id = ? AND attempts = ? AND pid IS ?",
+            (os.getpid(), _json(options), _json([*record.tightened, *tightened]) if tightened else None, record.run_id, record.attempts, record.pid),
+        )
+        if changed != 1:
+            now = await self.get(record.run_id)
+            holder = f" (process {now.pid})" if now is not None and now.pid else ""
+            raise UserError(
+                ErrorCode.RUN_ACTIVE,
+                f"run {record.run_id} was just resumed by another process{holder}; wait for it (`moa runs show {record.run_id}`), "
+                "or stop that process first",
+            )
 
     async def finish(
-        self, run_id: str, status: RecordStatus, seconds: float, error: ErrorInfo | None = None, pending: list[Approval] | None = None
+        self,
+        run_id: str,
+        status: RecordStatus,
+        seconds: float,
+        error: ErrorInfo | None = None,
+        pending: list[Approval] | None = None,
+        stopped: str | None = None,
     ) -> None:
         """Record how an attempt ended (and what it waits for) and add its wall time."""
-        waits = json.dumps([a.model_dump(mode="json") for a in pending]) if pending else None
         await self._write(
-            "UPDATE moa_runs SET status = ?, seconds = seconds + ?, error = ?, pending = ?, pid = NULL WHERE run_id = ?",
-            (status, round(seconds, 3), error.model_dump_json() if error else None, waits, run_id),
+            "UPDATE moa_runs SET status = ?, seconds = seconds + ?, error = ?, pending = ?, stopped = ?, pid = NULL WHERE run_id = ?",
+            (status, round(seconds, 3), _json(error), _json(pending), stopped, run_id),
         )
 
+    async def remove(self, record: RunRecord) -> bool:
+        """Delete ``record``'s row unless the run was claimed since it was read (then ``False``)."""
+        return await self._write("DELETE FROM moa_runs WHERE run_id = ? AND attempts = ? AND pid IS ?", (record.run_id, record.attempts, record.pid)) == 1
+
     async def get(self, run_id: str) -> RunRecord | None:
-        found = await self._read(f"SELECT {_COLUMNS} FROM moa_runs WHERE run_id = ?", (run_id,))
+        found = await self._read("WHERE run_id = ?", (run_id,))
         return found[0] if found else None
 
-    async def list(self, limit: int = 20) -> list[RunRecord]:
-        """The latest runs, newest first."""
-        return await self._read(f"SELECT {_COLUMNS} FROM moa_runs ORDER BY started DESC LIMIT ?", (limit,))
+    async def list(self, limit: int | None = 20) -> list[RunRecord]:
+        """The latest runs, newest first (``limit=None``: all of them)."""
+        return await self._read("ORDER BY started DESC LIMIT ?", (-1 if limit is None else limit,))
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    await conn.executescript(f"PRAGMA journal_mode=WAL; {_SCHEMA};")
+    async with conn.execute("SELECT name FROM pragma_table_info('moa_runs')") as cursor:
+        have = {row[0] for row in await cursor.fetchall()}
+    for column in _ADDED:  # an index written by an older moa
+        if column not in have:
+            await conn.execute(f"ALTER TABLE moa_runs ADD COLUMN {column} TEXT")
+    await conn.commit()
 
 
 @asynccontextmanager
-async def open_index(settings: Settings) -> AsyncIterator[RunIndex]:
-    """The run index in ``state_dir/runs.sqlite`` (created on first use)."""
+async def open_index(settings: Settings, *, write: bool = True) -> AsyncIterator[RunIndex]:
+    """The run index in ``state_dir/runs.sqlite`` (created on first use).
+
+    ``write=False`` (listing and showing runs): a state folder or file this process cannot write
+    is opened read-only, and a missing database reads as an empty index (nothing is created)."""
     path = state_path(settings)
+    if not write and (not path.exists() or read_only(path)):
+        async with _read_index(path, settings) as index:
+            yield index
+        return
     conn = await connect(path, settings)
     try:
         try:
-            await conn.executescript(f"PRAGMA journal_mode=WAL; {_SCHEMA};")
-            async with conn.execute("SELECT name FROM pragma_table_info('moa_runs')") as cursor:
-                if not any(row[0] == "pending" for row in await cursor.fetchall()):  # an index written before approvals existed
-                    await conn.execute("ALTER TABLE moa_runs ADD COLUMN pending TEXT")
-                    await conn.commit()
+            await _migrate(conn)
         except sqlite3.Error as exc:
             raise state_error(exc, path, settings) from exc
         yield RunIndex(conn, path, settings)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def _read_index(path: Path, settings: Settings) -> AsyncIterator[RunIndex]:
+    conn = await connect_read_only(path, settings) if path.exists() else await aiosqlite.connect(":memory:")
+    try:
+        try:
+            if "moa_runs" in await tables(conn):
+                async with conn.execute("SELECT name FROM pragma_table_info('moa_runs')") as cursor:
+                    columns = [row[0] for row in await cursor.fetchall()]
+            else:  # a database without runs (or none at all): an empty index
+                await conn.close()
+                conn = await aiosqlite.connect(":memory:")
+                await conn.executescript(_SCHEMA)
+                columns = list(_NAMES)
+        except sqlite3.Error as exc:
+            raise state_error(exc, path, settings) from exc
+        yield RunIndex(conn, path, settings, columns)
     finally:
         await conn.close()

@@ -1,4 +1,7 @@
-"""Checking a run's task and reading its input items (one per non-empty line of a text file)."""
+"""Checking a run's task and reading its input items (one per non-empty line of a text file).
+
+An input file without items is an error; a run given no input at all runs on its task's text.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ def check_task(task: str, settings: Settings) -> str:
 
 
 def read_items(path: Path, settings: Settings) -> list[str]:
-    """Non-empty lines of a UTF-8 text file."""
+    """Non-empty lines of a UTF-8 text file (``UserError`` ``INPUT_FILE`` when there are none)."""
     if not path.exists():
         raise UserError(ErrorCode.INPUT_FILE, f"input file {path} does not exist; check the path given to --input")
     if not path.is_file():
@@ -40,7 +43,14 @@ def read_items(path: Path, settings: Settings) -> list[str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(ErrorCode.INPUT_FILE, f"input file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8") from exc
-    return check_items([line.strip() for line in text.splitlines() if line.strip()], settings, source=str(path))
+    items = [line.strip() for line in text.splitlines() if line.strip()]
+    if not items:
+        raise UserError(
+            ErrorCode.INPUT_FILE,
+            f"input file {path} has no items (it is empty or has only blank lines); put one item per line, "
+            "or leave out --input to run the task on its own text",
+        )
+    return check_items(items, settings, source=str(path))
 
 
 def check_items(items: list[str], settings: Settings, *, source: str = "input") -> list[str]:

@@ -8,7 +8,7 @@ Outputs read back from a checkpoint are revived into their agent's output type i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, computed_field
@@ -18,7 +18,7 @@ from moa.agent.results import AgentRun, Attempt, Escalation, StoredOutput, ToolC
 from moa.errors import ErrorCode, ErrorInfo, RunError, UserError
 from moa.logs import get_logger
 from moa.routing.approvals import Approval
-from moa.usage import Usage, UsageSummary
+from moa.usage import Usage, UsageSummary, summarize
 from moa.workflow.plan import Plan
 from moa.workflow.planner import PlannerInfo
 
@@ -263,3 +263,58 @@ def _errors(results: Mapping[str, SubtaskResult]) -> list[ErrorInfo]:
             code = ErrorCode.APPROVAL_DENIED if r.status == "denied" else ErrorCode.SUBTASK_FAILED
             errors.append(RunError(code, r.reason or r.status).info(subtask=r.id))
     return errors
+
+
+def run_result(
+    state: Mapping[str, Any],
+    *,
+    run_id: str,
+    task: str,
+    graph: str,
+    agents: Mapping[str, Agent],  # type: ignore[type-arg]
+    seconds: float,
+    input_items: int,
+    llm_price: tuple[float, float] | None = None,
+    stopped: str | None = None,
+    resumed: bool = False,
+    interrupted: bool = False,
+    pending: list[Approval] | None = None,
+    errors: Sequence[ErrorInfo] = (),
+) -> RunResult:
+    """The :class:`RunResult` of a run's graph ``state`` (``results``, ``usage``, ``plan``...): the
+    end of an attempt, or a recorded run read back from its checkpoint (``moa runs export``).
+
+    ``errors`` come before the subtasks' own (e.g. the error that ended an attempt)."""
+    results = revive_results(state.get("results") or {}, agents)
+    usage: list[Usage] = list(state.get("usage") or [])
+    items = [i for r in results.values() for i in r.items if not i.deduplicated]
+    handoff = [
+        Handoff(subtask=r.id, agent=r.agent, item=i.item, reason=i.handoff, attempts=i.attempts)
+        for r in results.values()
+        for i in r.items
+        if i.handoff and not i.deduplicated
+    ]
+    status: RunStatus = "interrupted" if interrupted else "waiting" if pending else "stopped" if stopped else "needs_human" if handoff else _status(results)
+    return RunResult(
+        run_id=run_id,
+        task=state.get("task") or task,
+        graph=graph,
+        status=status,
+        stopped=stopped,
+        plan=state.get("plan"),
+        planner=state.get("planner"),
+        results=results,
+        answer=state.get("answer"),
+        synthesizer=state.get("synthesizer"),
+        usage=usage,
+        summary=summarize(usage, llm_price=llm_price),
+        escalations=summarize_escalations([(i.escalations, i.unverified, i.routed) for i in items]),
+        errors=[*errors, *_errors(results)],
+        seconds=round(seconds, 3),
+        input_items=input_items,
+        resumed=resumed,
+        reused=list(state.get("reused") or []),
+        pending=pending or [],
+        handoff=handoff,
+        warnings=list(dict.fromkeys(w for r in results.values() for w in r.warnings)),
+    )

@@ -1,19 +1,26 @@
-"""A recorded run as ``moa runs show`` presents it: index row + checkpoint, per-subtask rows, Mermaid.
+"""A recorded run as ``moa runs show`` presents it (index row + checkpoint, per-subtask rows,
+Mermaid), and as ``moa runs export`` gives it back (its full :class:`RunResult`).
 
 Read-only: it opens the run index and the checkpointer, reads, and closes them; it works while
-the run is still going (SQLite in WAL mode lets readers in beside the writer).
+the run is still going (SQLite in WAL mode lets readers in beside the writer), and on a state
+folder this process cannot write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from moa.agent.base import Agent
+from moa.errors import ErrorCode, UserError
 from moa.settings import Settings
 from moa.usage import UsageSummary, summarize
-from moa.workflow.durable import RunSnapshot, load_snapshot, open_checkpointer
+from moa.workflow.catalog import agent_catalog
+from moa.workflow.durable import RunSnapshot, checkpoint_location, load_snapshot, open_checkpointer
 from moa.workflow.index import RunRecord, open_index, unknown_run
+from moa.workflow.results import RunResult, run_result
 
 
 class SubtaskView(BaseModel):
@@ -100,18 +107,56 @@ def build_view(record: RunRecord, snapshot: RunSnapshot | None) -> RunView:
     return RunView(run=record, subtasks=rows, summary=summarize(snapshot.usage), answer=snapshot.answer, planned=snapshot.plan is not None)
 
 
-async def load_view(settings: Settings, run_id: str) -> RunView:
-    """The recorded run ``run_id`` (``UserError`` ``UNKNOWN_RUN`` when there is none)."""
-    async with open_index(settings) as index:
+async def _load(settings: Settings, run_id: str) -> tuple[RunRecord, RunSnapshot | None]:
+    async with open_index(settings, write=False) as index:
         record = await index.get(run_id)
     if record is None:
         raise unknown_run(run_id, settings)
-    async with open_checkpointer(settings) as saver:
-        snapshot = await load_snapshot(saver, run_id)
-    return build_view(record, snapshot)
+    async with open_checkpointer(settings, write=False) as saver:
+        return record, await load_snapshot(saver, run_id)
+
+
+async def load_view(settings: Settings, run_id: str) -> RunView:
+    """The recorded run ``run_id`` (``UserError`` ``UNKNOWN_RUN`` when there is none)."""
+    return build_view(*await _load(settings, run_id))
+
+
+async def load_result(settings: Settings, run_id: str, *, agents: Iterable[Agent] | None = None) -> RunResult:  # type: ignore[type-arg]
+    """The :class:`RunResult` of the recorded run ``run_id``, rebuilt from its checkpoint and its
+    index row: what ``moa run`` returned when it ended (``seconds`` over all its attempts), or, for
+    a run that has not ended, what finished so far (status ``interrupted``, ``waiting`` or ``stopped``).
+
+    Args:
+        agents: the custom agents the run used, to give their outputs their own types again.
+    """
+    record, saved = await _load(settings, run_id)
+    if saved is None:
+        raise UserError(
+            ErrorCode.RUN_NOT_RESUMABLE,
+            f"run {run_id} has no checkpoint in {checkpoint_location(settings)} (it stopped before its first step, or its checkpoints "
+            "went to another checkpoint_url), so it has no result to export; `moa runs show` shows what the index knows",
+        )
+    state = {k: getattr(saved, k) for k in ("task", "plan", "planner", "results", "usage", "answer", "synthesizer", "reused")}
+    price = settings.prices.get(settings.llm)
+    ended = record.status in ("ok", "partial", "failed", "needs_human", "stopped", "waiting")
+    return run_result(
+        state,
+        run_id=record.run_id,
+        task=record.task,
+        graph=record.graph,
+        agents=agent_catalog(agents),
+        seconds=record.seconds,
+        input_items=saved.items if saved.items is not None else record.items,
+        llm_price=(price.prompt, price.completion) if price else None,
+        stopped=record.stopped or ("stopped" if record.status == "stopped" else None),
+        resumed=record.attempts > 1,
+        interrupted=not ended,
+        pending=record.pending if record.status == "waiting" else None,
+        errors=[record.error] if record.error is not None else (),
+    )
 
 
 async def list_runs(settings: Settings, limit: int = 20) -> list[RunRecord]:
     """The latest recorded runs, newest first."""
-    async with open_index(settings) as index:
+    async with open_index(settings, write=False) as index:
         return await index.list(limit)

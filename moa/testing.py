@@ -28,7 +28,7 @@ from unittest import mock
 import numpy as np
 
 from moa.errors import ErrorCode, RunError, UserError
-from moa.memory.chroma import Memory, MetadataValue, Passage, passage_id
+from moa.memory.chroma import Memory, MetadataValue, Passage, rows_to_add
 from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend
 from moa.models.embeddings import Embedder, MiniLMEmbedder
 
@@ -154,19 +154,11 @@ class FakeMemory(Memory):
         metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
     ) -> list[str]:
         """Embed and upsert ``texts``; ids default to :func:`~moa.memory.chroma.passage_id`."""
-        items = list(texts)
-        src = list(sources) if sources is not None else [None] * len(items)
-        extra = list(metadatas) if metadatas is not None else [None] * len(items)
-        if (ids is not None and len(ids) != len(items)) or len(src) != len(items) or len(extra) != len(items):
-            raise UserError(ErrorCode.INVALID_INPUT, "aadd() needs as many sources, ids and metadatas as texts")
-        out_ids = list(ids) if ids is not None else [passage_id(t, s) for t, s in zip(items, src, strict=True)]
-        vectors = await self.embedder.aembed(items) if items else []
-        for pid, text, source, meta, vector in zip(out_ids, items, src, extra, vectors, strict=True):
-            merged = dict(meta or {})
-            if source is not None:
-                merged["source"] = source
+        rows = rows_to_add(texts, sources=sources, ids=ids, metadatas=metadatas)
+        vectors = await self.embedder.aembed([text for _, text, _ in rows]) if rows else []
+        for (pid, text, merged), vector in zip(rows, vectors, strict=True):
             self._rows[pid] = (text, merged, vector)
-        return out_ids
+        return [pid for pid, _, _ in rows]
 
     async def aquery(self, text: str, k: int = 5) -> list[Passage]:
         """The ``k`` stored passages closest to ``text`` (cosine), best first."""

@@ -5,7 +5,6 @@ and exit code 5 for a hand-off (fake models injected into the CLI's run context)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,6 @@ PLAN = {
         {"id": "c", "agent": "sentiment", "depends_on": ["a", "b"]},
     ]
 }
-
-
-@pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModel]:
-    """The fake model every run of the CLI gets, on both tiers."""
-    fake = FakeModel(['{"label":"positive","confidence":0.9}'])
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: Any) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=fake, llm=fake), **kwargs)
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
-    yield fake
 
 
 @pytest.fixture
@@ -63,25 +48,25 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def test_approve_all_answers_every_approval_without_asking(model: FakeModel, plan: str) -> None:
+def test_approve_all_answers_every_approval_without_asking(cli_model: FakeModel, plan: str) -> None:
     result = _run(plan, "--approve-all", "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["status"] == "ok" and payload["pending"] == []
     assert {k: v["status"] for k, v in payload["results"].items()} == {"a": "ok", "b": "ok", "c": "ok"}
-    assert len(model.requests) == 6
+    assert len(cli_model.requests) == 6
 
 
-def test_deny_all_records_the_denial_and_skips_dependents(model: FakeModel, plan: str) -> None:
+def test_deny_all_records_the_denial_and_skips_dependents(cli_model: FakeModel, plan: str) -> None:
     result = _run(plan, "--deny-all", "--json")
     assert result.exit_code == 3
     payload = json.loads(result.stdout)
     assert payload["status"] == "partial"
     assert {k: v["status"] for k, v in payload["results"].items()} == {"a": "denied", "b": "ok", "c": "skipped"}
-    assert len(model.requests) == 2
+    assert len(cli_model.requests) == 2
 
 
-def test_without_a_terminal_the_run_stops_waiting_and_says_how_to_answer(model: FakeModel, plan: str) -> None:
+def test_without_a_terminal_the_run_stops_waiting_and_says_how_to_answer(cli_model: FakeModel, plan: str) -> None:
     result = _run(plan)
     assert result.exit_code == 4, result.output
     (row,) = json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)
@@ -107,7 +92,7 @@ def test_without_a_terminal_the_run_stops_waiting_and_says_how_to_answer(model: 
     assert payload["status"] == "ok" and payload["reused"] == ["b"]
 
 
-def test_json_output_of_a_waiting_run(model: FakeModel, plan: str) -> None:
+def test_json_output_of_a_waiting_run(cli_model: FakeModel, plan: str) -> None:
     result = _run(plan, "--json")
     assert result.exit_code == 4
     payload = json.loads(result.stdout)
@@ -115,7 +100,7 @@ def test_json_output_of_a_waiting_run(model: FakeModel, plan: str) -> None:
     assert "waiting for approval: a; answer with: moa resume" in result.stderr
 
 
-def test_on_a_terminal_each_approval_is_asked(model: FakeModel, plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_a_terminal_each_approval_is_asked(cli_model: FakeModel, plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_approvals, "interactive", lambda: True)
     result = _run(plan, "--json", input="n\n")
     assert result.exit_code == 3, result.output
@@ -125,7 +110,7 @@ def test_on_a_terminal_each_approval_is_asked(model: FakeModel, plan: str, monke
     assert approved.exit_code == 0 and json.loads(approved.stdout)["status"] == "ok"
 
 
-def test_resume_on_a_terminal_asks_what_waits(model: FakeModel, plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_on_a_terminal_asks_what_waits(cli_model: FakeModel, plan: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _run(plan).exit_code == 4
     run_id = json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)[0]["run_id"]
     monkeypatch.setattr(cli_approvals, "interactive", lambda: True)
@@ -134,7 +119,7 @@ def test_resume_on_a_terminal_asks_what_waits(model: FakeModel, plan: str, monke
     assert json.loads(result.stdout)["status"] == "ok"
 
 
-def test_contradicting_flags_exit_2(model: FakeModel, plan: str) -> None:
+def test_contradicting_flags_exit_2(cli_model: FakeModel, plan: str) -> None:
     result = _run(plan, "--approve-all", "--deny-all")
     assert result.exit_code == 2 and "contradict" in result.stderr
     bad_rule = _run(plan, "--approval", "everything")

@@ -20,33 +20,19 @@ PLAN = {"subtasks": [{"id": "s", "agent": "sentiment"}]}
 runner = CliRunner()
 
 
-@pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
-    """The fake model every run of the CLI gets, on both tiers."""
-    fake = FakeModel([GOOD])
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: Any) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=fake, llm=fake), **kwargs)
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
-    return fake
-
-
 def _runs() -> list[dict[str, Any]]:
     return json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "  \n\t\n   "])
-def test_an_input_file_without_items_is_an_error_and_runs_nothing(model: FakeModel, tmp_path: Path, content: str) -> None:
+def test_an_input_file_without_items_is_an_error_and_runs_nothing(cli_model: FakeModel, tmp_path: Path, content: str) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text(content)
     result = runner.invoke(app, ["run", "classify the sentiment", "--input", str(empty), "--json"])
     assert result.exit_code == 2
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "input_file" and "has no items" in error["message"] and str(empty) in error["message"]
-    assert model.requests == [] and _runs() == []
+    assert cli_model.requests == [] and _runs() == []
 
 
 def test_an_empty_input_list_is_an_error_but_no_input_runs_the_task_itself() -> None:

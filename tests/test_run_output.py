@@ -22,20 +22,6 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
-    """The fake model every run of the CLI gets, on both tiers."""
-    fake = FakeModel([GOOD])
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: Any) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=fake, llm=fake), **kwargs)
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
-    return fake
-
-
-@pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(PLAN))
@@ -51,15 +37,15 @@ def _runs() -> list[dict[str, Any]]:
 # --- the output file ---------------------------------------------------------------------
 
 
-def test_an_output_in_a_missing_folder_is_refused_before_the_run_starts(model: FakeModel, files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_an_output_in_a_missing_folder_is_refused_before_the_run_starts(cli_model: FakeModel, files: tuple[Path, Path], tmp_path: Path) -> None:
     plan, reviews = files
     target = tmp_path / "missing" / "out.json"
     result = runner.invoke(app, ["run", "rate", "--input", str(reviews), "--plan", str(plan), "-o", str(target)])
     assert result.exit_code == 2 and "output_file" in result.stderr and "does not exist" in result.stderr
-    assert model.requests == [] and _runs() == [] and not target.parent.exists()
+    assert cli_model.requests == [] and _runs() == [] and not target.parent.exists()
 
 
-def test_an_output_that_is_a_directory_or_the_input_is_refused(model: FakeModel, files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_an_output_that_is_a_directory_or_the_input_is_refused(cli_model: FakeModel, files: tuple[Path, Path], tmp_path: Path) -> None:
     plan, reviews = files
     folder = runner.invoke(app, ["run", "rate", "--input", str(reviews), "--plan", str(plan), "-o", str(tmp_path)])
     assert folder.exit_code == 2 and "is a directory" in folder.stderr
@@ -68,17 +54,17 @@ def test_an_output_that_is_a_directory_or_the_input_is_refused(model: FakeModel,
     os.link(reviews, tmp_path / "hardlink.txt")
     linked = runner.invoke(app, ["run", "rate", "--input", str(reviews), "--plan", str(plan), "-o", str(tmp_path / "hardlink.txt")])
     assert linked.exit_code == 2 and "is the input file" in linked.stderr
-    assert reviews.read_text() == "lovely room\nrude staff\n" and model.requests == [] and _runs() == []
+    assert reviews.read_text() == "lovely room\nrude staff\n" and cli_model.requests == [] and _runs() == []
 
 
-def test_an_output_that_cannot_be_written_is_refused(model: FakeModel, files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_output_that_cannot_be_written_is_refused(cli_model: FakeModel, files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan, reviews = files
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == locked else real_access(path, mode, **kw))
     result = runner.invoke(app, ["run", "rate", "--input", str(reviews), "--plan", str(plan), "-o", str(locked / "out.json")])
-    assert result.exit_code == 2 and "permission denied" in result.stderr and model.requests == []
+    assert result.exit_code == 2 and "permission denied" in result.stderr and cli_model.requests == []
 
 
 def test_the_output_file_is_written_by_the_run(files: tuple[Path, Path], tmp_path: Path) -> None:
@@ -108,7 +94,7 @@ def test_an_output_that_fails_at_the_end_keeps_the_result_for_export(files: tupl
 # --- export ------------------------------------------------------------------------------
 
 
-def test_export_gives_back_a_finished_runs_full_result(model: FakeModel, files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_export_gives_back_a_finished_runs_full_result(cli_model: FakeModel, files: tuple[Path, Path], tmp_path: Path) -> None:
     plan, reviews = files
     ran = runner.invoke(app, ["run", "rate", "--input", str(reviews), "--plan", str(plan), "--json"])
     assert ran.exit_code == 0, ran.output

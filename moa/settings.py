@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     """Largest input file accepted."""
     max_items: int = Field(10_000, gt=0)
     """Most items (lines of an input file) in one run."""
+    max_plan_bytes: int = Field(1_000_000, gt=0)
+    """Largest YAML graph file or JSON plan (``--plan``, ``plan=`` as text) accepted, in bytes."""
+    max_plan_depth: int = Field(32, gt=0, le=200)
+    """Deepest nesting of mappings and lists in a graph file or a plan (aliases written out)."""
+    max_plan_nodes: int = Field(100_000, gt=0)
+    """Most values in a YAML graph file once its aliases (``*name``) are written out."""
     concurrency: int = Field(4, gt=0)
     """In-flight requests per remote backend."""
     memory_dir: Path = Field(default_factory=_default_memory_dir)
@@ -117,6 +123,10 @@ class Settings(BaseSettings):
     cascade: list[str] = Field(default_factory=list)
     """Ordered steps answers climb: ``specialist``, ``slm``, ``llm`` or any model spec
     (default: ``specialist`` when one is trained, then ``slm``, then ``llm``)."""
+    allowed_models: list[str] = Field(default_factory=list)
+    """Model specs a plan may name in a subtask's cascade besides ``specialist``, ``slm``, ``llm``
+    and the tiers' own specs (plans from the llm planner, ``--plan``, YAML graph files, ``plan=``).
+    Code (``agent.with_policy(cascade=...)``) and the ``cascade`` setting are not limited."""
     confidence: ConfidenceMethod = "auto"
     """How confidence is measured: ``logprobs``, ``samples`` (agreement of k samples), ``self``
     (the model's own score), or ``auto`` (logprobs where the backend has them, else self)."""
@@ -184,6 +194,14 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"thresholds must be between 0 and 1, got {bad}")
         return value
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _specs_not_empty(cls, value: list[str]) -> list[str]:
+        specs = [spec.strip() for spec in value]
+        if not all(specs):
+            raise ValueError("an allowed model spec cannot be empty; use e.g. 'openai:gpt-4o-mini'")
+        return specs
 
     @field_validator("slm", "llm")
     @classmethod

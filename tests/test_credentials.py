@@ -107,3 +107,18 @@ async def test_ollama_key_is_not_sent_to_another_host() -> None:
             await backend.aclose()
     assert configured.requests and set(configured.authorizations()) == {"Bearer ollama-env"}
     assert other.requests and set(other.authorizations()) == {None}
+
+
+@pytest.mark.real
+async def test_an_allowed_model_in_a_plan_gets_items_but_no_key() -> None:
+    """allowed_models lets a plan send items to another server; the key still stays with its own."""
+    with recording_server() as own, recording_server() as other:
+        spec = f"openai:big@{other.v1}"
+        settings = moa.load_settings(
+            slm=f"openai:small@{own.v1}", llm=f"openai:small@{own.v1}", openai_keys={own.v1: "sk-own"}, allowed_models=[spec], cache=False
+        )
+        plan = {"subtasks": [{"id": "s", "agent": "sentiment", "cascade": [spec]}]}
+        result = await moa.arun("classify", input=["fine", "great"], plan=plan, settings=settings)
+    assert result.results["s"].status == "ok" and {i.answered_by for i in result.results["s"].items} == {spec}
+    assert len(other.requests) == 2 and set(other.authorizations()) == {None}
+    assert own.requests and set(own.authorizations()) == {"Bearer sk-own"}  # the synthesizer, on the llm tier

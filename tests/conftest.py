@@ -3,8 +3,8 @@
 * Unit tests cannot reach a real model by accident: unless a test is marked ``real``, it runs inside
   :func:`moa.testing.block_real_models` (the real backends, the MiniLM embedder and Chroma clients
   raise ``RealModelBlocked``; the pydantic-ai ``ALLOW_MODEL_REQUESTS = False`` idea).
-* Settings never come from the developer's machine: ``MOA_CONFIG`` points at no file and the
-  memory lives in the test's tmp dir.
+* Settings never come from the developer's machine: ``MOA_CONFIG`` points at an empty file (a
+  missing one would be a ``bad_config`` error) and the memory lives in the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -28,9 +28,16 @@ def _structlog_defaults() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(scope="session")
+def _empty_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = tmp_path_factory.mktemp("config") / "moa.toml"
+    config.write_text("")
+    return config
+
+
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MOA_CONFIG", str(tmp_path / "no-moa.toml"))
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _empty_config: Path) -> None:
+    monkeypatch.setenv("MOA_CONFIG", str(_empty_config))
     monkeypatch.setenv("MOA_MEMORY_DIR", str(tmp_path / "memory"))
     monkeypatch.setenv("MOA_STATE_DIR", str(tmp_path / "state"))
     for name in ("MOA_SLM", "MOA_LLM", "MOA_PLANNER", "MOA_TIMEOUT"):

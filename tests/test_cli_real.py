@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _moa(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_CONFIG": str(tmp_path / "none.toml"), "MOA_TIMEOUT": "600"}
+    env = {**os.environ, "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_TIMEOUT": "600"}
     return subprocess.run([sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
 
 

@@ -17,7 +17,7 @@ REVIEWS = ROOT / "examples" / "data" / "reviews.txt"
 
 
 def _moa(*args: str, tmp_path: Path) -> dict:  # type: ignore[type-arg]
-    env = {**os.environ, "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_CONFIG": str(tmp_path / "none.toml"), "MOA_TIMEOUT": "600"}
+    env = {**os.environ, "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_TIMEOUT": "600"}
     proc = subprocess.run([sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout) if "--json" in args else {"stdout": proc.stdout}

@@ -86,7 +86,7 @@ get_logger("moa.test").warning("something_odd", detail=1)
 def test_the_library_prints_nothing_unless_configured(tmp_path: Path) -> None:
     """Used from Python without logging configured: info and debug logs go nowhere, warnings go
     to stderr, and stdout carries only what the program itself prints."""
-    env = {**os.environ, "MOA_STATE_DIR": str(tmp_path / "state"), "MOA_CONFIG": str(tmp_path / "none.toml")}
+    env = {**os.environ, "MOA_STATE_DIR": str(tmp_path / "state")}
     done = subprocess.run([sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "status ok\n"

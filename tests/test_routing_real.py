@@ -94,7 +94,7 @@ async def test_calibrate_the_embedded_model_on_sst2(tmp_path: Path, embedded: Em
 
 
 def _moa(*args: str, tmp_path: Path, **popen: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_CONFIG": str(tmp_path / "none.toml"), "MOA_TIMEOUT": "600"}
+    env = {**os.environ, "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_TIMEOUT": "600"}
     return subprocess.Popen([sys.executable, "-m", "moa", *args], text=True, env=env, cwd=tmp_path, **popen)  # type: ignore[call-overload]
 
 

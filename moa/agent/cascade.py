@@ -51,13 +51,15 @@ def _steps(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: BaseModel) -
     return steps if policy.escalate else steps[:1]
 
 
-def _reason(step: Step, attempts: list[Attempt], routed: tuple[str, str] | None) -> str:
-    """What a call on ``step`` would do for this item, in words (for the person who approves it)."""
+def _reason(step: Step, attempts: list[Attempt], routed: tuple[str, str] | None, own: str = "") -> str:
+    """What a call on ``step`` would do for this item, in words (for the person who approves it),
+    with the cascade and threshold the agent's copy has of its own (``own``, e.g. set by the plan)."""
+    policy = f" (policy: {own})" if own else ""
     if attempts:
         last = attempts[-1]
         said = f"{last.error.code}" if last.error else f"confidence {last.confidence}"
-        return f"escalate to {step.name}: the {last.step} answer is weak ({last.weak}, {said})"
-    return f"run this item on {step.name}" + (f" ({routed[1]})" if routed else "")
+        return f"escalate to {step.name}: the {last.step} answer is weak ({last.weak}, {said}){policy}"
+    return f"run this item on {step.name}" + (f" ({routed[1]})" if routed else "") + policy
 
 
 async def run_cascade(
@@ -97,7 +99,7 @@ async def run_cascade(
             if index > 0 and (why := ctx.budget.refuses(step.name)) is not None:
                 refused = f"budget: {why}"
                 break
-            scope.reason = _reason(step, attempts, routed)
+            scope.reason = _reason(step, attempts, routed, agent.own_routing())
             try:
                 attempt = await agent.attempt(ctx, step, data)
             except AwaitingApproval as wait:  # the step (or a tool it called) waits: the step runs again once answered

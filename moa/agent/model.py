@@ -32,7 +32,7 @@ from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, UserE
 from moa.learning.store import Example, describe_key
 from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend
-from moa.routing.policy import SPECIALIST, Policy, Step
+from moa.routing.policy import SPECIALIST, Policy, Step, routing_text
 from moa.usage import Usage
 
 log = get_logger(__name__)
@@ -79,6 +79,12 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
                 raise UserError(ErrorCode.BAD_CONFIG, "an agent's cascade needs at least one step, e.g. ['slm', 'llm']")
             clone.cascade = tuple(cascade)
         return clone
+
+    def own_routing(self) -> str:
+        """This copy's own cascade and threshold in words (``""``: it follows the run's), e.g. what a
+        plan set for its subtask (:meth:`with_policy`); approvals of its calls show it."""
+        steps = None if self.cascade is None else [s if isinstance(s, str) else s.spec for s in self.cascade]
+        return routing_text(steps, self._own_threshold)
 
     def batch_width(self, ctx: RunContext) -> int:
         """Items in flight: what the first model step's backend serves at once (its parallel slots

@@ -25,12 +25,14 @@ from moa.errors import ErrorCode, MoaError, UserError
 from moa.learning.store import learned_summary
 from moa.logs import configure_logging
 from moa.models.registry import Models
-from moa.routing.policy import threshold_for
+from moa.routing.policy import plan_models, threshold_for
 from moa.settings import Settings, load_settings
 from moa.workflow.catalog import agent_catalog, builtin_graphs, get_graph
 from moa.workflow.driver import apending, aresume, aresume_settings, arun
+from moa.workflow.limits import DocumentLimits, read_document
 from moa.workflow.options import RunOptions
 from moa.workflow.output import check_output, write_result
+from moa.workflow.planner import plan_from_json
 from moa.workflow.prune import Removed, parse_age, parse_statuses, prune_runs, remove_runs
 from moa.workflow.report import item_table
 from moa.workflow.results import RunResult
@@ -159,7 +161,9 @@ def _accounting(result: RunResult) -> str:
 
 def _render(result: RunResult) -> None:
     if result.plan:
-        steps = " → ".join(f"{s.id}:{s.agent}" + (f"[{','.join(s.depends_on)}]" if s.depends_on else "") for s in result.plan.subtasks)
+        steps = " → ".join(
+            f"{s.id}:{s.agent}" + (f"[{','.join(s.depends_on)}]" if s.depends_on else "") + (f" ({s.routing()})" if s.routing() else "") for s in result.plan.subtasks
+        )
         out.print(f"[bold]Plan[/] ({result.planner.name if result.planner else '?'}): {escape(steps)}", highlight=False)
         if result.planner:
             out.print(f"[dim]{escape(result.planner.reason)}[/]", highlight=False)
@@ -197,11 +201,10 @@ def _render(result: RunResult) -> None:
         render_pending(result.run_id, result.pending)
 
 
-def _read_plan(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(ErrorCode.INPUT_FILE, f"cannot read the plan file {path}: {exc}; give a JSON file like docs/concepts.md shows") from exc
+def _read_plan(path: Path, settings: Settings) -> dict[str, Any]:
+    """The JSON object of a ``--plan`` file, read and parsed within the limits (the driver validates it)."""
+    limits = DocumentLimits.of(settings)
+    return plan_from_json(read_document(path, f"the plan file {path}", limits), what=f"the plan file {path.name}", limits=limits)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -276,7 +279,7 @@ def run(
             shots_from_examples=shots_from_examples,
         )  # fmt: skip
         settings = _with_agent_options(settings, option, labels)
-        given = _read_plan(plan) if plan is not None else None
+        given = _read_plan(plan, settings) if plan is not None else None
         answers = Answers.of(approve_all=approve_all, deny_all=deny_all)
     except MoaError as exc:
         _fail(exc, as_json)
@@ -434,7 +437,8 @@ def graphs(context: typer.Context) -> None:
 def graphs_show(name: Annotated[str, typer.Argument(help="A graph name from `moa graphs`, or a YAML graph file.")]) -> None:
     """Print a graph's topology as Mermaid text."""
     try:
-        compiled = get_graph(name).build()
+        settings = _settings()
+        compiled = get_graph(name, DocumentLimits.of(settings), plan_models(settings)).build()
     except MoaError as exc:
         _fail(exc, False)
         return
@@ -490,6 +494,9 @@ def _render_view(view: RunView) -> None:
             ",".join(s.depends_on), ", ".join(s.models), escape(s.error or ""),
         )  # fmt: skip
     out.print(table)
+    for s in view.subtasks:  # where the plan sends the items (a plan may name only allowed models)
+        if s.routing():
+            out.print(f"{escape(s.id)}: the plan sets {escape(s.routing())}", highlight=False, soft_wrap=True)
     if r.error:
         line = f"[{r.error.code}] {r.error.message}"
         err.print(f"[red]error[/] {escape(line)}", highlight=False, soft_wrap=True)

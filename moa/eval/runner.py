@@ -31,7 +31,9 @@ from moa.eval.report import Report, write_report
 from moa.eval.targets import AgentTarget, GraphTarget, check_fits, is_graph, resolve_steps
 from moa.logs import get_logger
 from moa.memory.chroma import ChromaMemory, Memory
-from moa.workflow.catalog import agent_catalog, get_graph
+from moa.routing.policy import plan_models
+from moa.workflow.catalog import GraphFile, agent_catalog, get_graph
+from moa.workflow.limits import DocumentLimits
 
 log = get_logger(__name__)
 
@@ -102,7 +104,9 @@ def prepare(
                 ErrorCode.INVALID_INPUT,
                 f"{target!r} is a graph: graphs are evaluated on question-answering data; {dataset.name} is {dataset.kind} data, evaluate it with an agent",
             )
-        get_graph(target)  # a missing YAML file fails here, not once per item
+        source = get_graph(target, DocumentLimits.of(ctx.settings), plan_models(ctx.settings))
+        if isinstance(source, GraphFile):
+            source.build(catalog)  # a bad YAML file (missing, too large, naming models it may not) fails here, not once per item
         runner: AgentTarget | GraphTarget = GraphTarget(target, agents)
     else:
         assert agent is not None

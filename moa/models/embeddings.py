@@ -296,6 +296,11 @@ class OllamaEmbedder(Embedder):
         return vectors
 
 
+def _drop_key(request: Any) -> None:
+    """httpx request hook: no ``Authorization`` header (the stand-in key stays in this process)."""
+    request.headers.pop("authorization", None)
+
+
 class OpenAIEmbedder(Embedder):
     """Embeddings from the OpenAI API or any OpenAI-compatible server (``/v1/embeddings``)."""
 
@@ -333,12 +338,15 @@ class OpenAIEmbedder(Embedder):
         if self._client is None:
             import openai
 
-            api_key = self._api_key or os.environ.get("OPENAI_API_KEY")
-            if api_key is None:
-                if self.base_url is None:
-                    raise UserError(ErrorCode.BAD_CONFIG, "OpenAI embeddings need an API key; set OPENAI_API_KEY")
-                api_key = "unused"  # local OpenAI-compatible servers usually ignore it
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=self.timeout, max_retries=1)
+            from moa.models.credentials import OPENAI_URL, same_url
+
+            # OPENAI_API_KEY is OpenAI's: it goes to no other base URL (moa.models.credentials)
+            for_openai = self.base_url is None or same_url(self.base_url, os.environ.get("OPENAI_BASE_URL") or OPENAI_URL)
+            api_key = self._api_key if self._api_key is not None or not for_openai else os.environ.get("OPENAI_API_KEY")
+            if not api_key and self.base_url is None:
+                raise UserError(ErrorCode.BAD_CONFIG, "OpenAI embeddings need an API key; set OPENAI_API_KEY")
+            http = None if api_key else openai.DefaultHttpxClient(event_hooks={"request": [_drop_key]})
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "no-key", timeout=self.timeout, max_retries=1, http_client=http)
         return self._client
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

@@ -37,6 +37,7 @@ from moa.models.base import (
     ToolCall,
     ToolSpec,
 )
+from moa.models.credentials import dropping_headers
 
 log = get_logger(__name__)
 
@@ -65,6 +66,10 @@ class OllamaBackend(ModelBackend):
         keep_alive: how long Ollama keeps the model loaded after a request (``"5m"``, ``"-1"``).
         connection_retries: how many times a request is sent again when its connection broke
             before Ollama answered (see :mod:`moa.models.transport`); 0 turns this off.
+        api_key: a bearer token sent to ``host`` (Ollama's cloud). Without one no
+            ``Authorization`` header is sent, even when ``OLLAMA_API_KEY`` is set: the official
+            client would send that key to any host (the registry passes it for ``ollama_host``
+            only, :mod:`moa.models.credentials`).
     """
 
     def __init__(
@@ -77,10 +82,12 @@ class OllamaBackend(ModelBackend):
         max_concurrency: int = 2,
         keep_alive: str | None = None,
         connection_retries: int = 1,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(spec, max_concurrency=max_concurrency)
         if connection_retries < 0:
             raise UserError(ErrorCode.BAD_CONFIG, f"{spec}: connection_retries must be 0 or more, not {connection_retries}")
+        self._api_key = api_key
         self.model = model
         self.host = host
         self.timeout = timeout
@@ -99,9 +106,12 @@ class OllamaBackend(ModelBackend):
         loop = asyncio.get_running_loop()
         if self._bound is None or self._bound[0] is not loop:
             # A client of an earlier loop is dropped: its connections died with that loop.
-            client = ollama.AsyncClient(
-                host=self.host, timeout=self.timeout, event_hooks={"response": [transport.mark_answered]}
-            )
+            hooks: dict[str, list[Any]] = {"response": [transport.mark_answered]}
+            if self._api_key:
+                headers = {"authorization": f"Bearer {self._api_key}"}
+            else:  # the client adds OLLAMA_API_KEY to every request, to whatever host
+                headers, hooks["request"] = {}, [dropping_headers(("authorization",))]
+            client = ollama.AsyncClient(host=self.host, timeout=self.timeout, headers=headers, event_hooks=hooks)
             self._bound = (loop, client)
         return self._bound[1]
 

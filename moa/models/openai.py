@@ -47,6 +47,7 @@ from moa.models.base import (
     ToolCall,
     ToolSpec,
 )
+from moa.models.credentials import OPENAI_ACCOUNT_HEADERS, OPENAI_URL, dropping_headers, same_url
 
 __all__ = ["OpenAIBackend", "SchemaMode"]
 
@@ -73,8 +74,10 @@ class OpenAIBackend(ModelBackend):
         model: The model name sent with every request (local servers often ignore it).
         base_url: The API root, e.g. ``http://127.0.0.1:8080/v1``; ``None`` means OpenAI itself
             (or ``OPENAI_BASE_URL``).
-        api_key: The API key; defaults to ``OPENAI_API_KEY``, else ``"not-needed"`` when
-            ``base_url`` is set (local servers take any key).
+        api_key: The API key sent to ``base_url``. ``None``: ``OPENAI_API_KEY`` when ``base_url``
+            is ``None`` (the client's default URL, the one that key is for); with a ``base_url``
+            and no ``api_key`` no key is sent at all (no ``Authorization`` header), so a key
+            never reaches a server it was not given for (:mod:`moa.models.credentials`).
         timeout: Seconds allowed for one HTTP request (connect, write, read); a request sent
             again gets what is left of it.
         connection_retries: How many times a request is sent again when its connection broke
@@ -112,8 +115,8 @@ class OpenAIBackend(ModelBackend):
                 ErrorCode.BAD_MODEL_SPEC,
                 f"{spec}: schema_mode must be 'json_schema', 'json_object' or 'auto', not {schema_mode!r}",
             )
-        key = api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if base_url else None)
-        if key is None:
+        key = api_key if api_key is not None or base_url is not None else os.environ.get("OPENAI_API_KEY")
+        if not key and same_url(base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL, OPENAI_URL):
             raise UserError(
                 ErrorCode.BAD_CONFIG,
                 f"{spec}: no API key for OpenAI. Set OPENAI_API_KEY, or give a base_url for a local "
@@ -127,8 +130,15 @@ class OpenAIBackend(ModelBackend):
         self._completion = completion
         self._schema_mode: SchemaMode = schema_mode
         self._use_json_object = schema_mode == "json_object"
-        http = openai.DefaultAsyncHttpxClient(event_hooks={"response": [transport.mark_answered]})
-        self._client = openai.AsyncOpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http)
+        hooks: dict[str, list[Any]] = {"response": [transport.mark_answered]}
+        if not key:  # the client insists on a key: it gets a stand-in that never leaves this process
+            hooks["request"] = [dropping_headers(("authorization", *OPENAI_ACCOUNT_HEADERS))]
+        elif base_url is not None and not same_url(base_url, os.environ.get("OPENAI_BASE_URL") or OPENAI_URL):
+            hooks["request"] = [dropping_headers(OPENAI_ACCOUNT_HEADERS)]  # OPENAI_ORG_ID / _PROJECT_ID are OpenAI's
+        self.sends_key = bool(key)
+        """Whether requests carry an API key (``Authorization``)."""
+        http = openai.DefaultAsyncHttpxClient(event_hooks=hooks)
+        self._client = openai.AsyncOpenAI(api_key=key or "no-key", base_url=base_url, timeout=timeout, max_retries=0, http_client=http)
         self.base_url = str(self._client.base_url).rstrip("/")
 
     @property

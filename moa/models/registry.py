@@ -9,6 +9,9 @@ Spec strings::
     openai:gpt-4o-mini             an OpenAI model (key from OPENAI_API_KEY)
     openai:qwen2.5@http://127.0.0.1:8080/v1   any OpenAI-compatible server
     openai+completion:gemma@http://127.0.0.1:8080/v1   ... serving a base model (completion prompts)
+
+Which API key a backend gets is decided here, from the settings, by :mod:`moa.models.credentials`:
+a key goes only to the base URL it was configured for.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from moa.errors import ErrorCode, UserError
 from moa.models.base import ModelBackend
 from moa.models.cache import CachedBackend, CallCache
+from moa.models.credentials import default_openai_url, ollama_key, openai_key
 from moa.settings import Settings, Tier
 
 SPEC_HELP = (
@@ -59,10 +63,12 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
         model, host = _split_at(rest)
         if not model:
             raise UserError(ErrorCode.BAD_MODEL_SPEC, f"model spec {spec!r} names no model; e.g. 'ollama:llama3.2:1b'")
+        host = host or settings.ollama_host
         backend = OllamaBackend(
             spec,
             model=model,
-            host=host or settings.ollama_host,
+            host=host,
+            api_key=ollama_key(settings, host),
             timeout=settings.timeout,
             max_concurrency=settings.concurrency,
             connection_retries=settings.connection_retries,
@@ -73,11 +79,12 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
         model, url = _split_at(rest)
         if not model:
             raise UserError(ErrorCode.BAD_MODEL_SPEC, f"model spec {spec!r} names no model; e.g. 'openai:gpt-4o-mini'")
+        base_url = url or default_openai_url(settings)
         backend = OpenAIBackend(
             spec,
             model=model,
-            base_url=url or settings.openai_base_url,
-            api_key=settings.openai_api_key,
+            base_url=base_url,
+            api_key=openai_key(settings, base_url),
             timeout=settings.timeout,
             connection_retries=settings.connection_retries,
             max_concurrency=settings.concurrency,

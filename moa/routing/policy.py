@@ -7,6 +7,12 @@ A *cascade* is an ordered list of steps. Each step is one of
 * ``slm`` / ``llm`` — the configured tiers,
 * any model spec (``ollama:qwen2.5:7b``, ``openai:gpt-4o-mini``...).
 
+A *plan* (from the llm planner, ``--plan``, a YAML graph file or ``plan=``) may set a subtask's
+cascade too, but a plan is data that may come from a model or a file, so it may name only the
+steps of :func:`plan_models`: ``specialist``, ``slm``, ``llm``, the tiers' own specs and
+``settings.allowed_models``. Anything else would let the plan choose the server every item is
+sent to. Code (``agent.with_policy(cascade=...)``) and ``settings.cascade`` are not limited.
+
 The default cascade is ``specialist → slm → llm``; steps that resolve to the same model as the
 step before are merged (with the default ``embedded:`` for both tiers, there is one model step).
 
@@ -29,6 +35,8 @@ from moa.settings import Settings
 
 SPECIALIST = "specialist"
 DEFAULT_CASCADE = (SPECIALIST, "slm", "llm")
+PLAN_STEPS = DEFAULT_CASCADE
+"""The step names any plan may use (plus the tiers' specs and ``allowed_models``: :func:`plan_models`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,31 @@ def step_of(settings: Settings, entry: str) -> Step:
         return Step(entry, settings.tier_spec(entry))  # type: ignore[arg-type]
     create_backend(entry, settings)  # validates the spec (no network call)
     return Step(entry, entry)
+
+
+def plan_models(settings: Settings) -> frozenset[str]:
+    """The cascade steps a plan may name: ``specialist``, ``slm``, ``llm``, the tiers' specs and
+    ``settings.allowed_models`` (see the module docstring)."""
+    return frozenset({*PLAN_STEPS, settings.slm, settings.llm, *settings.allowed_models})
+
+
+def foreign_step_problem(where: str, entry: str) -> str:
+    """Why a plan may not name ``entry`` (a model spec outside :func:`plan_models`), and how to allow it;
+    ``where`` says where the plan names it (e.g. ``the cascade of subtask 's1'``)."""
+    return (
+        f"{where} names the model {entry!r}, but a plan may name only specialist, slm, llm, the tiers' models "
+        f"and allowed_models (a plan must not choose where the items are sent); if you trust that model, "
+        f"add it to allowed_models in moa.toml (allowed_models = [\"{entry}\"]) or MOA_ALLOWED_MODELS"
+    )
+
+
+def routing_text(cascade: Sequence[str] | None, threshold: float | None) -> str:
+    """A step's own cascade and threshold in words, e.g. ``cascade [slm, llm], threshold 0.8``
+    (``""`` when it sets neither): what a plan shown to a person, or an approval, says."""
+    parts = [f"cascade [{', '.join(cascade)}]"] if cascade is not None else []
+    if threshold is not None:
+        parts.append(f"threshold {threshold:g}")
+    return ", ".join(parts)
 
 
 def resolve_cascade(settings: Settings, entries: Sequence[str] | None = None, known: Collection[str] = ()) -> tuple[Step, ...]:

@@ -9,7 +9,7 @@ its path (:mod:`moa.workflow.graphfile` parses it; :func:`load_graph` builds it)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -21,7 +21,9 @@ from langgraph.pregel import Pregel
 from moa.agent.base import Agent
 from moa.errors import ErrorCode, UserError
 from moa.logs import get_logger
+from moa.routing.policy import PLAN_STEPS
 from moa.workflow.graphfile import _Problems, is_graph_file, read_spec, spec_plan
+from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits
 
 log = get_logger(__name__)
 
@@ -94,10 +96,14 @@ def builtin_graphs() -> dict[str, ModuleType]:
     return found
 
 
-def load_graph(path: Path, agents: Mapping[str, Any] | None = None) -> Pregel:
-    """Build the compiled graph a YAML file declares (see :mod:`moa.workflow.graphfile`)."""
-    spec, lines = read_spec(path)
-    plan = spec_plan(spec, lines, path, agents if agents is not None else agent_catalog())
+def load_graph(
+    path: Path, agents: Mapping[str, Any] | None = None, *, limits: DocumentLimits = DEFAULT_LIMITS, models: Collection[str] = PLAN_STEPS
+) -> Pregel:
+    """Build the compiled graph a YAML file declares (see :mod:`moa.workflow.graphfile`), read within
+    ``limits``; its nodes' cascades and its params may name only ``models`` (pass
+    :func:`moa.routing.policy.plan_models` of the run's settings; default: specialist, slm, llm)."""
+    spec, lines = read_spec(path, limits)
+    plan = spec_plan(spec, lines, path, agents if agents is not None else agent_catalog(), models)
     graphs = builtin_graphs()
     if spec.graph not in graphs:
         problems = _Problems(path, lines)
@@ -108,7 +114,7 @@ def load_graph(path: Path, agents: Mapping[str, Any] | None = None) -> Pregel:
         params["plan"] = plan
     try:
         compiled = graphs[spec.graph].build(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # ValueError: pydantic's ValidationError of a builder's params
         problems = _Problems(path, lines)
         problems.add(("params",), f"bad params for the {spec.graph} graph: {exc}")
         problems.raise_if_any()
@@ -119,22 +125,23 @@ def load_graph(path: Path, agents: Mapping[str, Any] | None = None) -> Pregel:
 class GraphFile:
     """A YAML graph as :func:`get_graph` returns it (``build()`` and a docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        spec, _ = read_spec(path)
+    def __init__(self, path: Path, limits: DocumentLimits = DEFAULT_LIMITS, models: Collection[str] = PLAN_STEPS) -> None:
+        self.path, self.limits, self.models = path, limits, models
+        spec, _ = read_spec(path, limits)
         self.__doc__ = spec.description or f"{spec.graph} graph declared in {path}"
 
     def build(self, agents: Mapping[str, Any] | None = None) -> Pregel:
-        return load_graph(self.path, agents)
+        return load_graph(self.path, agents, limits=self.limits, models=self.models)
 
 
-def get_graph(name: str) -> ModuleType | GraphFile:
-    """A registered graph module by name, or a YAML graph file by path (``*.yaml``)."""
+def get_graph(name: str, limits: DocumentLimits = DEFAULT_LIMITS, models: Collection[str] = PLAN_STEPS) -> ModuleType | GraphFile:
+    """A registered graph module by name, or a YAML graph file by path (``*.yaml``, read within
+    ``limits``, naming only ``models``: see :func:`load_graph`)."""
     if is_graph_file(name):
         path = Path(name).expanduser()
         if not path.is_file():
             raise UserError(ErrorCode.UNKNOWN_GRAPH, f"graph file {name} not found; give a path to a YAML graph (see docs/declarative-graphs.md)")
-        return GraphFile(path)
+        return GraphFile(path, limits, models)
     graphs = builtin_graphs()
     if name not in graphs:
         raise UserError(ErrorCode.UNKNOWN_GRAPH, f"unknown graph {name!r}; known graphs: {', '.join(sorted(graphs))} (see `moa graphs`)")

@@ -33,7 +33,7 @@ from moa.logs import get_logger, log_context
 from moa.models.base import ModelBackend
 from moa.models.registry import Models
 from moa.routing.approvals import Approval, pending_of, resolve_answers, resume_map
-from moa.routing.policy import resolve_cascade
+from moa.routing.policy import plan_models, resolve_cascade
 from moa.settings import Settings, load_settings
 from moa.usage import Usage
 from moa.workflow.catalog import GraphFile, agent_catalog, builtin_graphs, get_graph
@@ -42,9 +42,11 @@ from moa.workflow.graphfile import is_graph_file
 from moa.workflow.index import RecordStatus, RunIndex, RunRecord, open_index, unknown_run
 from moa.workflow.inputs import check_items, check_task, read_items
 from moa.workflow.langgraph import interrupts_of
+from moa.workflow.limits import DocumentLimits
 from moa.workflow.options import RunOptions, Tightening, restore
 from moa.workflow.output import check_output, write_result
 from moa.workflow.plan import Plan
+from moa.workflow.planner import given_plan
 from moa.workflow.results import ItemResult, RunResult, SubtaskResult, run_result
 from moa.workflow.state import RunDeps
 
@@ -58,9 +60,11 @@ def _plan_json(plan: Plan | dict[str, Any] | str | None) -> str | None:
     return plan.model_dump_json() if isinstance(plan, Plan) else json.dumps(plan)
 
 
-def _graph(graph: str | Pregel, agents: Mapping[str, Agent] | None = None) -> tuple[Pregel, str]:  # type: ignore[type-arg]
+def _graph(graph: str | Pregel, agents: Mapping[str, Agent] | None, settings: Settings) -> tuple[Pregel, str]:  # type: ignore[type-arg]
+    """The compiled graph ``graph`` names; a YAML graph file is read within the settings' limits
+    and may name only the models a plan may name."""
     if isinstance(graph, str):
-        source = get_graph(graph)
+        source = get_graph(graph, DocumentLimits.of(settings), plan_models(settings))
         return (source.build(agents) if isinstance(source, GraphFile) else source.build()), graph
     return graph, getattr(graph, "name", None) or "custom"
 
@@ -292,7 +296,9 @@ async def arun(
             raise UserError(ErrorCode.INVALID_INPUT, "input= is an empty list; give the items to work on, or input=None to run the task on its own text")
     catalog = agent_catalog(agents)
     _check_agent_options(settings, catalog)
-    compiled, graph_name = _graph(graph, catalog)
+    if plan is not None:  # a bad plan (or one naming models it may not) fails before the run is recorded
+        given_plan(plan, catalog, models=plan_models(settings), limits=DocumentLimits.of(settings))
+    compiled, graph_name = _graph(graph, catalog, settings)
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:
@@ -396,7 +402,7 @@ async def aresume(
         )
     settings, options, tightened = resume_options(record, settings, tighten=tighten, output=output)
     catalog = agent_catalog(agents)
-    compiled, _ = _graph(graph if graph is not None else record.graph, catalog)
+    compiled, _ = _graph(graph if graph is not None else record.graph, catalog, settings)
     if context is None:
         ctx = RunContext.create(settings, models=Models(settings, slm=slm, llm=llm), on_event=on_event, run_id=run_id)
     else:

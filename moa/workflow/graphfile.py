@@ -18,12 +18,13 @@
 
 ``moa.workflow.catalog.load_graph(path)`` validates the file with pydantic and reports every problem with its line
 number: a missing or unknown field, a wrong type, an unknown agent, an edge to an unknown node,
-a cycle. ``moa run --graph path/to/graph.yaml`` runs it.
+a cycle. ``moa run --graph path/to/graph.yaml`` runs it. The file is read within limits of size,
+nesting and alias expansion (:mod:`moa.workflow.limits`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moa.errors import ErrorCode, UserError
+from moa.routing.policy import PLAN_STEPS, foreign_step_problem
+from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_yaml, read_document
 from moa.workflow.plan import INPUT, Plan, Subtask
 
 GraphKind = str
@@ -107,15 +110,18 @@ class _Problems:
             raise UserError(ErrorCode.INVALID_PLAN, f"invalid graph file {self.path.name}: {listed}{more}; see docs/declarative-graphs.md")
 
 
-def read_spec(path: Path) -> tuple[GraphSpec, dict[tuple[Any, ...], int]]:
-    """Parse and validate ``path`` (structure and types only), with the line of every value."""
+def read_spec(path: Path, limits: DocumentLimits = DEFAULT_LIMITS) -> tuple[GraphSpec, dict[tuple[Any, ...], int]]:
+    """Parse and validate ``path`` (structure and types only), with the line of every value.
+
+    The file must stay within ``limits`` (size, nesting, alias expansion: :mod:`moa.workflow.limits`)."""
+    text = read_document(path, f"the graph file {path}", limits)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(ErrorCode.INPUT_FILE, f"cannot read the graph file {path}: {exc}") from exc
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data, root = load_yaml(text, f"the graph file {path.name}", limits)
+    except yaml.reader.ReaderError as exc:  # a control character: often a binary file
+        line = text.count("\n", 0, exc.position) + 1
+        raise UserError(
+            ErrorCode.INVALID_PLAN, f"invalid graph file {path.name}: line {line}: character #x{exc.character:04x} is not allowed in YAML; is it a text file?"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -135,9 +141,34 @@ def read_spec(path: Path) -> tuple[GraphSpec, dict[tuple[Any, ...], int]]:
         raise  # unreachable
 
 
-def spec_plan(spec: GraphSpec, lines: Mapping[tuple[Any, ...], int], path: Path, agents: Mapping[str, Any]) -> Plan | None:
-    """The fixed plan of ``spec`` (``None`` without nodes), checked against ``agents``."""
+def _named_models(spec: GraphSpec) -> list[tuple[tuple[Any, ...], str, str]]:
+    """``(location, where, spec)`` of every model a graph file names: its nodes' cascades and the
+    model params of the mixture (``proposers[].model``, ``aggregator``) and rag (``model``) graphs."""
+    found: list[tuple[tuple[Any, ...], str, str]] = []
+    for index, node in enumerate(spec.nodes):
+        found += [(("nodes", index, "cascade"), f"the cascade of node {node.id!r}", step) for step in dict.fromkeys(node.cascade or ())]
+    params = spec.params
+    if spec.graph == "mixture":
+        proposers = params.get("proposers")
+        for index, proposer in enumerate(proposers if isinstance(proposers, list) else []):
+            if isinstance(proposer, dict) and isinstance(proposer.get("model"), str):
+                found.append((("params", "proposers", index, "model"), f"proposer {index + 1} of the mixture", proposer["model"]))
+        if isinstance(params.get("aggregator"), str):
+            found.append((("params", "aggregator"), "the mixture's aggregator", params["aggregator"]))
+    if spec.graph == "rag" and isinstance(params.get("model"), str):
+        found.append((("params", "model"), "the rag graph's model", params["model"]))
+    return found
+
+
+def spec_plan(
+    spec: GraphSpec, lines: Mapping[tuple[Any, ...], int], path: Path, agents: Mapping[str, Any], models: Collection[str] = PLAN_STEPS
+) -> Plan | None:
+    """The fixed plan of ``spec`` (``None`` without nodes), checked against ``agents``; the file may
+    name only ``models`` (in cascades and in the mixture's and rag's model params)."""
     problems = _Problems(path, lines)
+    for loc, where, named in _named_models(spec):
+        if named.strip() not in models:
+            problems.add(loc, foreign_step_problem(where, named))
     if not spec.nodes:
         if spec.edges:
             problems.add(("edges",), "edges need nodes")

@@ -15,6 +15,8 @@ from langgraph.runtime import Runtime
 from moa.errors import ApprovalDenied, RunError
 from moa.logs import get_logger
 from moa.models.base import GenerateRequest, Message
+from moa.routing.policy import plan_models
+from moa.workflow.limits import DocumentLimits
 from moa.workflow.plan import Plan, with_agent_options
 from moa.workflow.planner import (
     PlanOutcome,
@@ -35,13 +37,15 @@ def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Pla
 
     async def plan(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any]:
         deps = runtime.context
+        models = plan_models(deps.ctx.settings)  # the cascade steps a plan may name
         with deps.ctx.scope() as scope:
             if deps.plan is not None or fixed is not None:
-                outcome: PlanOutcome = given_plan(deps.plan if deps.plan is not None else fixed, deps.agents)  # type: ignore[arg-type]
+                given = deps.plan if deps.plan is not None else fixed
+                outcome: PlanOutcome = given_plan(given, deps.agents, models=models, limits=DocumentLimits.of(deps.ctx.settings))  # type: ignore[arg-type]
             else:
                 outcome = await _plan(deps, state)
         if transform is not None:
-            outcome = PlanOutcome(given_plan(transform(outcome.plan), deps.agents).plan, outcome.info)
+            outcome = PlanOutcome(given_plan(transform(outcome.plan), deps.agents, models=models).plan, outcome.info)
         if deps.ctx.settings.agent_options:
             outcome = PlanOutcome(with_agent_options(outcome.plan, deps.ctx.settings.agent_options), outcome.info)
         deps.ctx.emit("planned", plan=outcome.plan, planner=outcome.info)

@@ -3,6 +3,9 @@
 A subtask's items come from the run's input (``items="input"``) or from the items an earlier
 subtask passed on (``items="<subtask id>"``, e.g. the messages a filter kept). That earlier
 subtask must be among its ``depends_on``.
+
+A subtask's ``cascade`` may name only the steps the run allows plans to name
+(:func:`moa.routing.policy.plan_models`): a plan must not choose where the items are sent.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from moa.errors import ErrorCode, UserError
+from moa.routing.policy import PLAN_STEPS, foreign_step_problem, routing_text
 
 INPUT = "input"
 
@@ -38,6 +42,11 @@ class Subtask(BaseModel):
     """This step's own escalation threshold."""
     approve: bool = False
     """Wait for a person's approval before this subtask starts (see :mod:`moa.routing.approvals`)."""
+
+    def routing(self) -> str:
+        """This step's own cascade and threshold in words (``""`` when it sets neither), e.g.
+        ``cascade [slm, llm], threshold 0.8``: what the plan shown to a person must say."""
+        return routing_text(self.cascade, self.threshold)
 
 
 class Plan(BaseModel):
@@ -75,8 +84,9 @@ def with_agent_options(plan: Plan, options: Mapping[str, Mapping[str, Any]]) -> 
     return plan.model_copy(update={"subtasks": subtasks})
 
 
-def plan_problems(plan: Plan, agents: Collection[str]) -> list[str]:
-    """Every reason the plan cannot run (empty when it is valid)."""
+def plan_problems(plan: Plan, agents: Collection[str], models: Collection[str] = PLAN_STEPS) -> list[str]:
+    """Every reason the plan cannot run (empty when it is valid); ``models`` are the cascade steps
+    it may name (:func:`moa.routing.policy.plan_models`; default: specialist, slm, llm)."""
     problems: list[str] = []
     ids = [s.id for s in plan.subtasks]
     seen: set[str] = set()
@@ -89,6 +99,9 @@ def plan_problems(plan: Plan, agents: Collection[str]) -> list[str]:
             problems.append(f"subtask {s.id!r} uses unknown agent {s.agent!r} (known: {', '.join(sorted(agents))})")
         if s.id in s.depends_on:
             problems.append(f"subtask {s.id!r} depends on itself")
+        if s.cascade is not None and not s.cascade:
+            problems.append(f"subtask {s.id!r} has an empty cascade; leave it out, or name steps such as ['slm', 'llm']")
+        problems += [foreign_step_problem(f"the cascade of subtask {s.id!r}", step) for step in dict.fromkeys(s.cascade or ()) if step.strip() not in models]
         for d in s.depends_on:
             if d not in seen:
                 problems.append(f"subtask {s.id!r} depends on {d!r}, which is not in the plan")
@@ -105,8 +118,9 @@ def plan_problems(plan: Plan, agents: Collection[str]) -> list[str]:
     return problems
 
 
-def validate_plan(plan: Plan | dict[str, Any] | str, agents: Collection[str]) -> Plan:
-    """Parse and check a plan; raise :class:`UserError` (``INVALID_PLAN``) listing every problem."""
+def validate_plan(plan: Plan | dict[str, Any] | str, agents: Collection[str], models: Collection[str] = PLAN_STEPS) -> Plan:
+    """Parse and check a plan; raise :class:`UserError` (``INVALID_PLAN``) listing every problem
+    (``models``: the cascade steps it may name, see :func:`plan_problems`)."""
     try:
         if isinstance(plan, str):
             plan = Plan.model_validate_json(plan)
@@ -115,7 +129,7 @@ def validate_plan(plan: Plan | dict[str, Any] | str, agents: Collection[str]) ->
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:8])
         raise UserError(ErrorCode.INVALID_PLAN, f"the plan is malformed: {details}") from exc
-    problems = plan_problems(plan, agents)
+    problems = plan_problems(plan, agents, models)
     if problems:
         raise UserError(ErrorCode.INVALID_PLAN, "the plan is invalid: " + "; ".join(problems), details={"problems": problems})
     return plan

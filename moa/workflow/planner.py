@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +30,8 @@ from moa.agent.context import RunContext
 from moa.agent.structured import generate_structured
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Message
+from moa.routing.policy import PLAN_STEPS, plan_models
+from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_json
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
 
 AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
@@ -182,7 +184,7 @@ class LLMPlanner(Planner):
                 else:
                     request = GenerateRequest(prompt=text + "Plan (JSON): ", max_tokens=512)
                 result = await generate_structured(ctx, step, request, Plan, purpose="plan", ask_as="plan", reason=approval)
-                problems = plan_problems(result.value, agents)
+                problems = plan_problems(result.value, agents, plan_models(ctx.settings))
                 if not problems:
                     return PlanOutcome(result.value, PlannerInfo(name="llm", reason=reason))
         raise UserError(
@@ -210,14 +212,28 @@ async def choose_planner(ctx: RunContext) -> tuple[Planner, str]:
     )
 
 
-def given_plan(plan: Plan | dict[str, object] | str, agents: AgentMap) -> PlanOutcome:
-    """A plan supplied by the caller, validated like any other."""
+def plan_from_json(text: str, *, what: str = "the plan", limits: DocumentLimits = DEFAULT_LIMITS) -> dict[str, object]:
+    """The JSON object of a plan given as text (``what`` names it in errors), parsed within
+    ``limits``; validating it is :func:`given_plan`'s job."""
+    try:
+        data = load_json(text, what, limits)
+    except json.JSONDecodeError as exc:
+        raise UserError(ErrorCode.INVALID_PLAN, f"{what} is not valid JSON: {exc}; see docs/concepts.md for the format") from exc
+    if not isinstance(data, dict):
+        raise UserError(ErrorCode.INVALID_PLAN, f"{what} must be a JSON object with `subtasks`, not a {type(data).__name__}; see docs/concepts.md")
+    return data
+
+
+def given_plan(
+    plan: Plan | dict[str, object] | str, agents: AgentMap, *, models: Collection[str] = PLAN_STEPS, limits: DocumentLimits = DEFAULT_LIMITS
+) -> PlanOutcome:
+    """A plan supplied by the caller, validated like any other: its cascades may name only
+    ``models`` (pass :func:`moa.routing.policy.plan_models` of the run's settings; default:
+    specialist, slm, llm), and a plan given as JSON text must stay within ``limits`` (size,
+    nesting: :mod:`moa.workflow.limits`)."""
     if isinstance(plan, str):
-        try:
-            json.loads(plan)
-        except json.JSONDecodeError as exc:
-            raise UserError(ErrorCode.INVALID_PLAN, f"the plan is not valid JSON: {exc}") from exc
-    return PlanOutcome(validate_plan(plan, agents), PlannerInfo(name="given", reason="the caller supplied the plan"))
+        plan = plan_from_json(plan, limits=limits)
+    return PlanOutcome(validate_plan(plan, agents, models), PlannerInfo(name="given", reason="the caller supplied the plan"))
 
 
-__all__: Sequence[str] = ["LLMPlanner", "PlanOutcome", "Planner", "PlannerInfo", "RouterPlanner", "choose_planner", "given_plan"]
+__all__: Sequence[str] = ["LLMPlanner", "PlanOutcome", "Planner", "PlannerInfo", "RouterPlanner", "choose_planner", "given_plan", "plan_from_json"]

@@ -127,6 +127,8 @@ def _subtask_approval(job: SubtaskJob, agent: Agent, deps: RunDeps) -> Approval 
     if rule is None:
         return None
     what = f"run {agent.name} on {len(job.items)} item(s)" + (f": {subtask.instruction}" if subtask.instruction else "")
+    if subtask.routing():
+        what += f" (the plan sets {subtask.routing()})"
     return Approval(id=subtask.id, kind="subtask", rule=rule, reason=what, subtask=subtask.id, agent=agent.name)
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from moa.agent.base import Agent
 from moa.errors import ErrorCode, UserError
+from moa.routing.policy import routing_text
 from moa.settings import Settings
 from moa.usage import UsageSummary, summarize
 from moa.workflow.catalog import agent_catalog
@@ -33,6 +34,10 @@ class SubtaskView(BaseModel):
     """``ok``, ``partial``, ``failed``, ``skipped``, ``denied``, ``waiting`` (for approval), or
     ``pending`` (not finished yet)."""
     items: int = 0
+    cascade: list[str] | None = None
+    """The cascade the plan set for this subtask (``None``: the agent's own or the run's)."""
+    threshold: float | None = None
+    """The escalation threshold the plan set for this subtask."""
     models: list[str] = Field(default_factory=list)
     calls: int = 0
     prompt_tokens: int = 0
@@ -42,6 +47,10 @@ class SubtaskView(BaseModel):
     model_seconds: float = 0.0
     """Time its model calls took, added up."""
     error: str | None = None
+
+    def routing(self) -> str:
+        """The plan's cascade and threshold for this subtask in words (``""`` when it set neither)."""
+        return routing_text(self.cascade, self.threshold)
 
 
 class RunView(BaseModel):
@@ -60,6 +69,8 @@ class RunView(BaseModel):
         lines = ["flowchart TD"]
         for s in self.subtasks:
             detail = f"{s.status} · {s.items} items" if s.status != "pending" else "pending"
+            if s.routing():
+                detail += f"<br/>{s.routing()}"
             lines.append(f'    {ids[s.id]}["{s.id}: {s.agent}<br/>{detail}"]:::{s.status}')
         for s in self.subtasks:
             lines += [f"    {ids[d]} --> {ids[s.id]}" for d in s.depends_on if d in ids]
@@ -87,6 +98,8 @@ def build_view(record: RunRecord, snapshot: RunSnapshot | None) -> RunView:
             "id": s.id,
             "agent": s.agent,
             "depends_on": s.depends_on,
+            "cascade": s.cascade,
+            "threshold": s.threshold,
             "status": "pending",
             "calls": len(usage),
             "prompt_tokens": sum(u.prompt_tokens for u in usage),

@@ -9,12 +9,13 @@ from pathlib import Path
 
 
 def moa_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of an isolated `moa` process: state, memory and config under ``tmp_path``."""
+    """The environment of an isolated `moa` process: state, memory and config (an empty file) under ``tmp_path``."""
+    (tmp_path / "empty-moa.toml").touch()
     return {
         **os.environ,
         "MOA_STATE_DIR": str(tmp_path / "state"),
         "MOA_MEMORY_DIR": str(tmp_path / "memory"),
-        "MOA_CONFIG": str(tmp_path / "none.toml"),
+        "MOA_CONFIG": str(tmp_path / "empty-moa.toml"),
         "MOA_TIMEOUT": "600",
     }
 

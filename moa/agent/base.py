@@ -46,6 +46,10 @@ class Agent(ABC, Generic[InputT, OutputT]):
     tier: ClassVar[Tier] = "slm"
     text_field: ClassVar[str] = "text"
     """The input field an item (one line of input) goes into."""
+    plan_options: ClassVar[frozenset[str] | None] = None
+    """The options a plan (from a planner, ``--plan`` or a YAML graph) may set; ``None``: every field
+    of the input model. Options with side effects beyond the run (e.g. the retrieval agent's ``add``,
+    which writes the shared memory) are left out: only code may set them."""
     approve: bool = False
     """A subtask of this agent waits for a person's approval before it starts (:meth:`with_approval`)."""
 

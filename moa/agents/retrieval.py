@@ -53,6 +53,7 @@ class RetrievalAgent(FunctionAgent[RetrievalInput, Passages]):
     input_type = RetrievalInput
     output_type = Passages
     text_field = "query"
+    plan_options = frozenset({"k", "min_score"})  # `add` writes the shared memory: code only, never a plan
 
     def forward(self, item: str, output: BaseModel) -> list[str]:
         return [p.text for p in output.passages]  # type: ignore[attr-defined]

@@ -97,6 +97,12 @@ def plan_problems(plan: Plan, agents: Collection[str], models: Collection[str] =
     for s in plan.subtasks:
         if s.agent not in agents:
             problems.append(f"subtask {s.id!r} uses unknown agent {s.agent!r} (known: {', '.join(sorted(agents))})")
+        allowed = getattr(agents.get(s.agent), "plan_options", None) if isinstance(agents, Mapping) else None
+        if allowed is not None and (refused := sorted(set(s.options) - allowed)):
+            problems.append(
+                f"subtask {s.id!r} sets {', '.join(map(repr, refused))} of agent {s.agent!r}, which a plan may not set "
+                f"(a plan may set: {', '.join(sorted(allowed)) or 'nothing'}); do it from code, e.g. `moa memory add` to write the memory"
+            )
         if s.id in s.depends_on:
             problems.append(f"subtask {s.id!r} depends on itself")
         if s.cascade is not None and not s.cascade:

@@ -20,17 +20,29 @@ results lost) that ``docs/reliability.md`` quotes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import BaseModel
+from support.fault_matrix import ITEMS, TASK, Outcome, cases, healthy_settings, run_api, run_cli
 from support.fault_server import HEALTHY_ANSWER, UNKNOWN_TOOL, FaultServer, Protocol, fault_server
 
+from moa.agent.tools import tool
+from moa.agents.sentiment import agent as sentiment
 from moa.errors import ErrorCode, ModelFailed, RunError
 from moa.models import transport
 from moa.models.base import GenerateRequest, Message, ModelBackend
 from moa.models.ollama import OllamaBackend
 from moa.models.openai import OpenAIBackend
+from moa.settings import load_settings
+from moa.workflow.driver import arun
+
+FOREIGN_REASON = (
+    "plans may still name any model spec in a subtask's cascade (issue 12, finding 2: restricting them to the "
+    "configured tiers and an allowlist is another change); until then the items go to the foreign URL"
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +150,87 @@ async def test_healthy_and_odd_but_usable_answers_pass(server: FaultServer, prot
         await model.aclose()
     assert answer.text == HEALTHY_ANSWER and answer.finish_reason == "stop"
     assert [c.name for c in called.tool_calls] == [UNKNOWN_TOOL] and called.text == ""
+
+
+@pytest.mark.real
+async def test_a_tool_nobody_offered_is_refused_and_never_run(server: FaultServer, tmp_path: Path) -> None:
+    """An agent with a tool meets a model that calls another one: refused and recorded, the loop
+    bounded, the item fails as invalid output (and the llm, healthy, answers it)."""
+    ran: list[Any] = []
+
+    @tool
+    def lookup(word: str) -> str:
+        """Look a word up."""
+        ran.append(word)
+        return "meaning"
+
+    with_tool = sentiment.with_tools(lookup)
+    settings = load_settings(slm=server.openai("unknown_tool", "agent"), llm=server.openai(), planner="llm", timeout=2.0,
+                             state_dir=tmp_path / "state", memory_dir=tmp_path / "memory")  # fmt: skip
+    result = await arun(TASK, input=list(ITEMS), settings=settings, agents=[with_tool])
+    assert ran == [] and result.status == "ok"
+    for item in result.results["s1"].items:
+        first = item.attempts[0]
+        assert first.step == "slm" and first.error is not None and first.error.code == ErrorCode.INVALID_OUTPUT
+        assert item.answered_by == "llm"
+    refused = result.results["s1"].tool_calls
+    assert refused and {c.name for c in refused} == {UNKNOWN_TOOL} and not any(c.allowed for c in refused)
+    assert all(c.error is not None and c.error.code == ErrorCode.TOOL_REFUSED for c in refused)
+    assert len(refused) == 3 * len(ITEMS)  # max_rounds per item, then the structured answer
+
+
+# -- every fault against every tier --------------------------------------------------------------------
+
+
+@pytest.mark.real
+async def test_the_healthy_server_answers_every_item(server: FaultServer, tmp_path: Path) -> None:
+    """The baseline the matrix compares with: both tiers healthy, every item of both subtasks answered."""
+    before = len(server.requests)
+    result = await arun(TASK, input=list(ITEMS), settings=healthy_settings(server, "openai", tmp_path))
+    assert result.status == "ok" and result.answer == HEALTHY_ANSWER
+    assert {sid: [i.output is not None for i in r.items] for sid, r in result.results.items()} == {"s1": [True] * 3, "s2": [True] * 3}
+    seen = server.requests[before:]
+    assert {r.purpose for r in seen} == {"plan", "agent", "synthesize"} and not any(r.faulty for r in seen)
+
+
+def _params(protocols: tuple[Protocol, ...] = ("openai", "ollama"), only: set[tuple[str, str, str]] | None = None) -> list[Any]:
+    params = []
+    for protocol, tier, mode in cases(protocols):
+        if only is not None and (protocol, tier, mode) not in only:
+            continue
+        marks = [pytest.mark.xfail(reason=FOREIGN_REASON, strict=False)] if mode == "foreign_cascade" else []
+        params.append(pytest.param(protocol, tier, mode, id=f"{protocol}-{tier}-{mode}", marks=marks))
+    return params
+
+
+def _explain(outcome: Outcome) -> str:
+    return f"{outcome.protocol} {outcome.tier} {outcome.mode} via {outcome.via}: " + "; ".join(outcome.problems)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+@pytest.mark.parametrize(("protocol", "tier", "mode"), _params())
+async def test_every_fault_against_every_tier(server: FaultServer, tmp_path: Path, protocol: Protocol, tier: str, mode: str) -> None:
+    outcome = await run_api(server, protocol, tier, mode, tmp_path)
+    assert outcome.survived, _explain(outcome)
+    assert outcome.lost == 0
+
+
+CLI_SUBSET = {
+    ("openai", "agent", "not_json"),  # the report: MOA_SLM answering `this is {not json`
+    ("openai", "planner", "not_json"),  # ... and `moa resume` once the llm answers again
+    ("openai", "synthesizer", "not_json"),
+    ("openai", "escalation", "close_mid_body"),
+    ("ollama", "agent_alone", "html"),
+    ("ollama", "planner", "hang"),
+    ("openai", "planner", "foreign_cascade"),
+}
+
+
+@pytest.mark.real
+@pytest.mark.slow
+@pytest.mark.parametrize(("protocol", "tier", "mode"), _params(only=CLI_SUBSET))
+def test_the_moa_command_survives_faults(server: FaultServer, tmp_path: Path, protocol: Protocol, tier: str, mode: str) -> None:
+    outcome = run_cli(server, protocol, tier, mode, tmp_path)
+    assert outcome.survived, _explain(outcome)
+    assert outcome.lost == 0

@@ -112,12 +112,16 @@ CHAT = GenerateRequest(messages=[Message(role="system", content="Answer briefly.
 @pytest.mark.parametrize("mode", list(CALL_CODES))
 async def test_each_fault_of_one_call_is_a_typed_error(server: FaultServer, protocol: Protocol, mode: str) -> None:
     model = backend_for(server, protocol, mode, "synthesize")  # faulty for chat calls only: the Ollama probe stays healthy
+    before = len(server.requests)
     try:
         with pytest.raises(RunError) as caught:
             await model.generate(CHAT)
     finally:
         await model.aclose()
     assert caught.value.code == CALL_CODES[mode]
+    sent = [r for r in server.requests[before:] if r.purpose == "synthesize"]
+    assert all(r.faulty for r in sent)
+    assert len(sent) == (2 if mode == "close_before_answer" else 1)  # only a connection closed before any answer is sent again
     if mode in ("not_json", "html", "off_protocol"):
         assert isinstance(caught.value, ModelFailed) and caught.value.details["status"] == 200
         assert ("not JSON" if mode != "off_protocol" else "JSON that is not") in caught.value.message

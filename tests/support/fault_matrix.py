@@ -13,9 +13,10 @@ moa promises (an empty list: the run *survived*):
   Python traceback;
 - the expected error code is where ``--json`` puts it (the run's error, an item's attempt, the
   subtask's items, or the synthesizer's note);
-- every item a healthy tier can answer is kept (*results lost* counts those that are not);
-- the run is in the run index with its status; a run that stopped with an error is resumed once
-  the fault is gone and then gives back every item.
+- every item a healthy tier can answer is in the run's result (*results lost* counts those that
+  are not);
+- the run is in the run index with its status. Only a planner fault stops a run: such a run is
+  recorded as ``error``, resumed once the fault is gone, and must then give back every item.
 """
 
 from __future__ import annotations
@@ -251,6 +252,12 @@ def check(outcome: Outcome, result: Mapping[str, Any] | None, error: Mapping[str
 # -- running a case -------------------------------------------------------------------------------
 
 
+def _stops(tier: str) -> bool:
+    """Whether a fault there stops the run (then it is resumed once the fault is gone, and its
+    items are counted after the resume); elsewhere the run's own result must keep them."""
+    return tier == "planner"
+
+
 async def _record(settings: Settings) -> tuple[str | None, str | None]:
     runs = await list_runs(settings, 5)
     return (runs[0].run_id, runs[0].status) if runs else (None, None)
@@ -273,7 +280,7 @@ async def run_api(server: FaultServer, protocol: Protocol, tier: str, mode: str,
         error = {"code": None, "message": f"{type(exc).__name__}: {exc}"}
     run_id, outcome.recorded = await _record(settings)
     final = result
-    if result is None and run_id is not None and outcome.recorded == "error":
+    if _stops(tier) and result is None and run_id is not None and outcome.recorded == "error":
         try:
             final = await aresume(run_id, settings=healthy_settings(server, protocol, home))
             outcome.resumed = final.status
@@ -332,7 +339,7 @@ def run_cli(server: FaultServer, protocol: Protocol, tier: str, mode: str, home:
     settings = load_settings(state_dir=home / "state", memory_dir=home / "memory")
     run_id, outcome.recorded = asyncio.run(_record(settings))
     final = result
-    if result is None and run_id is not None and outcome.recorded == "error":
+    if _stops(tier) and result is None and run_id is not None and outcome.recorded == "error":
         healthy = {**env, "MOA_SLM": server.spec(protocol), "MOA_LLM": server.spec(protocol)}
         again = _moa(["resume", run_id, "--json"], healthy, home)
         stderr += again.stderr

@@ -11,9 +11,9 @@ import pytest
 import moa
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Generation, ToolCall
+from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 from moa.workflow.catalog import builtin_agents
 from moa.workflow.index import open_index
-from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 
 GOOD = '{"label":"positive","confidence":0.9}'
 PLAN = {

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import moa  # noqa: E402
-from benchmarks import batch, cache, memory, overhead, parallelism  # noqa: E402
+from benchmarks import batch, cache, faults, memory, overhead, parallelism  # noqa: E402
 from benchmarks._common import fit, machine, table  # noqa: E402
 from benchmarks.latency_server import create_app, instance, latency_of, marker  # noqa: E402
 from moa.agents.sentiment import SentimentInput  # noqa: E402
@@ -130,3 +130,14 @@ async def test_cache_benchmark_runs_cold_then_warm(tmp_path: Path) -> None:
     assert cold["cost"] > 0 and warm["cost"] == 0 and results["warm_over_cold"]["cost"] == 0
     assert len(model.requests) == 6  # 3 per cold round; the warm rounds never reach the model
     _rendered(cache, {**results, "price_per_1k": [1.0, 1.0]})
+
+
+@pytest.mark.real  # the real openai / ollama clients against the fault server on 127.0.0.1
+async def test_faults_benchmark_counts_tried_survived_lost() -> None:
+    rows = await faults.measure("api", ("openai",), only={"not_json"})
+    assert [(r["tier"], r["mode"]) for r in rows] == [(tier, "not_json") for tier in faults.TIERS]
+    assert all(r["survived"] and r["lost"] == 0 for r in rows)
+    total = faults.totals(rows)
+    assert total["faults_tried"] == total["runs_survived"] == len(faults.TIERS) and total["results_lost"] == 0
+    text = _rendered(faults, {"rows": rows, "via": "api", "protocols": ["openai"]})
+    assert "| faults tried | runs survived | results lost |" in text and "not_json" in text

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 import moa
 from moa.cli.main import app
-from moa.workflow.index import state_path
 from moa.testing import FakeModel
+from moa.workflow.index import state_path
 
 runner = CliRunner()
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from support.flaky_server import Action, FlakyServer, flaky_server
 from pydantic import BaseModel
 from structlog.testing import capture_logs
+from support.flaky_server import Action, FlakyServer, flaky_server
 
 from moa.agent.context import RunContext
 from moa.agent.structured import generate_structured
@@ -32,8 +32,7 @@ from moa.models.cache import CachedBackend, CallCache
 from moa.models.ollama import OllamaBackend
 from moa.models.openai import OpenAIBackend
 from moa.models.registry import Models, create_backend
-from moa.settings import Settings
-from moa.settings import load_settings
+from moa.settings import Settings, load_settings
 from moa.testing import FakeModel
 from moa.usage import summarize
 
@@ -192,8 +191,8 @@ async def test_retries_are_accounted() -> None:
 
 def test_the_cli_accounting_line_shows_retries() -> None:
     from moa.cli.main import _accounting
-    from moa.workflow.results import RunResult
     from moa.usage import Usage
+    from moa.workflow.results import RunResult
 
     def line(retries: int) -> str:
         usage = [Usage(model="openai:m", tier="slm", retries=retries)]

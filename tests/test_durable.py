@@ -18,12 +18,12 @@ from langgraph.graph import END, START, StateGraph
 import moa
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models.base import GenerateRequest
+from moa.testing import FakeModel, prompt_of
 from moa.workflow.index import open_index, state_path
 from moa.workflow.nodes import plan_node
 from moa.workflow.scheduler import execute
 from moa.workflow.state import RunDeps, RunState
 from moa.workflow.view import load_view
-from moa.testing import FakeModel, prompt_of
 
 PLAN = {
     "subtasks": [

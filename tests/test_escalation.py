@@ -14,8 +14,8 @@ from moa.errors import ErrorCode, UserError
 from moa.learning.calibration import Calibration
 from moa.learning.store import calibration_path
 from moa.models.base import GenerateRequest
-from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
+from moa.workflow.catalog import builtin_agents
 
 PLAN = {"subtasks": [{"id": "s", "agent": "sentiment", "options": {"labels": ["positive", "negative"]}}]}
 

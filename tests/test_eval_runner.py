@@ -21,8 +21,8 @@ from moa.learning.labelled import LabelledSet
 from moa.memory.chroma import Memory, Passage
 from moa.models.base import GenerateRequest
 from moa.models.registry import Models
-from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeEmbedder, FakeModel, prompt_of
+from moa.workflow.catalog import builtin_agents
 
 POSITIVE = ("great", "lovely", "superb", "fine", "wonderful")
 NEGATIVE = ("awful", "dull", "bad", "boring", "poor")

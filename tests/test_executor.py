@@ -9,7 +9,7 @@ import pytest
 
 import moa
 from moa.errors import ErrorCode, RunError, UserError
-from moa.models.base import GenerateRequest
+from moa.models.base import GenerateRequest, Generation, ToolCall
 from moa.testing import FakeModel, prompt_of, unreachable
 
 
@@ -150,8 +150,20 @@ async def test_synthesizer_failure_keeps_the_report() -> None:
     slm = FakeModel(['{"label":"positive","confidence":0.9}'])
     plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
     result = await moa.arun("t", input=["x"], plan=plan, slm=slm, llm=llm)
-    assert result.answer is None and "failed" in (result.synthesizer or "")
+    assert result.answer is None and "failed: [model_timeout] slow" in (result.synthesizer or "")
     assert result.status == "ok"
+
+
+async def test_a_synthesizer_answer_without_text_is_a_model_error_and_a_cut_one_is_marked() -> None:
+    slm = FakeModel(['{"label":"positive","confidence":0.9}'])
+    plan = {"subtasks": [{"id": "s1", "agent": "sentiment"}]}
+    called = Generation(text="", tool_calls=[ToolCall(id="c1", name="delete_everything", arguments={})], finish_reason="tool_calls")
+    result = await moa.arun("t", input=["x"], plan=plan, slm=slm, llm=FakeModel(lambda _: called, chat=True))
+    assert result.answer is None and result.status == "ok" and result.results["s1"].items[0].output is not None
+    assert result.synthesizer is not None and "[model_error]" in result.synthesizer and "delete_everything" in result.synthesizer
+    cut = Generation(text="The reviews are posi", finish_reason="length")
+    result = await moa.arun("t", input=["x"], plan=plan, slm=slm, llm=FakeModel(lambda _: cut, chat=True))
+    assert result.answer == "The reviews are posi" and result.synthesizer == "fake: (cut at max_tokens=600: the answer is incomplete)"
 
 
 async def test_events_are_logged_with_run_and_subtask_ids() -> None:

@@ -10,9 +10,9 @@ import moa
 from moa.errors import ErrorCode, UserError
 from moa.graphs import mixture, plan_execute, rag, triage
 from moa.models.base import GenerateRequest
+from moa.testing import FakeEmbedder, FakeMemory, FakeModel, prompt_of, unreachable
 from moa.workflow.catalog import load_graph
 from moa.workflow.plan import Plan
-from moa.testing import FakeEmbedder, FakeMemory, FakeModel, prompt_of, unreachable
 
 SELF = moa.load_settings(confidence="self")
 

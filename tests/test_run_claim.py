@@ -22,9 +22,9 @@ import pytest
 import moa
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest
+from moa.testing import FakeModel
 from moa.workflow.index import RunIndex, open_index
 from moa.workflow.view import load_view
-from moa.testing import FakeModel
 
 GOOD = '{"label":"positive","confidence":0.9}'
 PLAN = {"subtasks": [{"id": "a", "agent": "sentiment"}, {"id": "b", "agent": "sentiment", "depends_on": ["a"]}]}

@@ -18,11 +18,11 @@ import moa
 from moa.cli.main import app
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest
+from moa.testing import FakeModel, prompt_of
 from moa.workflow.catalog import builtin_agents
 from moa.workflow.index import open_index
 from moa.workflow.options import RunOptions, restore
 from moa.workflow.view import load_view
-from moa.testing import FakeModel, prompt_of
 
 GOOD = '{"label":"positive","confidence":0.9}'
 ITEMS = ["the room was lovely", "the staff were rude"]

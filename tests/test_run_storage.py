@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 import moa
 from moa.cli.main import app
 from moa.errors import ErrorCode, UserError
+from moa.testing import FakeModel
 from moa.workflow.durable import serializer
 from moa.workflow.index import open_index, state_path
 from moa.workflow.prune import parse_age, prune_runs, remove_runs
-from moa.testing import FakeModel
 
 GOOD = '{"label":"positive","confidence":0.9}'
 CHAIN = {"subtasks": [{"id": "a", "agent": "sentiment"}, {"id": "b", "agent": "sentiment", "depends_on": ["a"]}, {"id": "c", "agent": "sentiment", "depends_on": ["b"]}]}

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 import moa
 from moa.cli.main import app
+from moa.testing import FakeModel
 from moa.workflow import index as run_index
 from moa.workflow.index import state_path
-from moa.testing import FakeModel
 
 GOOD = '{"label":"positive","confidence":0.9}'
 runner = CliRunner()

@@ -9,8 +9,8 @@ import pytest
 import moa
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Generation, ToolCall
-from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeModel
+from moa.workflow.catalog import builtin_agents
 
 SENTIMENT = builtin_agents()["sentiment"]
 executed: list[str] = []

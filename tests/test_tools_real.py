@@ -10,8 +10,8 @@ from support.ollama_server import CHAT_MODEL, running_ollama_server
 
 import moa
 from moa.models.ollama import OllamaBackend
-from moa.workflow.catalog import builtin_agents
 from moa.testing import FakeModel
+from moa.workflow.catalog import builtin_agents
 
 pytestmark = pytest.mark.real
 # The argument is an enum: the 270M base model, forced into the tool schema, fills free-form

@@ -10,6 +10,13 @@ chat template (few-shot prompts for base models). What the model can do is read 
 A request whose connection broke before Ollama answered (e.g. a proxy in front of it closing an
 idle keep-alive connection as it is reused) is sent again, ``connection_retries`` times at most,
 within ``timeout`` (:mod:`moa.models.transport`). A refused connection fails at once.
+
+Failures are turned into typed :class:`~moa.errors.RunError` codes in one place,
+:meth:`OllamaBackend._errors`. The body of every successful answer to ``/api/chat``,
+``/api/generate``, ``/api/show`` and ``/api/tags`` is checked against the client's own response
+type by an httpx response hook before the client reads it (:data:`_REPLIES`): a body that is not
+JSON, or JSON that is not that reply, is ``model_error`` (:class:`~moa.errors.ModelFailed`), never a
+``JSONDecodeError`` or a ``TypeError`` from inside the client.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, TypeVar
 
 import httpx
 import ollama
+from pydantic import BaseModel
 
 from moa.errors import ErrorCode, RunError, UserError
 from moa.logs import get_logger
@@ -51,6 +59,27 @@ LOGPROBS_SINCE = (0, 12, 11)
 
 _PLAIN_TEMPLATES = {"", "{{ .Prompt }}", "{{.Prompt}}"}
 """Templates that pass the prompt through unchanged: the model has no chat format (a base model)."""
+
+_REPLIES: dict[str, tuple[type[BaseModel], str]] = {
+    "/api/chat": (ollama.ChatResponse, "an Ollama chat response"),
+    "/api/generate": (ollama.GenerateResponse, "an Ollama generate response"),
+    "/api/show": (ollama.ShowResponse, "an Ollama show response"),
+    "/api/tags": (ollama.ListResponse, "an Ollama model list"),
+}
+"""Endpoint (the end of the URL path) → the client's response type, checked by :func:`_check_reply`."""
+
+
+async def _check_reply(response: httpx.Response) -> None:
+    """httpx response hook: a successful answer's body must be the reply its endpoint promises
+    (raises :class:`moa.models.transport.UnusableBody`, which :meth:`OllamaBackend._errors` translates)."""
+    if not response.is_success:
+        return  # the client turns it into a ResponseError
+    path = response.request.url.path
+    expected = next((reply for endpoint, reply in _REPLIES.items() if path.endswith(endpoint)), None)
+    if expected is None:
+        return
+    await response.aread()
+    transport.read_body(response, *expected)
 
 
 class OllamaBackend(ModelBackend):
@@ -106,7 +135,7 @@ class OllamaBackend(ModelBackend):
         loop = asyncio.get_running_loop()
         if self._bound is None or self._bound[0] is not loop:
             # A client of an earlier loop is dropped: its connections died with that loop.
-            hooks: dict[str, list[Any]] = {"response": [transport.mark_answered]}
+            hooks: dict[str, list[Any]] = {"response": [transport.mark_answered, _check_reply]}
             if self._api_key:
                 headers = {"authorization": f"Bearer {self._api_key}"}
             else:  # the client adds OLLAMA_API_KEY to every request, to whatever host
@@ -140,6 +169,18 @@ class OllamaBackend(ModelBackend):
         """Turn client and transport failures into :class:`RunError` messages that say what to do."""
         try:
             yield
+        except transport.UnusableBody as exc:
+            hint = (
+                "Check that the host is Ollama's root URL (e.g. http://127.0.0.1:11434, no /v1; an "
+                "OpenAI-compatible server is 'openai:MODEL@http://HOST/v1'), not a web page or a proxy's login page."
+                if exc.problems is None
+                else "The server does not speak Ollama's API as moa uses it; check the spec's host and the server's log."
+            )
+            raise RunError(
+                ErrorCode.MODEL_ERROR,
+                f"Ollama at {self.host} answered {exc.summary} (model {self.model!r}). {hint}",
+                details={"host": self.host, "model": self.model, **exc.details()},
+            ) from exc
         except ollama.ResponseError as exc:
             if exc.status_code == 404 and "not found" in str(exc.error).lower():
                 raise RunError(

@@ -21,6 +21,15 @@ retry refused connections, timeouts, 429 and 5xx). moa sends a request again onl
 connection broke before the server answered (a server closing an idle keep-alive connection just
 as it is reused), ``connection_retries`` times at most, within ``timeout``; see
 :mod:`moa.models.transport`. A refused connection fails at once with ``model_unreachable``.
+
+Every client call goes through one translation point, :meth:`OpenAIBackend._call` (httpx's
+``map_httpcore_exceptions`` idea): it turns the client's exceptions into typed
+:class:`~moa.errors.RunError` codes, and it reads the answer's body itself (the client's raw
+response) into the small pydantic models at the end of this module, which hold only the fields
+moa uses. A 200 answer whose body is not JSON (a web page, a proxy's login page, a server that
+crashed mid-write) or whose JSON is not the expected reply (no ``choices``, ``content`` a number,
+a tool call without a function...) is ``model_error`` (:class:`~moa.errors.ModelFailed`), which
+escalates like any failed model call; it never reaches the code that reads the reply.
 """
 
 from __future__ import annotations
@@ -29,10 +38,10 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import openai
-from openai.types.chat import ChatCompletion
+from pydantic import BaseModel, ConfigDict
 
 from moa.errors import ErrorCode, RunError, UserError
 from moa.logs import get_logger
@@ -49,6 +58,9 @@ from moa.models.base import (
 )
 from moa.models.credentials import OPENAI_ACCOUNT_HEADERS, OPENAI_URL, dropping_headers, same_url
 
+if TYPE_CHECKING:
+    import httpx2  # the openai client (3.x) runs on httpx2
+
 __all__ = ["OpenAIBackend", "SchemaMode"]
 
 SchemaMode = Literal["json_schema", "json_object", "auto"]
@@ -56,7 +68,7 @@ SchemaMode = Literal["json_schema", "json_object", "auto"]
 ``json_object`` + ``schema`` (llama-cpp-python's server), or ``auto`` (``json_schema`` first, then
 ``json_object`` once if the server answers 400)."""
 
-_T = TypeVar("_T")
+_ReplyT = TypeVar("_ReplyT", bound="_Wire")
 
 _log = get_logger(__name__)
 
@@ -193,7 +205,7 @@ class OpenAIBackend(ModelBackend):
 
     async def check(self) -> str:
         """List the server's models and describe the endpoint; raise RunError if unreachable."""
-        page = await self._call(lambda timeout: self._client.models.list(timeout=timeout), transport.Attempts())
+        page = await self._call(lambda timeout: self._client.models.with_raw_response.list(timeout=timeout), transport.Attempts(), _ModelList)
         ids = [m.id for m in page.data]
         listed = "listed" if self.model in ids else "not listed; local servers usually serve any name"
         shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
@@ -231,7 +243,7 @@ class OpenAIBackend(ModelBackend):
             kwargs["top_logprobs"] = request.top_logprobs
         schema = request.json_schema
         if schema is None:
-            response = await self._call(lambda timeout: self._create_chat(kwargs, timeout), attempts)
+            response = await self._call(lambda timeout: self._create_chat(kwargs, timeout), attempts, _ChatReply)
         else:
             response = await self._chat_with_schema(kwargs, schema, attempts)
 
@@ -241,8 +253,8 @@ class OpenAIBackend(ModelBackend):
         message = choice.message
         return Generation(
             text=message.content or "",
-            prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
-            completion_tokens=response.usage.completion_tokens if response.usage else 0,
+            prompt_tokens=(response.usage.prompt_tokens if response.usage else None) or 0,
+            completion_tokens=(response.usage.completion_tokens if response.usage else None) or 0,
             finish_reason=choice.finish_reason,
             logprobs=_chat_logprobs(choice.logprobs) if request.top_logprobs > 0 else None,
             tool_calls=self._parse_tool_calls(message.tool_calls or []),
@@ -250,12 +262,12 @@ class OpenAIBackend(ModelBackend):
 
     async def _chat_with_schema(
         self, kwargs: dict[str, Any], schema: dict[str, Any], attempts: transport.Attempts
-    ) -> ChatCompletion:
+    ) -> _ChatReply:
         """Chat with a schema-constrained output, falling back to ``json_object`` once in auto mode."""
         json_object: dict[str, Any] = {"type": "json_object", "schema": schema}
         if self._use_json_object:
             return await self._call(
-                lambda timeout: self._create_chat({**kwargs, "response_format": json_object}, timeout), attempts
+                lambda timeout: self._create_chat({**kwargs, "response_format": json_object}, timeout), attempts, _ChatReply
             )
         json_schema: dict[str, Any] = {
             "type": "json_schema",
@@ -265,6 +277,7 @@ class OpenAIBackend(ModelBackend):
             return await self._call(
                 lambda timeout: self._create_chat({**kwargs, "response_format": json_schema}, timeout),
                 attempts,
+                _ChatReply,
                 passthrough=(openai.BadRequestError, openai.UnprocessableEntityError),
             )
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
@@ -279,25 +292,27 @@ class OpenAIBackend(ModelBackend):
                 retry_with="json_object",
             )
         response = await self._call(
-            lambda timeout: self._create_chat({**kwargs, "response_format": json_object}, timeout), attempts
+            lambda timeout: self._create_chat({**kwargs, "response_format": json_object}, timeout), attempts, _ChatReply
         )
         self._use_json_object = True  # remembered: later calls go straight to json_object
         return response
 
-    async def _create_chat(self, kwargs: dict[str, Any], timeout: float) -> ChatCompletion:
-        response = await self._client.chat.completions.create(**kwargs, timeout=timeout)
-        return cast(ChatCompletion, response)
+    async def _create_chat(self, kwargs: dict[str, Any], timeout: float) -> _Raw:
+        return await self._client.chat.completions.with_raw_response.create(**kwargs, timeout=timeout)
 
-    def _parse_tool_calls(self, raw_calls: Sequence[Any]) -> list[ToolCall]:
+    def _parse_tool_calls(self, raw_calls: Sequence[_ToolCall]) -> list[ToolCall]:
         calls: list[ToolCall] = []
         for raw in raw_calls:
-            function = getattr(raw, "function", None)
+            function = raw.function
             if function is None:
                 raise RunError(
                     ErrorCode.MODEL_ERROR,
-                    f"{self.base_url} returned a {getattr(raw, 'type', 'non-function')!r} tool call; "
+                    f"{self.base_url} returned a {raw.type or 'non-function'!r} tool call; "
                     "moa only handles function tools",
                 )
+            if isinstance(function.arguments, dict):  # some servers send the object itself
+                calls.append(ToolCall(id=raw.id or f"call_{len(calls)}", name=function.name, arguments=function.arguments))
+                continue
             arguments_text = function.arguments or ""
             try:
                 arguments = json.loads(arguments_text) if arguments_text.strip() else {}
@@ -348,14 +363,16 @@ class OpenAIBackend(ModelBackend):
             kwargs["logprobs"] = request.top_logprobs
         if request.json_schema is not None:
             kwargs["extra_body"] = {"json_schema": request.json_schema}
-        response = await self._call(lambda timeout: self._client.completions.create(**kwargs, timeout=timeout), attempts)
+        response = await self._call(
+            lambda timeout: self._client.completions.with_raw_response.create(**kwargs, timeout=timeout), attempts, _CompletionReply
+        )
         if not response.choices:
             raise RunError(ErrorCode.MODEL_ERROR, f"{self.base_url} returned no choices for {self.model!r}")
         choice = response.choices[0]
         return Generation(
             text=choice.text or "",
-            prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
-            completion_tokens=response.usage.completion_tokens if response.usage else 0,
+            prompt_tokens=(response.usage.prompt_tokens if response.usage else None) or 0,
+            completion_tokens=(response.usage.completion_tokens if response.usage else None) or 0,
             finish_reason=choice.finish_reason,
             logprobs=_completion_logprobs(choice.logprobs) if request.top_logprobs > 0 else None,
         )
@@ -364,17 +381,19 @@ class OpenAIBackend(ModelBackend):
 
     async def _call(
         self,
-        make: Callable[[float], Awaitable[_T]],
+        make: Callable[[float], Awaitable[_Raw]],
         attempts: transport.Attempts,
+        reply: type[_ReplyT],
         *,
         passthrough: tuple[type[openai.APIStatusError], ...] = (),
-    ) -> _T:
-        """Await one client call (``make(timeout)``), sending it again if its connection broke
-        before an answer (:func:`moa.models.transport.send`); turn the client's exceptions into
-        :class:`RunError`. Re-sends are added to ``attempts``."""
+    ) -> _ReplyT:
+        """The one translation point: await one raw client call (``make(timeout)``), sending it
+        again if its connection broke before an answer (:func:`moa.models.transport.send`); turn
+        the client's exceptions into :class:`RunError`; read the answer's body as ``reply``
+        (:meth:`_read`). Re-sends are added to ``attempts``."""
         before = attempts.retries
         try:
-            return await transport.send(
+            raw = await transport.send(
                 make,
                 retries=self.connection_retries,
                 timeout=self.timeout,
@@ -408,6 +427,26 @@ class OpenAIBackend(ModelBackend):
                 ErrorCode.MODEL_ERROR,
                 f"the OpenAI-compatible server at {self.base_url} sent an unusable answer: {exc.message}",
                 details={"base_url": self.base_url},
+            ) from exc
+        return self._read(raw.http_response, reply)
+
+    def _read(self, response: httpx2.Response, reply: type[_ReplyT]) -> _ReplyT:
+        """The body of a successful answer as ``reply``; ``model_error`` when it is not JSON or
+        not that reply (the server answered, but nothing usable: it is not sent again)."""
+        try:
+            return transport.read_body(response, reply, reply.what)
+        except transport.UnusableBody as exc:
+            if exc.problems is None:
+                hint = (
+                    "Check that the URL is the API root of an OpenAI-compatible server (often ending in /v1), "
+                    "not a web page or a proxy's login page; a server that fails while answering sends this too."
+                )
+            else:
+                hint = "The server does not speak the OpenAI API as moa uses it; check the spec's URL and the server's log."
+            raise RunError(
+                ErrorCode.MODEL_ERROR,
+                f"the OpenAI-compatible server at {self.base_url} answered {exc.summary} (model {self.model!r}). {hint}",
+                details={"base_url": self.base_url, **exc.details()},
             ) from exc
 
     def _broken_error(self, exc: openai.APIConnectionError, resent: int) -> RunError:
@@ -483,15 +522,14 @@ def _tool_to_openai(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
-def _chat_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+def _chat_logprobs(logprobs: _ChatLogprobs | None) -> list[TokenLogprob] | None:
     """Chat ``choice.logprobs.content`` → :class:`TokenLogprob` list (None if the server sent none)."""
-    content = getattr(logprobs, "content", None) if logprobs is not None else None
-    if not content:
+    if logprobs is None or not logprobs.content:
         return None
-    return [_token_logprob(entry) for entry in content]
+    return [_token_logprob(entry) for entry in logprobs.content]
 
 
-def _completion_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+def _completion_logprobs(logprobs: _CompletionLogprobs | None) -> list[TokenLogprob] | None:
     """Completion logprobs → :class:`TokenLogprob` list.
 
     OpenAI's legacy shape has parallel lists ``tokens`` / ``token_logprobs`` / ``top_logprobs``;
@@ -499,42 +537,28 @@ def _completion_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
     """
     if logprobs is None:
         return None
-    tokens = getattr(logprobs, "tokens", None)
-    if tokens:
-        values = getattr(logprobs, "token_logprobs", None) or []
-        tops = getattr(logprobs, "top_logprobs", None) or []
+    if logprobs.tokens:
+        values = logprobs.token_logprobs or []
+        tops = logprobs.top_logprobs or []
         result: list[TokenLogprob] = []
-        for index, token in enumerate(tokens):
-            value = values[index] if index < len(values) and values[index] is not None else 0.0
-            top: dict[str, float] = dict(tops[index]) if index < len(tops) and tops[index] else {}
+        for index, token in enumerate(logprobs.tokens):
+            value = (values[index] if index < len(values) else None) or 0.0
+            top: dict[str, float] = dict((tops[index] if index < len(tops) else None) or {})
             top.setdefault(token, value)
             result.append(TokenLogprob(token=token, logprob=value, top=top))
         return result
-    extra = getattr(logprobs, "model_extra", None) or {}
-    content = extra.get("content") if isinstance(extra, Mapping) else None
-    if content is None:
-        content = getattr(logprobs, "content", None)
-    if not content:
+    if not logprobs.content:
         return None
-    return [_token_logprob(entry) for entry in content]
+    return [_token_logprob(entry) for entry in logprobs.content]
 
 
-def _token_logprob(entry: Any) -> TokenLogprob:
-    """One per-token entry (an SDK object or a plain dict) → :class:`TokenLogprob`."""
-    token = str(_field(entry, "token", ""))
-    value = float(_field(entry, "logprob", 0.0))
+def _token_logprob(entry: _TokenLogprob) -> TokenLogprob:
+    """One per-token entry → :class:`TokenLogprob` (the chosen token is always among ``top``)."""
     top: dict[str, float] = {}
-    for alternative in _field(entry, "top_logprobs", None) or []:
-        top.setdefault(str(_field(alternative, "token", "")), float(_field(alternative, "logprob", 0.0)))
-    top.setdefault(token, value)
-    return TokenLogprob(token=token, logprob=value, top=top)
-
-
-def _field(obj: Any, name: str, default: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    value = getattr(obj, name, default)
-    return default if value is None else value
+    for alternative in entry.top_logprobs or []:
+        top.setdefault(alternative.token, alternative.logprob)
+    top.setdefault(entry.token, entry.logprob)
+    return TokenLogprob(token=entry.token, logprob=entry.logprob, top=top)
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
@@ -552,3 +576,108 @@ def _server_message(exc: openai.APIStatusError) -> str:
             return str(body["detail"])
     text = exc.response.text if exc.response is not None else ""
     return text[:500] if text else exc.message
+
+
+# -- the wire: what moa reads from an answer ---------------------------------------------------------
+#
+# Only the fields moa uses, with the types it relies on; everything else in a reply is ignored.
+# :meth:`OpenAIBackend._read` validates every successful answer against one of these, so code that
+# reads a reply never meets a missing field, a string where a list was promised, or a body that is
+# not JSON at all.
+
+_Raw = Any
+"""The client's raw response (``openai``'s ``LegacyAPIResponse``: ``.http_response`` is the httpx response)."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    what: ClassVar[str] = "the expected reply"
+    """The reply in words, for error messages."""
+
+
+class _Usage(_Wire):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _TopLogprob(_Wire):
+    token: str
+    logprob: float
+
+
+class _TokenLogprob(_Wire):
+    token: str
+    logprob: float
+    top_logprobs: list[_TopLogprob] | None = None
+
+
+class _ChatLogprobs(_Wire):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Function(_Wire):
+    name: str
+    arguments: str | dict[str, Any] | None = None
+
+
+class _ToolCall(_Wire):
+    id: str | None = None
+    type: str | None = None
+    function: _Function | None = None
+
+
+class _ChatMessage(_Wire):
+    content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _ChatChoice(_Wire):
+    message: _ChatMessage
+    finish_reason: str | None = None
+    logprobs: _ChatLogprobs | None = None
+
+
+class _ChatReply(_Wire):
+    """The fields moa reads from an OpenAI chat completion."""
+
+    what = "an OpenAI chat completion"
+
+    choices: list[_ChatChoice]
+    usage: _Usage | None = None
+
+
+class _CompletionLogprobs(_Wire):
+    tokens: list[str] | None = None
+    """OpenAI's legacy shape: parallel lists ``tokens`` / ``token_logprobs`` / ``top_logprobs``."""
+    token_logprobs: list[float | None] | None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
+    content: list[_TokenLogprob] | None = None
+    """llama.cpp's server: the chat shape, one entry per token."""
+
+
+class _CompletionChoice(_Wire):
+    text: str | None = None
+    finish_reason: str | None = None
+    logprobs: _CompletionLogprobs | None = None
+
+
+class _CompletionReply(_Wire):
+    """The fields moa reads from an OpenAI text completion."""
+
+    what = "an OpenAI text completion"
+
+    choices: list[_CompletionChoice]
+    usage: _Usage | None = None
+
+
+class _ModelEntry(_Wire):
+    id: str
+
+
+class _ModelList(_Wire):
+    """The fields moa reads from an OpenAI model list."""
+
+    what = "an OpenAI model list"
+
+    data: list[_ModelEntry]

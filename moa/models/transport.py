@@ -22,6 +22,11 @@ known. Never sent again:
 call's ``timeout`` (the setting still bounds one model call), each logged as a
 ``model_request_resent`` warning and counted in :class:`Attempts`, which the backends report as
 ``Generation.retries``.
+
+An answer that arrived but cannot be used is never sent again either: :func:`read_body` reads a
+successful answer's body into the pydantic model of the reply a backend expects and raises
+:class:`UnusableBody` when it is not JSON, or not that reply; each backend's one translation point
+turns that into ``model_error``.
 """
 
 from __future__ import annotations
@@ -32,12 +37,24 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from moa.logs import get_logger
 
-__all__ = ["ANSWERED", "Attempts", "broke_before_answer", "broken_cause", "mark_answered", "root_cause", "send"]
+__all__ = [
+    "ANSWERED",
+    "Attempts",
+    "UnusableBody",
+    "broke_before_answer",
+    "broken_cause",
+    "mark_answered",
+    "read_body",
+    "root_cause",
+    "send",
+]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 log = get_logger(__name__)
 
@@ -154,3 +171,67 @@ async def send(
                 seconds_left=round(left, 3),
                 **log_fields,
             )
+
+
+class _Body(Protocol):
+    """What :func:`read_body` needs of a response (``httpx.Response`` and ``httpx2.Response`` have it)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+
+class UnusableBody(Exception):
+    """A successful answer whose body is not JSON, or is JSON but not the reply that was expected.
+
+    Not a :class:`moa.errors.MoaError`: the backend's translation point turns it into one (``model_error``)
+    with its own words and hints.
+    """
+
+    def __init__(self, *, status: int, content_type: str, text: str, expected: str, problems: str | None) -> None:
+        self.status = status
+        self.content_type = content_type
+        self.text = text
+        """The body as text (cut at 2,000 characters)."""
+        self.expected = expected
+        """What the body should have been, in words ("an OpenAI chat completion")."""
+        self.problems = problems
+        """What is wrong with the JSON, in a few words; ``None`` when the body is not JSON at all."""
+        super().__init__(self.summary)
+
+    @property
+    def summary(self) -> str:
+        """``HTTP 200 with a body that is not JSON (text/html): '<html>...'`` or ``... with JSON that is not ...``."""
+        if self.problems is None:
+            what = f"a body that is not JSON ({self.content_type or 'no content type'})"
+        else:
+            what = f"JSON that is not {self.expected} ({self.problems})"
+        return f"HTTP {self.status} with {what}: {self.text[:200]!r}"
+
+    def details(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"status": self.status, "body": self.text}
+        if self.problems is not None:
+            found["problems"] = self.problems
+        return found
+
+
+def read_body(response: _Body, reply: type[M], expected: str) -> M:
+    """``response``'s body as ``reply``; :class:`UnusableBody` when it is not JSON or not that reply."""
+    try:
+        return reply.model_validate_json(response.content)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        not_json = bool(errors) and errors[0]["type"] == "json_invalid"
+        problems = None if not_json else "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:3])
+        raise UnusableBody(
+            status=response.status_code,
+            content_type=str(response.headers.get("content-type", "")),
+            text=response.content[:2000].decode("utf-8", "replace"),
+            expected=expected,
+            problems=problems,
+        ) from exc

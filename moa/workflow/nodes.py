@@ -12,7 +12,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from moa.errors import ApprovalDenied, RunError
+from moa.errors import ApprovalDenied, ErrorCode, ModelFailed, RunError
 from moa.logs import get_logger
 from moa.models.base import GenerateRequest, Message
 from moa.routing.policy import plan_models
@@ -125,9 +125,13 @@ async def synthesize(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, An
             gen = await ctx.call(
                 step, request, purpose="synthesize", ask_as="synthesize", reason=f"write the final answer with the llm tier ({backend.spec})"
             )
+            if not gen.text.strip():
+                called = f" (it called {', '.join(sorted({c.name for c in gen.tool_calls}))}, which no one offered)" if gen.tool_calls else ""
+                raise ModelFailed(ErrorCode.MODEL_ERROR, f"{backend.spec} answered without text{called}")
         except ApprovalDenied:
             return {"answer": None, "synthesizer": "report (not synthesized: a person denied the llm call)"}
-        except RunError as exc:
+        except RunError as exc:  # the results stand: a failed answer is no reason to fail the run
             log.warning("synthesis_failed", code=str(exc.code), error=exc.message)
-            return {"answer": None, "synthesizer": f"report (the llm tier failed: {exc.message})", "usage": scope.usage}
-    return {"answer": gen.text.strip(), "synthesizer": backend.spec, "usage": scope.usage}
+            return {"answer": None, "synthesizer": f"report (the llm tier failed: [{exc.code}] {exc.message})", "usage": scope.usage}
+    cut = f" (cut at max_tokens={request.max_tokens}: the answer is incomplete)" if gen.finish_reason == "length" else ""
+    return {"answer": gen.text.strip(), "synthesizer": backend.spec + cut, "usage": scope.usage}

@@ -1,18 +1,29 @@
-"""A real HTTP/1.1 server on 127.0.0.1 that breaks connections on purpose, for retry tests.
+"""A real HTTP/1.1 server on 127.0.0.1 that misbehaves on purpose, at the socket level.
 
-Raw sockets, one thread per connection, keep-alive like uvicorn or llama.cpp's server. For each
-request it asks ``plan(path, n)`` (``n``: how many requests to this path came before) what to do:
+Raw sockets, one thread per connection, keep-alive like uvicorn or llama.cpp's server: what an
+ASGI app cannot do (drop a connection before answering, cut a body in the middle, hold a request
+past the client's timeout) is one :class:`Reply` away. Two layers:
 
-- ``answer``: send ``respond(method, path, body)`` as JSON and keep the connection open;
-- ``close``: close the connection without a word (FIN): the client sees "Server disconnected
-  without sending a response", as when a server's keep-alive timeout closes a connection just
-  as the client reuses it;
-- ``reset``: close with an RST (SO_LINGER 0): the client sees ``ReadError`` "Connection reset by
-  peer", the error of the benchmark run that prompted the retry;
-- ``cut``: send the status line, the headers and half the body, then RST: the answer broke off
-  after it had begun.
+- :func:`raw_server` asks ``handle(request)`` for a :class:`Reply` to each :class:`Request` and
+  carries it out. Its actions:
 
-Every request is recorded as :class:`Received` (connection number, method, path, action).
+  - ``answer``: send ``status`` / ``content_type`` / ``body`` and keep the connection open;
+  - ``close``: close the connection without a word (FIN): the client sees "Server disconnected
+    without sending a response", as when a server's keep-alive timeout closes a connection just
+    as the client reuses it;
+  - ``reset``: close with an RST (SO_LINGER 0): the client sees ``ReadError`` "Connection reset by
+    peer";
+  - ``cut``: send the status line, the headers and half the body, then RST: the answer broke off
+    after it had begun;
+  - ``hang``: read the request and say nothing for ``hang_s`` seconds (or until the server
+    stops), then close: the client's timeout fires first.
+
+- :func:`flaky_server` (the retry tests) answers with canned JSON (``respond``) and picks the
+  action from ``plan(path, n)`` (``n``: how many requests to this path came before); every request
+  is recorded as :class:`Received`.
+
+:mod:`support.fault_server` builds the fault-injecting OpenAI / Ollama server on :func:`raw_server`.
+The server stops by itself when its ``with`` block ends: a hanging request is released at once.
 """
 
 from __future__ import annotations
@@ -26,9 +37,49 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Action = Literal["answer", "close", "reset", "cut"]
+Action = Literal["answer", "close", "reset", "cut", "hang"]
 Plan = Callable[[str, int], Action]
 Responder = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as the server read it."""
+
+    connection: int
+    """1 for the first connection the server accepted, 2 for the next..."""
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    n: int
+    """How many requests to this path came before this one."""
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server does with one request (see the module docstring for the actions)."""
+
+    action: Action = "answer"
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    hang_s: float = 30.0
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, action: Action = "answer") -> Reply:
+        return cls(action=action, status=status, body=json.dumps(payload).encode())
+
+
+@dataclass
+class RawServer:
+    url: str
+    """``http://127.0.0.1:<port>``."""
+    requests: list[Request] = field(default_factory=list)
+    """Every request read, in order."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +101,8 @@ class FlakyServer:
         return [r.action for r in self.received if r.path == path]
 
 
-def _read_request(conn: socket.socket, buffer: bytes) -> tuple[str, str, bytes, bytes] | None:
-    """One request from ``conn``: method, path, body, and the bytes read past it (None at EOF)."""
+def _read_request(conn: socket.socket, buffer: bytes) -> tuple[str, str, dict[str, str], bytes, bytes] | None:
+    """One request from ``conn``: method, path, headers, body, and the bytes read past it (None at EOF)."""
     while b"\r\n\r\n" not in buffer:
         chunk = conn.recv(65536)
         if not chunk:
@@ -67,7 +118,7 @@ def _read_request(conn: socket.socket, buffer: bytes) -> tuple[str, str, bytes, 
         if not chunk:
             return None
         rest += chunk
-    return method, path, rest[:length], rest[length:]
+    return method, path, headers, rest[:length], rest[length:]
 
 
 def _reset(conn: socket.socket) -> None:
@@ -76,48 +127,51 @@ def _reset(conn: socket.socket) -> None:
 
 
 @contextmanager
-def flaky_server(respond: Responder, plan: Plan) -> Iterator[FlakyServer]:
-    """Serve on a free port of 127.0.0.1 until the block ends."""
+def raw_server(handle: Callable[[Request], Reply]) -> Iterator[RawServer]:
+    """Serve ``handle``'s replies on a free port of 127.0.0.1 until the block ends."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.05)
-    server = FlakyServer(url=f"http://127.0.0.1:{listener.getsockname()[1]}")
+    server = RawServer(url=f"http://127.0.0.1:{listener.getsockname()[1]}")
     lock = threading.Lock()
     counts: dict[str, int] = {}
     stop = threading.Event()
     threads: list[threading.Thread] = []
     open_connections: list[socket.socket] = []
 
-    def handle(conn: socket.socket, number: int) -> None:
+    def serve(conn: socket.socket, number: int) -> None:
         buffer = b""
         try:
             while not stop.is_set():
-                request = _read_request(conn, buffer)
-                if request is None:
+                read = _read_request(conn, buffer)
+                if read is None:
                     conn.close()
                     return
-                method, path, body, buffer = request
+                method, path, headers, body, buffer = read
                 with lock:
                     n = counts.get(path, 0)
                     counts[path] = n + 1
-                    action = plan(path, n)
-                    server.received.append(Received(number, method, path, action))
-                if action == "close":
+                    request = Request(number, method, path, headers, body, n)
+                    server.requests.append(request)
+                    reply = handle(request)  # under the lock: replies are decided in arrival order
+                if reply.action == "close":
                     conn.close()
                     return
-                if action == "reset":
+                if reply.action == "reset":
                     _reset(conn)
                     return
-                status, payload = respond(method, path, json.loads(body or b"{}"))
-                data = json.dumps(payload).encode()
+                if reply.action == "hang":
+                    stop.wait(reply.hang_s)
+                    conn.close()
+                    return
                 head = (
-                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
+                    f"HTTP/1.1 {reply.status} X\r\nContent-Type: {reply.content_type}\r\n"
+                    f"Content-Length: {len(reply.body)}\r\nConnection: keep-alive\r\n\r\n"
                 ).encode()
-                if action == "cut":
-                    conn.sendall(head + data[: len(data) // 2])
+                if reply.action == "cut":
+                    conn.sendall(head + reply.body[: len(reply.body) // 2])
                     _reset(conn)
                     return
-                conn.sendall(head + data)
+                conn.sendall(head + reply.body)
         except OSError:  # the client went away, or the block ended
             conn.close()
 
@@ -133,7 +187,7 @@ def flaky_server(respond: Responder, plan: Plan) -> Iterator[FlakyServer]:
             conn.settimeout(None)
             number += 1
             open_connections.append(conn)
-            thread = threading.Thread(target=handle, args=(conn, number), daemon=True)
+            thread = threading.Thread(target=serve, args=(conn, number), daemon=True)
             threads.append(thread)
             thread.start()
 
@@ -153,3 +207,21 @@ def flaky_server(respond: Responder, plan: Plan) -> Iterator[FlakyServer]:
             conn.close()
         for thread in threads:
             thread.join(timeout=2)
+
+
+@contextmanager
+def flaky_server(respond: Responder, plan: Plan) -> Iterator[FlakyServer]:
+    """Serve ``respond``'s JSON on a free port of 127.0.0.1, breaking connections as ``plan`` says."""
+    flaky = FlakyServer(url="")
+
+    def handle(request: Request) -> Reply:
+        action = plan(request.path, request.n)
+        flaky.received.append(Received(request.connection, request.method, request.path, action))
+        if action in ("close", "reset"):
+            return Reply(action=action)
+        status, payload = respond(request.method, request.path, request.json())
+        return Reply.json(payload, status, action)
+
+    with raw_server(handle) as raw:
+        flaky.url = raw.url
+        yield flaky

@@ -121,7 +121,9 @@ def test_two_resume_processes_of_a_killed_run_run_it_once(tmp_path: Path) -> Non
     plan = {"subtasks": [{"id": "a", "agent": "sentiment"}, {"id": "b", "agent": "sentiment", "options": {"labels": ["calm", "urgent"]}, "depends_on": ["a"]}]}
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "MOA_STATE_DIR": str(tmp_path / "state"), "MOA_CONFIG": str(tmp_path / "none.toml"), "MOA_CACHE": "false"}
+    config = tmp_path / "moa.toml"
+    config.write_text("")
+    env = {**os.environ, "MOA_STATE_DIR": str(tmp_path / "state"), "MOA_CONFIG": str(config), "MOA_CACHE": "false"}
     args = [sys.executable, str(script)]
     calls = tmp_path / "calls.log"
 

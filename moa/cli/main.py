@@ -623,8 +623,24 @@ def models(
     for row in rows:
         table.add_row(*row)
     out.print(table)
+    out.print(_shipped_table(settings))
     if any("ok:" not in r[3] for r in rows):
         raise typer.Exit(3)
+
+
+def _shipped_table(settings: Settings) -> Table:
+    """The instruct models that PyPI packages ship: installed? verified? (nothing is hashed here)."""
+    from moa.models.shipped import SHIPPED, shipped_status
+
+    table = Table(title="Shipped instruct models (embedded:<name>)")
+    for col in ("name", "model", "size", "licence", "sha256", "status"):
+        table.add_column(col, overflow="fold")
+    for model in SHIPPED.values():
+        status = shipped_status(model, settings.model_cache_dir)
+        table.add_row(
+            model.name, model.title, f"{model.size / 1e6:.0f} MB", model.licence, model.sha256[:12] + "…", escape(status.summary)
+        )
+    return table
 
 
 @memory_app.command("add")

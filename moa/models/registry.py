@@ -4,6 +4,7 @@ Spec strings::
 
     embedded:                      the default GGUF (Gemma 3 270M) in-process
     embedded:/path/to/model.gguf   any GGUF in-process
+    embedded:smollm2-135m-instruct an instruct GGUF that PyPI packages ship (moa.models.shipped)
     ollama:llama3.2:1b             an Ollama model (host from settings / OLLAMA_HOST)
     ollama:phi3@http://gpu:11434   ... on a given host
     openai:gpt-4o-mini             an OpenAI model (key from OPENAI_API_KEY)
@@ -16,18 +17,42 @@ a key goes only to the base URL it was configured for.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from moa.errors import ErrorCode, UserError
 from moa.models.base import ModelBackend
 from moa.models.cache import CachedBackend, CallCache
 from moa.models.credentials import default_openai_url, ollama_key, openai_key
+from moa.models.shipped import SHIPPED, ShippedModel, shipped_model
 from moa.settings import Settings, Tier
 
 SPEC_HELP = (
-    "use 'embedded:' (or 'embedded:/path/model.gguf'), 'ollama:<tag>[@host]' "
+    "use 'embedded:' (or 'embedded:/path/model.gguf', 'embedded:<shipped model>'), 'ollama:<tag>[@host]' "
     "or 'openai:<model>[@base_url]'"
 )
+
+
+def embedded_model(rest: str) -> tuple[Path | None, ShippedModel | None]:
+    """What ``embedded:<rest>`` names: the default model, a shipped model's short name, or a GGUF path.
+
+    A short name wins over a file of the same name in the working directory; give such a file as
+    ``./name``. A bare word that is neither a shipped model nor an existing file raises
+    ``bad_model_spec`` listing the shipped names.
+    """
+    if not rest:
+        return None, None
+    shipped = shipped_model(rest)
+    if shipped is not None:
+        return None, shipped
+    path = Path(rest).expanduser()
+    if "/" not in rest and os.sep not in rest and path.suffix.lower() != ".gguf" and not path.exists():
+        raise UserError(
+            ErrorCode.BAD_MODEL_SPEC,
+            f"embedded model {rest!r} is neither a shipped model nor a .gguf file; shipped models: "
+            f"{', '.join(SHIPPED)} (see `moa models`), or give a path: 'embedded:/path/model.gguf'",
+        )
+    return path, None
 
 
 def _split_at(rest: str) -> tuple[str, str | None]:
@@ -48,9 +73,11 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
     if kind == "embedded":
         from moa.models.embedded import EmbeddedBackend
 
+        path, shipped = embedded_model(rest)
         backend = EmbeddedBackend(
             spec,
-            model_path=Path(rest).expanduser() if rest else None,
+            model_path=path,
+            shipped=shipped,
             n_ctx=settings.embedded_ctx,
             parallel=settings.embedded_parallel,
             threads=settings.embedded_threads,

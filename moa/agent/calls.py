@@ -156,14 +156,21 @@ async def call(
     ctx: RunContext, step: Step, request: GenerateRequest, *, purpose: str, ask_as: str | None = None, reason: str | None = None
 ) -> Generation:
     """The door (see the module docstring)."""
-    approval = step_approval(ctx, step, purpose=purpose, ask_as=ask_as, reason=reason)
-    if approval is not None:
-        approve(ctx, approval, ask_as=approval.id or None)
+    if ctx.settings.approve:  # no rules: nothing to ask (the common case, kept cheap)
+        approval = step_approval(ctx, step, purpose=purpose, ask_as=ask_as, reason=reason)
+        if approval is not None:
+            approve(ctx, approval, ask_as=approval.id or None)
     backend = ctx.backend_for(step)
-    async with ctx.slot(step.name):
+    semaphore = ctx.slots(step.name)
+    if semaphore is not None:
+        await semaphore.acquire()
+    try:
         if ctx.budget.exhausted() is not None:  # asked once the call can go out: calls queued for a slot see what those before them spent
             raise ctx.budget.error()
         gen = await backend.agenerate(request)
+    finally:
+        if semaphore is not None:
+            semaphore.release()
     scope = _SCOPE.get()
     usage = price(
         backend, gen, tier=step.name, agent=scope.agent if scope is not None else None, subtask=scope.subtask if scope is not None else None, purpose=purpose
@@ -171,7 +178,8 @@ async def call(
     ctx.budget.add((usage,))
     if scope is not None:
         scope.usage.append(usage)
-    ctx.emit("model_call", usage.subtask, step=step.name, model=usage.model, purpose=purpose, tokens=usage.tokens, cost=usage.cost, cached=usage.cached)
+    if ctx.listening:
+        ctx.emit("model_call", usage.subtask, step=step.name, model=usage.model, purpose=purpose, tokens=usage.tokens, cost=usage.cost, cached=usage.cached)
     if ctx.debug_logs:
         log.debug("model_call", step=step.name, model=usage.model, purpose=purpose, agent=usage.agent, tokens=usage.tokens, latency_s=usage.latency_s)
     return gen

@@ -89,7 +89,7 @@ class RunContext:
     decisions: Decisions = field(default_factory=Decisions)
     """A person's answers to this run's approvals so far (:mod:`moa.routing.approvals`)."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
-    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _slots: dict[str, asyncio.Semaphore | None] = field(default_factory=dict)
     _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _examples: ExampleStore | None = None
     info_logs: bool = field(default_factory=lambda: enabled(logging.INFO), init=False)
@@ -231,13 +231,19 @@ class RunContext:
     @contextlib.asynccontextmanager
     async def slot(self, step: str) -> AsyncIterator[None]:
         """Hold one of the step's concurrency slots (``slm_concurrency`` / ``llm_concurrency``)."""
-        limit = {"slm": self.settings.slm_concurrency, "llm": self.settings.llm_concurrency}.get(step)
-        if limit is None:
+        semaphore = self.slots(step)
+        if semaphore is None:
             yield
             return
-        semaphore = self._slots.setdefault(step, asyncio.Semaphore(limit))
         async with semaphore:
             yield
+
+    def slots(self, step: str) -> asyncio.Semaphore | None:
+        """The semaphore bounding concurrent calls on ``step`` (``None``: no limit)."""
+        if step not in self._slots:
+            limit = {"slm": self.settings.slm_concurrency, "llm": self.settings.llm_concurrency}.get(step)
+            self._slots[step] = asyncio.Semaphore(limit) if limit is not None else None
+        return self._slots[step]
 
     def _load_once(self, key: tuple[str, ...], where: Callable[[], Path], load: Callable[[Path], Any]) -> Any:
         """What ``load(where())`` gives, once per run; ``None`` when the file is missing or unusable."""
@@ -279,6 +285,11 @@ class RunContext:
         if self._examples is None:
             self._examples = ExampleStore(self.settings, self.embedder())
         return self._examples
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone listens to this run's events (build costly event data only then)."""
+        return self.on_event is not _ignore
 
     def emit(self, kind: str, subtask: str | None = None, **data: Any) -> None:
         if self.on_event is not _ignore:

@@ -8,7 +8,7 @@ families below them that callers branch on::
     │   ├── ConfigError      bad_config, bad_model_spec
     │   ├── InvalidPlan      invalid_plan
     │   ├── NotFound         unknown_agent, unknown_graph, unknown_tool, unknown_run
-    │   └── ToolRefused      tool_refused
+    │   └── ToolRefused      tool_refused, tool_may_have_run
     └── RunError             something failed while running (exit 3)
         ├── ModelUnavailable model_unreachable, model_timeout: the model cannot be reached now
         ├── ModelFailed      model_error: the model answered with an error or garbage
@@ -61,6 +61,8 @@ class ErrorCode(StrEnum):
     MEMORY_UNWRITABLE = "memory_unwritable"
     MEMORY_UNREACHABLE = "memory_unreachable"
     TOOL_REFUSED = "tool_refused"
+    TOOL_MAY_HAVE_RUN = "tool_may_have_run"
+    """A side-effect tool call was not repeated on resume: the attempt that made it stopped while it ran."""
     NESTED_EVENT_LOOP = "nested_event_loop"
     SUBTASK_FAILED = "subtask_failed"
     BUDGET_EXCEEDED = "budget_exceeded"
@@ -162,9 +164,10 @@ class NotFound(UserError):
 
 
 class ToolRefused(UserError):
-    """A tool call was not executed (not on the agent's allowlist, or a person denied it)."""
+    """A tool call was not executed (not on the agent's allowlist, a person denied it, or a
+    side-effect call that may already have run before a crash)."""
 
-    codes = frozenset({ErrorCode.TOOL_REFUSED})
+    codes = frozenset({ErrorCode.TOOL_REFUSED, ErrorCode.TOOL_MAY_HAVE_RUN})
 
 
 class ModelUnavailable(RunError):

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from moa.agent.context import JournalEntry, RunContext
+from moa.agent.ledger import worth_saving
 from moa.agent.results import AgentRun
 from moa.errors import ErrorCode, ErrorInfo, MoaError, ModelUnavailable, RunError, UserError
 from moa.logs import get_logger
@@ -93,7 +94,14 @@ class Agent(ABC, Generic[InputT, OutputT]):
         return [item]
 
     async def run_batch(
-        self, ctx: RunContext, inputs: Sequence[InputT], *, subtask: str | None = None, priors: Sequence[AgentRun | None] | None = None
+        self,
+        ctx: RunContext,
+        inputs: Sequence[InputT],
+        *,
+        subtask: str | None = None,
+        priors: Sequence[AgentRun | None] | None = None,
+        positions: Sequence[int] | None = None,
+        saved: Sequence[AgentRun | None] | None = None,
     ) -> list[AgentRun]:
         """Run many inputs concurrently (each backend bounds its own concurrency).
 
@@ -102,34 +110,49 @@ class Agent(ABC, Generic[InputT, OutputT]):
         share the result, marked ``deduplicated``). Once the run's budget is reached, items not
         started get a ``BUDGET_EXCEEDED`` error. Every finished item goes to ``ctx.journal``.
         ``priors``: items parked for approval, to go on with (:meth:`proceed`).
+        ``positions``: the items' positions in their subtask (from 1; default 1, 2, ...).
+        ``saved`` (a durable run's subtask, :mod:`moa.agent.ledger`): the runs an earlier attempt
+        saved (``None`` where there is none); those come back as they are, without running, and
+        every other item is saved to ``ctx.ledger`` as it finishes.
         """
         stop: list[ErrorInfo] = []
         first: dict[str, asyncio.Future[AgentRun]] = {}
+        places = list(positions) if positions is not None else list(range(1, len(inputs) + 1))
+        ledger = ctx.ledger if saved is not None and subtask is not None else None
 
-        async def compute(data: InputT, prior: AgentRun | None) -> AgentRun:
+        async def compute(index: int, data: InputT, prior: AgentRun | None) -> AgentRun:
             if stop:
                 return AgentRun(error=stop[0])
             if ctx.budget.exhausted() is not None:
                 return AgentRun(error=ctx.budget.error().info())
-            if prior is not None:
-                result = await self.proceed(ctx, data, prior, subtask=subtask)
-            else:
-                result = await self.run(ctx, data, subtask=subtask)
+            with ctx.scope(position=places[index]):
+                if prior is not None:
+                    result = await self.proceed(ctx, data, prior, subtask=subtask)
+                else:
+                    result = await self.run(ctx, data, subtask=subtask)
             if result.error and result.error.code in ModelUnavailable.codes and not stop:
                 stop.append(result.error)
             return result
 
         async def one(index: int, data: InputT) -> AgentRun:
-            if len(inputs) == 1:  # nothing to share: no task, no shield (a cancellation reaches the work directly)
-                result = await compute(data, priors[0] if priors else None)
+            kept = saved[index] if saved is not None else None
+            if kept is not None:
+                result = kept
+                if len(inputs) > 1:
+                    first.setdefault(data.model_dump_json(), _done(kept))
+            elif len(inputs) == 1:  # nothing to share: no task, no shield (a cancellation reaches the work directly)
+                result = await compute(index, data, priors[0] if priors else None)
             elif (key := data.model_dump_json()) in first:
                 shared = await asyncio.shield(first[key])
                 result = shared.model_copy(update={"usage": [], "deduplicated": True})
             else:
-                first[key] = asyncio.ensure_future(compute(data, priors[index] if priors else None))
+                first[key] = asyncio.ensure_future(compute(index, data, priors[index] if priors else None))
                 result = await asyncio.shield(first[key])
-            ctx.journal.append(JournalEntry(subtask, self.name, index, str(getattr(data, self.text_field, "")), result))
-            ctx.emit("item_done", subtask, index=index, ok=result.ok, answered_by=result.answered_by)
+            text = str(getattr(data, self.text_field, ""))
+            if ledger is not None and kept is None and subtask is not None and worth_saving(result):
+                await ledger.save_item(subtask, places[index], text, result)
+            ctx.journal.append(JournalEntry(subtask, self.name, index, text, result))
+            ctx.emit("item_done", subtask, index=index, ok=result.ok, answered_by=result.answered_by, **({"reused": True} if kept is not None else {}))
             return result
 
         results: list[AgentRun | None] = [None] * len(inputs)
@@ -153,6 +176,13 @@ class Agent(ABC, Generic[InputT, OutputT]):
 
     def __repr__(self) -> str:
         return f"<agent {self.name}>"
+
+
+def _done(run: AgentRun) -> asyncio.Future[AgentRun]:
+    """A future already holding ``run`` (a saved item that later copies in the batch share)."""
+    future: asyncio.Future[AgentRun] = asyncio.get_running_loop().create_future()
+    future.set_result(run)
+    return future
 
 
 AgentFn = Callable[[RunContext, Any], Awaitable[BaseModel]]

@@ -53,6 +53,8 @@ class CallScope:
     agent: str | None = None
     item: str | None = None
     """The item's text (approvals of items are keyed by it)."""
+    position: int | None = None
+    """The item's position in its subtask, from 1 (side-effect tool calls are recorded under it)."""
     reason: str | None = None
     """Why a gated call in this scope would run, in words (shown to the approver)."""
     usage: list[Usage] = field(default_factory=list)
@@ -69,7 +71,9 @@ def current_scope() -> CallScope | None:
 
 
 @contextlib.contextmanager
-def open_scope(*, subtask: str | None = None, agent: str | None = None, item: str | None = None, reason: str | None = None) -> Iterator[CallScope]:
+def open_scope(
+    *, subtask: str | None = None, agent: str | None = None, item: str | None = None, position: int | None = None, reason: str | None = None
+) -> Iterator[CallScope]:
     """Open a scope inside the current one; on exit its usage and tool calls join the parent's.
     Unset fields come from the parent."""
     parent = _SCOPE.get()
@@ -77,6 +81,7 @@ def open_scope(*, subtask: str | None = None, agent: str | None = None, item: st
         subtask=subtask if subtask is not None or parent is None else parent.subtask,
         agent=agent if agent is not None or parent is None else parent.agent,
         item=item if item is not None or parent is None else parent.item,
+        position=position if position is not None or parent is None else parent.position,
         reason=reason if reason is not None or parent is None else parent.reason,
         parent=parent,
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from moa.agent import calls
 from moa.agent.calls import CallScope, Purpose
+from moa.agent.ledger import Ledger
 from moa.agent.results import AgentRun
 from moa.errors import MoaError
 from moa.learning.store import ExampleStore, Learned, calibration_path, learned_files, specialist_path
@@ -88,6 +89,9 @@ class RunContext:
     """Every finished item, in finishing order (partial results survive an interrupted run through it)."""
     decisions: Decisions = field(default_factory=Decisions)
     """A person's answers to this run's approvals so far (:mod:`moa.routing.approvals`)."""
+    ledger: Ledger | None = None
+    """Where a durable run keeps its finished items and side-effect tool calls (:mod:`moa.agent.ledger`;
+    set by the driver, ``None`` when the run is not durable)."""
     _cache: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
     _slots: dict[str, asyncio.Semaphore | None] = field(default_factory=dict)
     _learned: dict[tuple[str, ...], Any] = field(default_factory=dict)
@@ -126,7 +130,7 @@ class RunContext:
             self._examples.forget()
         return dataclasses.replace(
             self, settings=settings, run_id=run_id, on_event=on_event or self.on_event, budget=Budget.from_settings(settings),
-            journal=[], decisions=Decisions(), _cache={}, _learned={},
+            journal=[], decisions=Decisions(), ledger=None, _cache={}, _learned={},
         )  # fmt: skip
 
     def embedder(self) -> Embedder:
@@ -218,9 +222,11 @@ class RunContext:
         return step_of(self.settings, name)
 
     @staticmethod
-    def scope(*, subtask: str | None = None, agent: str | None = None, item: str | None = None, reason: str | None = None) -> contextlib.AbstractContextManager[CallScope]:
+    def scope(
+        *, subtask: str | None = None, agent: str | None = None, item: str | None = None, position: int | None = None, reason: str | None = None
+    ) -> contextlib.AbstractContextManager[CallScope]:
         """A :class:`~moa.agent.calls.CallScope` for the calls made inside it: ``with ctx.scope() as s: ...; s.usage``."""
-        return calls.open_scope(subtask=subtask, agent=agent, item=item, reason=reason)
+        return calls.open_scope(subtask=subtask, agent=agent, item=item, position=position, reason=reason)
 
     def backend_for(self, step: Step) -> ModelBackend:
         """The backend a model step runs on (tiers honour backends injected into :class:`Models`)."""

@@ -6,7 +6,8 @@ allowed tools to a chat model through the backend's tool-calling API, executes t
 for, and feeds the results back. A call to an unknown or disallowed tool is *refused*: it is not
 executed, the model is told why, and the refusal is kept in the run record. A tool marked
 ``side_effects=True`` or ``approve=True`` may need a person's approval first (:mod:`moa.routing.approvals`);
-a denied call is refused the same way.
+a denied call is refused the same way. In a durable run a side-effect call is made at most once,
+even across a crash and a resume (:mod:`moa.agent.ledger`).
 
 Any agent can also be exposed as a langchain-core tool (:func:`as_langchain_tool`), with typed
 arguments from its input model, for use in other LangChain/LangGraph code.
@@ -23,10 +24,12 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
-from moa.agent.calls import tool_approval
+from moa.agent.calls import CallScope, tool_approval
 from moa.agent.context import RunContext
+from moa.agent.ledger import CallKey, RecordedCall
 from moa.agent.results import ToolCallRecord
 from moa.errors import ErrorCode, MoaError, UserError
+from moa.logs import get_logger
 from moa.models.base import GenerateRequest, Generation, Message, ToolCall, ToolSpec
 from moa.routing.approvals import AwaitingApproval
 from moa.routing.policy import Step
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
 
     from moa.agent.base import Agent
+
+log = get_logger(__name__)
 
 ToolFn = Callable[[RunContext, BaseModel], Awaitable[Any]]
 
@@ -49,7 +54,8 @@ class Tool:
     fn: ToolFn
     side_effects: bool = False
     """It changes something outside the run (writes, sends, deletes): the ``tools:side_effects``
-    approval rule makes its calls wait for a person."""
+    approval rule makes its calls wait for a person. In a durable run each call is recorded before
+    it runs, and a resumed run never makes it again (:mod:`moa.agent.ledger`)."""
     approve: bool = False
     """Every call waits for a person's approval."""
 
@@ -189,17 +195,52 @@ async def run_tool_loop(
                     scope.tool_calls.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.info()))
                     content = json.dumps({"error": error.message})
                 else:
-                    try:
-                        with ctx.scope() as inner:  # a nested agent's own tool calls are listed after this one
-                            value = await chosen.call(ctx, call.arguments)
-                        scope.tool_calls.insert(len(scope.tool_calls) - len(inner.tool_calls), ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=value))
-                        content = json.dumps(value)
-                    except (ValidationError, MoaError) as exc:
-                        err = exc.info() if isinstance(exc, MoaError) else UserError(ErrorCode.INVALID_INPUT, str(exc)).info()
-                        scope.tool_calls.append(ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, error=err))
-                        content = json.dumps({"error": err.message})
+                    record = await _execute(ctx, scope, chosen, call)
+                    content = json.dumps({"error": record.error.message} if record.error is not None else record.result)
                 messages = [*messages, Message(role="tool", content=content, tool_call_id=call.id)]
     return messages
+
+
+async def _execute(ctx: RunContext, scope: CallScope, tool: Tool, call: ToolCall) -> ToolCallRecord:
+    """Run an allowed call and record it in ``scope`` (a nested agent's own tool calls are listed
+    after it). In a durable run, a call of a side-effect tool goes through the run's ledger
+    (:mod:`moa.agent.ledger`): recorded before it runs, its recorded result given back when an
+    earlier attempt made it, refused when that attempt stopped while it ran."""
+    key: CallKey | None = None
+    if tool.side_effects and ctx.ledger is not None:
+        key = ctx.ledger.key(scope.subtask, scope.position, tool.name, call.arguments)
+        earlier = await ctx.ledger.begin_call(key)
+        if earlier is not None:
+            record = _recorded(tool, call, earlier)
+            log.info("tool_call_recorded" if earlier.done else "tool_call_not_repeated", tool=tool.name, subtask=key.subtask, position=key.position)
+            scope.tool_calls.append(record)
+            return record
+    try:
+        with ctx.scope() as inner:
+            value = await tool.call(ctx, call.arguments)
+        record = ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=value)
+        scope.tool_calls.insert(len(scope.tool_calls) - len(inner.tool_calls), record)
+        if key is not None and ctx.ledger is not None:
+            await ctx.ledger.end_call(key, result=value)
+    except (ValidationError, MoaError) as exc:
+        failure = exc if isinstance(exc, MoaError) else UserError(ErrorCode.INVALID_INPUT, str(exc))
+        record = ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, error=failure.info())
+        scope.tool_calls.append(record)
+        if key is not None and ctx.ledger is not None:
+            await ctx.ledger.end_call(key, error=failure)
+    return record
+
+
+def _recorded(tool: Tool, call: ToolCall, earlier: RecordedCall) -> ToolCallRecord:
+    """What a call an earlier attempt of the run made gives now: its recorded result or error, or
+    a refusal when that attempt stopped while the tool ran (it may have had its effect)."""
+    if earlier.done:
+        return ToolCallRecord(name=call.name, arguments=call.arguments, allowed=True, result=earlier.result, error=earlier.error)
+    error = UserError(
+        ErrorCode.TOOL_MAY_HAVE_RUN,
+        f"tool {tool.name!r} was called with these arguments before the run crashed and may already have run; not repeated",
+    )
+    return ToolCallRecord(name=call.name, arguments=call.arguments, allowed=False, error=error.info())
 
 
 def _decide(ctx: RunContext, tool: Tool, call: ToolCall) -> bool:

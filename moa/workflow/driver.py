@@ -37,11 +37,12 @@ from moa.routing.policy import plan_models, resolve_cascade
 from moa.settings import Settings, load_settings
 from moa.usage import Usage
 from moa.workflow.catalog import GraphFile, agent_catalog, builtin_graphs, get_graph
-from moa.workflow.durable import checkpoint_location, load_snapshot, open_checkpointer, translate
+from moa.workflow.durable import RunSnapshot, checkpoint_location, load_snapshot, open_checkpointer, translate
 from moa.workflow.graphfile import is_graph_file
-from moa.workflow.index import RecordStatus, RunIndex, RunRecord, open_index, unknown_run
+from moa.workflow.index import FINISHED, RecordStatus, RunIndex, RunRecord, open_index, unknown_run
 from moa.workflow.inputs import check_items, check_task, read_items
 from moa.workflow.langgraph import interrupts_of
+from moa.workflow.ledger import checkpointed, open_ledger
 from moa.workflow.limits import DocumentLimits
 from moa.workflow.options import RunOptions, Tightening, restore
 from moa.workflow.output import check_output, write_result
@@ -167,16 +168,22 @@ async def _drive(
             state: dict[str, Any] | None = None
             start: Any = input
             answered: list[Approval] = []
+            spent: RunSnapshot | None = None
             if resume:  # before the index says `running`: a wrong answer leaves the run as it was
                 start, state, answered = await _resume_input(graph, config, ctx.run_id, settings, answers)
-                if isinstance(graph.checkpointer, BaseCheckpointSaver) and (spent := await load_snapshot(graph.checkpointer, ctx.run_id)):
-                    ctx.budget.carry(spent.usage, record.seconds)  # the budget is the run's, not this attempt's
+                if isinstance(graph.checkpointer, BaseCheckpointSaver):
+                    spent = await load_snapshot(graph.checkpointer, ctx.run_id)
             if index is not None and resume:
                 await index.claim(record, options, tightened)
                 if tightened:
                     log.warning("run_options_tightened", changes={t.option: [t.before, t.after] for t in tightened})
             elif index is not None:
                 await index.start(record)
+            ledger = ctx.ledger = await open_ledger(index, ctx.run_id) if index is not None else None
+            if spent is not None:  # the budget is the run's, not this attempt's: the checkpoint's usage, and the saved items'
+                if ledger is not None:
+                    await ledger.forget(checkpointed(spent.results))
+                ctx.budget.carry([*spent.usage, *(await ledger.usage() if ledger is not None else [])], record.seconds)
             log.info("run_resumed" if resume else "run_started", task=record.task[:200], items=record.items, graph=record.graph)
             pending: list[Approval] = []
             try:
@@ -210,6 +217,8 @@ async def _drive(
                     raise error from exc
                 raise
             result = _result(state, ctx=ctx, record=record, deps=deps, seconds=time.perf_counter() - started, resumed=resume, pending=pending)
+            if ledger is not None:  # the checkpoint holds it now
+                await ledger.forget(None if result.status in FINISHED and not pending else checkpointed(result.results))
             if index is not None:
                 await index.finish(ctx.run_id, result.status, result.seconds, pending=result.pending, stopped=result.stopped)
     output = (options or record.options or RunOptions()).output
@@ -391,7 +400,7 @@ async def aresume(
             f"run {run_id} is not waiting for approvals (status {record.status}), so there is nothing to approve or deny; "
             f"`moa runs show {run_id}` shows it",
         )
-    if record.status in ("ok", "partial", "failed", "needs_human"):
+    if record.status in FINISHED:
         raise UserError(
             ErrorCode.RUN_FINISHED,
             f"run {run_id} already finished (status {record.status}); `moa runs show {run_id}` shows it, `moa run` starts a new one",

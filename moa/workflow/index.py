@@ -32,6 +32,8 @@ from moa.workflow.options import RunOptions, Tightening
 STATE_FILE = "runs.sqlite"
 
 RecordStatus = Literal["running", "interrupted", "ok", "partial", "failed", "error", "stopped", "waiting", "needs_human"]
+FINISHED: tuple[RecordStatus, ...] = ("ok", "partial", "failed", "needs_human")
+"""The statuses of runs that ended and cannot be resumed."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS moa_runs (

@@ -1,4 +1,5 @@
-"""Removing recorded runs: their index rows and their checkpoints (``moa runs rm`` / ``moa runs prune``).
+"""Removing recorded runs: their index rows, their checkpoints and what their ledger kept (saved
+items, side-effect tool calls: :mod:`moa.workflow.ledger`) (``moa runs rm`` / ``moa runs prune``).
 
 A run whose process is still working on it is never removed. Each row is deleted only if no
 resume claimed the run since it was read (:meth:`RunIndex.remove`), then the run's checkpoints are
@@ -19,10 +20,9 @@ from pydantic import BaseModel, Field
 from moa.errors import ErrorCode, UserError
 from moa.settings import Settings
 from moa.workflow.durable import LatestCheckpointSaver, open_checkpointer
-from moa.workflow.index import RecordStatus, RunIndex, RunRecord, open_index, state_error, unknown_run
+from moa.workflow.index import FINISHED, RecordStatus, RunIndex, RunRecord, open_index, state_error, unknown_run
+from moa.workflow.ledger import forget_orphans, forget_runs
 
-FINISHED: tuple[RecordStatus, ...] = ("ok", "partial", "failed", "needs_human")
-"""The statuses ``moa runs prune`` removes by default: runs that cannot be resumed any more."""
 STATUSES: tuple[RecordStatus, ...] = ("ok", "partial", "failed", "needs_human", "stopped", "error", "interrupted", "waiting")
 """Every status a run that no process works on can have."""
 
@@ -71,6 +71,11 @@ async def _remove(index: RunIndex, settings: Settings, records: Sequence[RunReco
             done.skipped.append(record.run_id)
     if dry_run:
         return done
+    try:  # the removed runs' saved items and side-effect calls (in the index's database), and any left by a half-done removal
+        await forget_runs(index.conn, done.runs)
+        await forget_orphans(index.conn)
+    except sqlite3.Error as exc:
+        raise state_error(exc, index.path, settings) from exc
     async with open_checkpointer(settings) as saver:
         for run_id in done.runs:
             await saver.adelete_thread(run_id)

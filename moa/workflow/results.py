@@ -153,28 +153,30 @@ def _revive(output: BaseModel | None, output_type: type[BaseModel]) -> BaseModel
     return output_type.model_validate(output.model_dump()) if isinstance(output, StoredOutput) else output
 
 
+def revive_run(run: AgentRun, output_type: type[BaseModel]) -> AgentRun:
+    """``run`` with its outputs read back (:class:`StoredOutput`) given the agent's ``output_type``:
+    its output and its attempts' outputs (raises ``ValidationError`` when they no longer fit)."""
+    if not any(isinstance(o, StoredOutput) for o in (run.output, *(a.output for a in run.attempts))):
+        return run
+    return run.model_copy(
+        update={
+            "output": _revive(run.output, output_type),
+            "attempts": [a.model_copy(update={"output": _revive(a.output, output_type)}) for a in run.attempts],
+        }
+    )
+
+
 def revive_results(results: Mapping[str, SubtaskResult], agents: Mapping[str, Agent]) -> dict[str, SubtaskResult]:  # type: ignore[type-arg]
     """Give outputs read back from a checkpoint (:class:`StoredOutput`) their agent's output type:
-    every item's output and its attempts' outputs. The one place checkpointed outputs come back."""
+    every item's output and its attempts' outputs. The one place checkpointed outputs come back
+    (items saved inside a subtask come back through :func:`revive_run`)."""
     revived: dict[str, SubtaskResult] = {}
     for sid, result in results.items():
         agent = agents.get(result.agent)
         stored = any(isinstance(o, StoredOutput) for i in result.items for o in (i.run.output, *(a.output for a in i.run.attempts)))
         if agent is not None and stored:
             try:
-                items = [
-                    i.model_copy(
-                        update={
-                            "run": i.run.model_copy(
-                                update={
-                                    "output": _revive(i.run.output, agent.output_type),
-                                    "attempts": [a.model_copy(update={"output": _revive(a.output, agent.output_type)}) for a in i.run.attempts],
-                                }
-                            )
-                        }
-                    )
-                    for i in result.items
-                ]
+                items = [i.model_copy(update={"run": revive_run(i.run, agent.output_type)}) for i in result.items]
                 result = result.model_copy(update={"items": items})
             except ValidationError as exc:  # the agent's output type changed since the run was saved
                 log.warning("output_not_revived", subtask=sid, agent=result.agent, error=str(exc)[:200])

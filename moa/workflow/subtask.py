@@ -4,6 +4,10 @@ items parked for approval, and the subtask's result (ok / partial / failed / wai
 A subtask that must wait for a person returns a ``waiting`` result (saved like any other) instead
 of running; so does one whose items were parked by a gated escalation or tool call.
 :func:`continue_subtask` goes on once the approvals are answered.
+
+In a durable run each item is saved as it finishes (the run's ledger, :mod:`moa.agent.ledger`):
+a subtask killed half-way and resumed runs only the items that had not finished, and its result is
+the same as an uninterrupted run's (the reused items are logged as ``items_reused``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from moa.agent.base import Agent
 from moa.agent.model import ModelAgent
 from moa.agent.results import AgentRun
@@ -21,7 +27,7 @@ from moa.logs import get_logger, log_context
 from moa.routing.approvals import Approval, subtask_rule
 from moa.usage import Usage
 from moa.workflow.plan import INPUT, Subtask
-from moa.workflow.results import ItemResult, SubtaskResult, SubtaskStatus
+from moa.workflow.results import ItemResult, SubtaskResult, SubtaskStatus, revive_run
 from moa.workflow.state import RunDeps, RunState, SubtaskJob
 
 log = get_logger(__name__)
@@ -162,11 +168,33 @@ async def run_subtask(job: SubtaskJob, deps: RunDeps, *, approved: bool = False)
             deps.ctx.emit("subtask_done", subtask.id, status="failed")
             return {"results": {subtask.id: result}, "usage": []}
         warnings = _learned_warnings(agent, inputs, deps)
-        runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id)
+        positions = list(range(1, len(inputs) + 1))
+        saved = await _saved(agent, subtask.id, positions, job.items, deps)
+        runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id, positions=positions, saved=saved)
     items, approvals = _items(subtask, [(p, item, r) for p, (item, r) in enumerate(zip(job.items, runs, strict=True), start=1)], deps)
     usage = [u for r in runs for u in r.usage]
     result = _outcome(job, agent, items, approvals, usage, seconds=round(time.perf_counter() - started, 3), models=[], warnings=warnings)
     return _done(result, usage, deps)
+
+
+async def _saved(agent: Agent, subtask: str, positions: list[int], items: list[str], deps: RunDeps) -> list[AgentRun | None] | None:  # type: ignore[type-arg]
+    """The items of ``subtask`` an earlier attempt of the run finished and saved (``None`` where
+    not; ``None`` altogether when the run keeps no ledger), their outputs of the agent's type again."""
+    ledger = deps.ctx.ledger
+    if ledger is None:
+        return None
+    saved: list[AgentRun | None] = []
+    for run in await ledger.saved_items(subtask, list(zip(positions, items, strict=True))):
+        try:
+            saved.append(revive_run(run, agent.output_type) if run is not None else None)
+        except ValidationError as exc:  # the agent's output type changed since: run the item again
+            log.warning("saved_item_not_revived", subtask=subtask, agent=agent.name, error=str(exc)[:200])
+            saved.append(None)
+    reused = sum(run is not None for run in saved)
+    if reused:
+        log.info("items_reused", run_id=deps.ctx.run_id, subtask=subtask, items=reused, of=len(items))
+        deps.ctx.emit("items_reused", subtask, items=reused, of=len(items))
+    return saved
 
 
 def _done(result: SubtaskResult, usage: list[Usage], deps: RunDeps) -> dict[str, Any]:
@@ -197,7 +225,8 @@ async def continue_subtask(job: SubtaskJob, prior: SubtaskResult, deps: RunDeps)
     with log_context(run_id=deps.ctx.run_id, subtask=subtask.id):
         inputs = [agent.make_input(prior.items[p].item, subtask.options) for p in parked]
         priors: list[AgentRun | None] = [prior.items[p].run for p in parked]
-        runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id, priors=priors)
+        saved = await _saved(agent, subtask.id, [p + 1 for p in parked], [prior.items[p].item for p in parked], deps)
+        runs = await agent.run_batch(deps.ctx, inputs, subtask=subtask.id, priors=priors, positions=[p + 1 for p in parked], saved=saved)
     fresh, approvals = _items(subtask, [(p + 1, prior.items[p].item, r) for p, r in zip(parked, runs, strict=True)], deps)
     items = list(prior.items)  # items that had finished stay as they were saved
     for p, went_on in zip(parked, fresh, strict=True):

@@ -16,7 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ async def _drive(
     config: RunnableConfig = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": settings.max_steps}
     started = time.perf_counter()
     with log_context(run_id=ctx.run_id):
-        async with _durable(settings) as (saver, index):
+        async with _durable(settings) as (saver, index), AsyncExitStack() as stack:
             graph = compiled if saver is None or compiled.checkpointer is not None else compiled.copy(update={"checkpointer": saver})
             state: dict[str, Any] | None = None
             start: Any = input
@@ -179,7 +179,7 @@ async def _drive(
                     log.warning("run_options_tightened", changes={t.option: [t.before, t.after] for t in tightened})
             elif index is not None:
                 await index.start(record)
-            ledger = ctx.ledger = await open_ledger(index, ctx.run_id) if index is not None else None
+            ledger = ctx.ledger = await stack.enter_async_context(open_ledger(index, ctx.run_id)) if index is not None else None
             if spent is not None:  # the budget is the run's, not this attempt's: the checkpoint's usage, and the saved items'
                 if ledger is not None:
                     await ledger.forget(checkpointed(spent.results))

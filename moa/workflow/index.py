@@ -122,8 +122,9 @@ def state_error(exc: sqlite3.Error, path: Path | str, settings: Settings) -> Moa
     )
 
 
-async def connect(path: Path, settings: Settings) -> aiosqlite.Connection:
-    """Open (creating its folder) a SQLite state database in WAL mode; check that it is one."""
+async def connect(path: Path, settings: Settings, *, autocommit: bool = False) -> aiosqlite.Connection:
+    """Open (creating its folder) a SQLite state database in WAL mode; check that it is one.
+    ``autocommit``: each statement commits itself (no ``commit()`` needed)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -131,7 +132,7 @@ async def connect(path: Path, settings: Settings) -> aiosqlite.Connection:
             ErrorCode.STATE_UNAVAILABLE, f"cannot create the state folder {path.parent} ({exc}); set MOA_STATE_DIR to a writable folder"
         ) from exc
     try:
-        conn = await aiosqlite.connect(path, timeout=settings.state_lock_timeout)
+        conn = await aiosqlite.connect(path, timeout=settings.state_lock_timeout, **({"isolation_level": None} if autocommit else {}))
     except sqlite3.Error as exc:
         raise state_error(exc, path, settings) from exc
     try:

@@ -5,7 +5,7 @@ Two tables in the run index's database (``runs.sqlite`` under ``state_dir``, als
 checkpoints go to Postgres): ``moa_items`` (run id, subtask, item position, a hash of the item's
 text → the item's :class:`~moa.agent.results.AgentRun` as JSON) and ``moa_tool_calls`` (run id,
 subtask, position, tool, canonical JSON arguments, occurrence → done, result). Each write is
-committed before the call that made it returns.
+committed before the call that made it returns (the ledger's connection is in autocommit mode).
 
 What is kept goes away once the checkpoint holds it (:meth:`SqliteLedger.forget`, by the driver at
 the end of an attempt and at the start of a resume), and with the run (``moa runs rm`` / ``prune``).
@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
@@ -25,7 +26,7 @@ from moa.agent.ledger import CallKey, Ledger, RecordedCall
 from moa.agent.results import AgentRun
 from moa.errors import MoaError
 from moa.usage import Usage
-from moa.workflow.index import RunIndex, state_error
+from moa.workflow.index import RunIndex, connect, state_error
 from moa.workflow.results import SubtaskResult
 
 SCHEMA = """
@@ -65,25 +66,25 @@ def item_hash(item: str) -> str:
 
 
 class SqliteLedger(Ledger):
-    """A run's ledger on the run index's connection. Use :func:`open_ledger`."""
+    """A run's ledger in the run index's database. Use :func:`open_ledger`.
 
-    def __init__(self, index: RunIndex, run_id: str) -> None:
+    It has a connection of its own in autocommit mode: each write is committed by the statement
+    itself, in one trip to SQLite's thread, so that the time between recording a side-effect call
+    and making it stays as short as it can be (a kill in between leaves a call recorded that never
+    ran: it is refused on resume, never repeated)."""
+
+    def __init__(self, conn: aiosqlite.Connection, index: RunIndex, run_id: str) -> None:
         super().__init__()
+        self.conn = conn
         self.index = index
         self.run_id = run_id
-
-    @property
-    def conn(self) -> aiosqlite.Connection:
-        return self.index.conn
 
     async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
         try:
             async with self.conn.execute(sql, params) as cursor:
-                changed = cursor.rowcount
-            await self.conn.commit()
+                return int(cursor.rowcount)
         except sqlite3.Error as exc:
             raise state_error(exc, self.index.path, self.index.settings) from exc
-        return changed
 
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         try:
@@ -133,7 +134,7 @@ class SqliteLedger(Ledger):
         """Drop what the checkpoint now holds: the saved items of ``finished`` (and the tool calls
         of its subtasks that are over, i.e. hold all their items); ``None``: everything of the run."""
         if finished is None:
-            await forget_runs(self.conn, [self.run_id])
+            await forget_runs(self.index.conn, [self.run_id])
             return
         for subtask, positions in finished.items():
             if positions is None:
@@ -150,13 +151,18 @@ async def setup(conn: aiosqlite.Connection) -> None:
     await conn.commit()
 
 
-async def open_ledger(index: RunIndex, run_id: str) -> SqliteLedger:
-    """The ledger of ``run_id`` in ``index``'s database (its tables created on first use)."""
+@asynccontextmanager
+async def open_ledger(index: RunIndex, run_id: str) -> AsyncIterator[SqliteLedger]:
+    """The ledger of ``run_id`` in ``index``'s database (its tables created on first use); closed on exit."""
     try:
         await setup(index.conn)
     except sqlite3.Error as exc:
         raise state_error(exc, index.path, index.settings) from exc
-    return SqliteLedger(index, run_id)
+    conn = await connect(index.path, index.settings, autocommit=True)  # see SqliteLedger
+    try:
+        yield SqliteLedger(conn, index, run_id)
+    finally:
+        await conn.close()
 
 
 async def forget_runs(conn: aiosqlite.Connection, run_ids: Iterable[str]) -> None:

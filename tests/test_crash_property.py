@@ -88,14 +88,14 @@ def _outputs(work: Path) -> dict[str, list[tuple[str, Any]]]:
     return {sid: [(i["item"], i["run"]["output"]) for i in r["items"]] for sid, r in result["results"].items()}
 
 
-def _run_to_the_end(work: Path, kills: list[tuple[str, int]]) -> dict[str, int]:
+def _run_to_the_end(work: Path, kills: list[tuple[str, int]], delay: float) -> dict[str, int]:
     """Start the run, resume it until it ends (each attempt killed at the next of ``kills``, the last
     one not killed); what happened."""
     seen = {"attempts": 0, "killed": 0, "tool_kills": 0, "duplicates": 0}
     for n, kill in enumerate([*kills, None]):
         before = _saved(work) if n else set()
         calls_before = len(_calls(work))
-        attempt = Attempt(work=work, resume=n > 0)
+        attempt = Attempt(work=work, resume=n > 0, model_delay=delay)
         if kill is not None:
             where, at = kill
             attempt.kill_after_call, attempt.kill_in_tool = (at, None) if where == "call" else (None, at)
@@ -113,7 +113,8 @@ def _run_to_the_end(work: Path, kills: list[tuple[str, int]]) -> dict[str, int]:
     pytest.fail(f"the run did not end after {seen['attempts']} attempts")
 
 
-def test_runs_killed_at_random_points_resume_to_the_same_results_without_repeating_work_or_side_effects(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.01], ids=["instant-models", "10ms-models"])
+def test_runs_killed_at_random_points_resume_to_the_same_results_without_repeating_work_or_side_effects(tmp_path: Path, delay: float) -> None:
     reference = tmp_path / "reference"
     reference.mkdir()
     assert _attempt(Attempt(work=reference, resume=False)) == 0
@@ -131,7 +132,7 @@ def test_runs_killed_at_random_points_resume_to_the_same_results_without_repeati
         work = tmp_path / f"s{scenario}"
         work.mkdir()
         kills = [("tool", rng.randint(1, tool_calls)) if rng.random() < 0.3 else ("call", rng.randint(1, model_calls)) for _ in range(rng.randint(1, 3))]
-        seen = _run_to_the_end(work, kills)
+        seen = _run_to_the_end(work, kills, delay)
         totals.update(seen, scenarios=1, kill_points=len(kills))
 
         result = json.loads((work / "result.json").read_text())
@@ -160,4 +161,4 @@ def test_runs_killed_at_random_points_resume_to_the_same_results_without_repeati
         )
 
     assert totals["killed"] >= SCENARIOS  # every scenario was killed at least once (the first kill point is always reached)
-    print(f"\ncrash property: {dict(totals)}")  # the numbers docs/reliability.md reports
+    print(f"\ncrash property ({delay=}): {dict(totals)}")  # the numbers docs/reliability.md reports

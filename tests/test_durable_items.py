@@ -199,3 +199,40 @@ async def test_without_a_durable_run_side_effect_tools_are_called_as_asked() -> 
         result = await moa.arun("ship", input=["order A-3 arrived"], plan=PLAN, agents=[agent], slm=model, llm=FakeModel(), settings=settings)
         assert result.results["a"].tool_calls[0].allowed
     assert executed == ["A-3", "A-3"] and not state_path(settings).exists()
+
+
+@moa.tool
+def refund(order_id: str) -> str:
+    """Refund an order."""
+    executed.append(f"refund {order_id}")
+    return "refunded"
+
+
+def ship_then_refund(request: GenerateRequest) -> Generation:
+    """Ships (round 1), then asks for a refund (round 2), then answers."""
+    if request.tools:
+        done = [m.content for m in request.messages or [] if m.role == "tool"]
+        if not done:
+            return Generation(text="", tool_calls=[ToolCall(id="c1", name="ship", arguments={"order_id": _item(request)})])
+        if len(done) == 1:
+            return Generation(text="", tool_calls=[ToolCall(id="c2", name="refund", arguments={"order_id": _item(request)})])
+        return Generation(text="done")
+    return Generation(text=GOOD)
+
+
+async def test_a_side_effect_call_made_before_an_item_waited_for_approval_is_not_made_again_after_it() -> None:
+    executed.clear()
+    crash.update(tool=False, answer=False)
+    model = FakeModel(ship_then_refund, chat=True, tools=True)
+    run: dict[str, Any] = {
+        "agents": [builtin_agents()["sentiment"].with_tools(ship, refund)], "slm": model, "llm": FakeModel(),
+        "settings": moa.load_settings(escalate=False, approve=["tool:refund"]),
+    }  # fmt: skip
+    waiting = await moa.arun("ship", input=["order A-4 arrived"], plan=PLAN, **run)
+    assert [a.id for a in waiting.pending] == ["a/1/tool:refund"] and executed == ["A-4"]
+
+    result = await moa.aresume(waiting.run_id, approve=True, **run)  # the item's tool loop runs again from its start
+
+    assert result.status == "ok" and executed == ["A-4", "refund A-4"]  # shipped once
+    calls = result.results["a"].tool_calls  # the parked attempt's calls, then the run's calls after the approval
+    assert {(c.name, c.allowed, c.result) for c in calls} == {("ship", True, "shipped A-4"), ("refund", True, "refunded")}

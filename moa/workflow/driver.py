@@ -3,7 +3,10 @@ Python API (:mod:`moa.api` adds the sync wrappers).
 
 Every run is durable unless ``durable=False``: it is recorded in the run index and checkpointed
 under its run id after each step and each finished subtask (:mod:`moa.workflow.durable`), so
-:func:`aresume` continues a run that was killed without redoing the subtasks that finished.
+:func:`aresume` continues a run that was killed without redoing the subtasks that finished. The
+driver also opens the run's ledger (:mod:`moa.workflow.ledger`: finished items inside a subtask,
+side-effect tool calls), counts its saved items in a resumed run's budget, and drops what the
+checkpoint holds once it holds it.
 
 A run that needs a person's approval (:mod:`moa.routing.approvals`) returns with status ``waiting``
 and its ``pending`` approvals; ``aresume(run_id, approve=[...], deny=[...])`` answers them and goes on.

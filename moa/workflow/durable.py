@@ -2,6 +2,8 @@
 
 Every run is checkpointed under its run id (LangGraph ``thread_id`` = run id): the state after
 each graph step, and each subtask's result the moment it finishes (see :mod:`moa.workflow.scheduler`).
+What happens inside a subtask before it finishes (its finished items, its side-effect tool calls)
+is kept by the run ledger (:mod:`moa.workflow.ledger`), in the run index's SQLite file.
 Checkpoints go to ``runs.sqlite`` under ``state_dir`` (LangGraph's SQLite saver), to another
 SQLite file, or to Postgres (``checkpoint_url = "postgresql://..."``, ``pip install 'moa[postgres]'``).
 

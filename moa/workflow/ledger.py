@@ -79,17 +79,10 @@ class SqliteLedger(Ledger):
         self.index = index
         self.run_id = run_id
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        try:
-            async with self.conn.execute(sql, params) as cursor:
-                return int(cursor.rowcount)
-        except sqlite3.Error as exc:
-            raise state_error(exc, self.index.path, self.index.settings) from exc
-
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Run one statement (committed by itself) and fetch its rows, in one trip to SQLite's thread."""
         try:
-            async with self.conn.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self.conn.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise state_error(exc, self.index.path, self.index.settings) from exc
 
@@ -100,17 +93,20 @@ class SqliteLedger(Ledger):
         return [AgentRun.model_validate_json(run) if run is not None else None for run in found]
 
     async def save_item(self, subtask: str, position: int, item: str, run: AgentRun) -> None:
-        await self._write(
+        await self._rows(
             "INSERT OR REPLACE INTO moa_items (run_id, subtask, position, item_hash, run) VALUES (?, ?, ?, ?, ?)",
             (self.run_id, subtask, position, item_hash(item), run.model_dump_json()),
         )
 
     async def begin_call(self, key: CallKey) -> RecordedCall | None:
         where = (self.run_id, key.subtask, key.position, key.tool, key.arguments, key.occurrence)
-        if await self._write(
-            "INSERT OR IGNORE INTO moa_tool_calls (run_id, subtask, position, tool, arguments, occurrence) VALUES (?, ?, ?, ?, ?, ?)", where
-        ):
+        try:
+            await self.conn.execute_fetchall("INSERT INTO moa_tool_calls (run_id, subtask, position, tool, arguments, occurrence) VALUES (?, ?, ?, ?, ?, ?)", where)
             return None
+        except sqlite3.IntegrityError:  # an earlier attempt made this call
+            pass
+        except sqlite3.Error as exc:
+            raise state_error(exc, self.index.path, self.index.settings) from exc
         rows = await self._rows(
             "SELECT done, result FROM moa_tool_calls WHERE run_id = ? AND subtask = ? AND position = ? AND tool = ? AND arguments = ? AND occurrence = ?", where
         )
@@ -119,7 +115,7 @@ class SqliteLedger(Ledger):
 
     async def end_call(self, key: CallKey, result: Any = None, error: MoaError | None = None) -> None:
         outcome = json.dumps({"error": error.info().model_dump(mode="json")} if error is not None else {"result": result}, default=str)
-        await self._write(
+        await self._rows(
             "UPDATE moa_tool_calls SET done = 1, result = ? "
             "WHERE run_id = ? AND subtask = ? AND position = ? AND tool = ? AND arguments = ? AND occurrence = ?",
             (outcome, self.run_id, key.subtask, key.position, key.tool, key.arguments, key.occurrence),
@@ -138,11 +134,11 @@ class SqliteLedger(Ledger):
             return
         for subtask, positions in finished.items():
             if positions is None:
-                await self._write("DELETE FROM moa_items WHERE run_id = ? AND subtask = ?", (self.run_id, subtask))
-                await self._write("DELETE FROM moa_tool_calls WHERE run_id = ? AND subtask = ?", (self.run_id, subtask))
+                await self._rows("DELETE FROM moa_items WHERE run_id = ? AND subtask = ?", (self.run_id, subtask))
+                await self._rows("DELETE FROM moa_tool_calls WHERE run_id = ? AND subtask = ?", (self.run_id, subtask))
             elif positions:
                 marks = ", ".join("?" * len(positions))
-                await self._write(f"DELETE FROM moa_items WHERE run_id = ? AND subtask = ? AND position IN ({marks})", (self.run_id, subtask, *positions))
+                await self._rows(f"DELETE FROM moa_items WHERE run_id = ? AND subtask = ? AND position IN ({marks})", (self.run_id, subtask, *positions))
 
 
 async def setup(conn: aiosqlite.Connection) -> None:

@@ -4,7 +4,9 @@ Each subtask is one task (a LangGraph ``@task`` when the run is checkpointed); a
 delays an unrelated chain. Durability: with a checkpointer, each finished subtask's result is saved
 the moment it finishes; a resumed run replays ``execute`` and LangGraph hands back the saved
 results of finished subtasks instead of running them again. A task's id depends on the order of
-the calls, so ``execute`` calls them in plan order, never in order of completion.
+the calls, so ``execute`` calls them in plan order, never in order of completion. Inside a subtask
+that had not finished, the items that had are not run again either: each is saved as it finishes
+(the run ledger, :mod:`moa.workflow.ledger`), see :mod:`moa.workflow.subtask`.
 
 Approvals (:mod:`moa.routing.approvals`): once nothing else can move, ``execute`` pauses the run
 with one LangGraph ``interrupt`` carrying every pending approval. On resume it replays: saved

@@ -43,6 +43,8 @@ class Attempt:
     resume: bool
     kill_after_call: int | None = None
     kill_in_tool: int | None = None
+    model_delay: float = 0.0
+    """Seconds each model call takes (0: instant, so that at any moment the items in flight are at a write)."""
 
 
 _counts = {"calls": 0, "tools": 0}
@@ -102,7 +104,7 @@ def run_attempt(attempt: Attempt) -> None:
     os.environ.update({"MOA_CONFIG": str(work / "moa.toml"), "MOA_STATE_DIR": str(work / "state"), "MOA_MEMORY_DIR": str(work / "memory")})
     settings = moa.load_settings(escalate=False, concurrency=4)
     agent = builtin_agents()["sentiment"].with_tools(record)
-    models = {"slm": FakeModel(answer, chat=True, tools=True), "llm": FakeModel(spec="fake:base")}
+    models = {"slm": FakeModel(answer, chat=True, tools=True, delay=attempt.model_delay), "llm": FakeModel(spec="fake:base")}
     if attempt.resume:
         result = moa.resume(RUN_ID, agents=[agent], settings=settings, **models)
     else:

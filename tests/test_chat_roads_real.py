@@ -16,6 +16,7 @@ plan, a synthesized answer), not answer quality, which is measured in ``benchmar
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,10 @@ from support.llama_server import running_llama_server
 from support.ollama_server import running_ollama_server
 
 import moa
+from moa.agent.confidence import choice_probs
+from moa.models.base import GenerateRequest, Message
 from moa.models.embedded import EmbeddedBackend
+from moa.models.registry import create_backend
 from moa.models.shipped import SHIPPED, model_file, shipped_status
 from moa.workflow.results import RunResult
 
@@ -132,3 +136,20 @@ async def test_the_llm_planner_on_a_chat_model(road: str, tmp_path: Path) -> Non
     assert {s.agent for s in result.plan.subtasks} <= {"filtering", "sentiment", "extraction", "retrieval"}
     plan_calls = [u for u in result.usage if u.purpose == "plan"]
     assert plan_calls and all(u.model == road for u in plan_calls)
+
+
+async def test_chat_answers_carry_logprobs_for_confidence(road: str, tmp_path: Path) -> None:
+    """Every road gives token logprobs with a schema-constrained chat answer, so a label's
+    confidence comes from the model's probabilities (not its self-reported score)."""
+    backend = create_backend(road, _settings(road, tmp_path))
+    try:
+        assert (await backend.acapabilities()).logprobs
+        label = {"type": "object", "properties": {"label": {"enum": ["positive", "negative"]}}, "required": ["label"]}
+        messages = [Message(role="system", content="Classify the sentiment. Answer with JSON."), Message(role="user", content="I loved it.")]
+        gen = await backend.agenerate(GenerateRequest(messages=messages, json_schema=label, max_tokens=16, top_logprobs=3))
+    finally:
+        await backend.aclose()
+    assert gen.logprobs and "".join(t.token for t in gen.logprobs) == gen.text
+    chosen = json.loads(gen.text)["label"]
+    probs = choice_probs(gen, ["positive", "negative"], chosen)
+    assert probs is not None and abs(sum(probs.values()) - 1) < 1e-6

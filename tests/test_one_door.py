@@ -177,3 +177,16 @@ async def test_a_typed_error_carries_usage_and_outputs() -> None:
     assert caught.value.outputs == ["not json", "still not json"]
     assert [u.purpose for u in caught.value.usage] == ["agent", "repair"]
     assert isinstance(caught.value, moa.RunError) and caught.value.exit_code == 3
+
+
+async def test_a_gated_call_outside_a_run_is_a_clear_error_not_a_langgraph_traceback() -> None:
+    """``ctx.call`` used directly (no graph to pause, nobody to ask) under an approval rule."""
+    model = FakeModel(["hi"], chat=True)
+    s = moa.load_settings(approve=["tier:llm"])
+    ctx = moa.RunContext.create(s, models=moa.Models(s, slm=model, llm=model))
+    with pytest.raises(moa.UserError) as caught:
+        await ctx.call("llm", GenerateRequest(prompt="p"), purpose="answer")
+    assert caught.value.code == ErrorCode.AWAITING_APPROVAL
+    assert "tier:llm" in caught.value.message and "moa.run" in caught.value.message
+    assert model.requests == []  # nothing reached the model
+    assert await ctx.call("slm", GenerateRequest(prompt="p"), purpose="answer") is not None  # ungated steps still go

@@ -324,6 +324,10 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         if method == "samples":
             return await self._sampled(ctx, step, request, data, caps, ctx.settings.samples), None
         result = await generate_structured(ctx, step, request, self.decode_type(data, caps))
+        if method == "logprobs" and not result.generation.logprobs and not (await backend.acapabilities()).logprobs:
+            # the server ignored the request for logprobs (the backend now knows): ask again the way
+            # a backend without them is asked, once, instead of keeping an answer with no confidence
+            return await self._model_attempt(ctx, step, data)
         probs = await self._choice_probs(ctx, step, data, caps, result.value, result.generation)
         output = self.finish(data, result.value, result.generation, probs)
         return self._calibrated(ctx, backend, data, output)

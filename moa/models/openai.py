@@ -142,6 +142,8 @@ class OpenAIBackend(ModelBackend):
         self._completion = completion
         self._schema_mode: SchemaMode = schema_mode
         self._use_json_object = schema_mode == "json_object"
+        self._gives_logprobs: bool | None = None
+        """Whether the server answered a logprobs request with logprobs (``None``: not asked yet)."""
         hooks: dict[str, list[Any]] = {"response": [transport.mark_answered]}
         if not key:  # the client insists on a key: it gets a stand-in that never leaves this process
             hooks["request"] = [dropping_headers(("authorization", *OPENAI_ACCOUNT_HEADERS))]
@@ -155,12 +157,14 @@ class OpenAIBackend(ModelBackend):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Chat / completion as configured; JSON schema, logprobs; tools on chat models."""
+        """Chat / completion as configured; JSON schema; tools on chat models; logprobs until the
+        server is seen to ignore a request for them (then confidence comes from elsewhere, see
+        :meth:`moa.agent.model.ModelAgent._confidence_method`)."""
         return Capabilities(
             chat=self._chat,
             completion=self._completion,
             json_schema=True,
-            logprobs=True,
+            logprobs=self._gives_logprobs is not False,
             tools=self._chat,
             embeddings=False,
         )
@@ -191,6 +195,8 @@ class OpenAIBackend(ModelBackend):
             generation = await self._chat_complete(request, request.messages or [], attempts)
         generation.latency_s = time.perf_counter() - started
         generation.retries = attempts.retries
+        if request.top_logprobs > 0 and generation.text:
+            self._note_logprobs(generation.logprobs is not None)
         _log.debug(
             "model_call",
             spec=self.spec,
@@ -376,6 +382,17 @@ class OpenAIBackend(ModelBackend):
             finish_reason=choice.finish_reason,
             logprobs=_completion_logprobs(choice.logprobs) if request.top_logprobs > 0 else None,
         )
+
+    def _note_logprobs(self, given: bool) -> None:
+        """Remember whether the server gives logprobs; say once when it ignores the request."""
+        if not given and self._gives_logprobs is None:
+            _log.warning(
+                "server_gives_no_logprobs",
+                spec=self.spec,
+                hint="confidence comes from agreement of samples where an answer could escalate, else the model's own score",
+            )
+        if self._gives_logprobs is None or not given:
+            self._gives_logprobs = given
 
     # -- errors -------------------------------------------------------------------------------
 

@@ -149,8 +149,16 @@ def ask(approvals: Sequence[Approval]) -> dict[str, bool]:
 
     On the first pass this raises LangGraph's ``GraphInterrupt``; when the run is resumed the node
     runs again and the answers come back in order."""
+    from langchain_core.runnables.config import var_child_runnable_config
     from langgraph.types import interrupt
 
+    if var_child_runnable_config.get() is None:  # not in a graph: nothing can pause, nobody can answer
+        rules = ", ".join(sorted({a.rule for a in approvals}))
+        raise UserError(
+            ErrorCode.AWAITING_APPROVAL,
+            f"this call needs a person's approval ({rules}) but runs outside a moa run, where nobody can be asked; "
+            "run it through moa.run / moa.arun or `moa run` (which pause and resume), or drop the rule from `approve`",
+        )
     answers: dict[str, bool] = {}
     while missing := [a for a in approvals if a.id not in answers]:
         got = interrupt(payload(missing))

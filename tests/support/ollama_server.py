@@ -3,11 +3,16 @@
 No real Ollama can be installed on the test machines, so this FastAPI app speaks the subset of
 Ollama's documented REST API that moa and the official clients (``ollama``, ``langchain-ollama``)
 use: ``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/show``, ``/api/tags``, ``/api/version``.
-It is not a product and not an Ollama replacement: chat is rendered with a Gemma-style template
-into a completion prompt (the default embedded model is the *base* Gemma 3 270M), tool calls are
+It is not a product and not an Ollama replacement: over the default embedded model (the *base*
+Gemma 3 270M) chat is rendered with a Gemma-style template into a completion prompt, tool calls are
 forced by constraining the output to ``{"name": <tool>, "arguments": <its schema>}``, streaming
 sends the finished answer as NDJSON pieces, durations are wall-clock (the prompt/eval split is not
 measured), and embeddings come from moa's MiniLM embedder whatever embedding model is named.
+
+Over an instruct model (``chat_model="smollm2:135m"`` with a chat-capable backend such as
+``embedded:smollm2-135m-instruct``), ``/api/chat`` passes the messages to the backend, which
+applies the model's own chat template, as Ollama does with a model's ``TEMPLATE``; ``format``
+constrains the answer to its JSON schema. That is the Ollama road for chat models.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from moa.errors import MoaError
-from moa.models.base import GenerateRequest, Generation, ModelBackend
+from moa.models.base import GenerateRequest, Generation, Message, ModelBackend
 from moa.models.embedded import engine_schema
 
 CHAT_MODEL = "gemma3:270m"
@@ -39,7 +44,6 @@ TEMPLATE = (
 )
 _DETAILS = {"format": "gguf", "family": "gemma3", "families": ["gemma3"], "parameter_size": "268M",
             "quantization_level": "Q4_K_M"}
-_MODELS: dict[str, list[str]] = {CHAT_MODEL: ["completion", "tools"], EMBED_MODEL: ["embedding"]}
 
 
 def _split(text: str) -> list[str]:
@@ -51,10 +55,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _model(name: str) -> str | None:
+def _model(name: str, models: dict[str, list[str]]) -> str | None:
     """Resolve ``name`` like Ollama does (a missing tag means ``:latest``); ``None`` if unknown."""
     full = name if ":" in name else f"{name}:latest"
-    return full if full in _MODELS else None
+    return full if full in models else None
 
 
 def _render(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
@@ -96,22 +100,26 @@ def _format_schema(fmt: Any) -> dict[str, Any] | None:
     return fmt if isinstance(fmt, dict) else None
 
 
-def create_app(backend: ModelBackend) -> FastAPI:
-    """Build the Ollama-compatible app over ``backend`` (completion prompts only)."""
+def create_app(backend: ModelBackend, *, chat_model: str | None = None) -> FastAPI:
+    """Build the Ollama-compatible app over ``backend``: completion prompts in a Gemma template,
+    or, with ``chat_model`` (the name it serves the backend under), chat messages passed through."""
     app = FastAPI(title="ollama test fixture")
+    name_of_chat = chat_model or CHAT_MODEL
+    models: dict[str, list[str]] = {name_of_chat: ["completion"] if chat_model else ["completion", "tools"], EMBED_MODEL: ["embedding"]}
 
     @app.exception_handler(MoaError)
     async def model_failed(request: Request, exc: MoaError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=500)  # Ollama's error body
     embedders: list[Any] = []  # moa's MiniLM embedder, created on the first /api/embed
 
-    async def run(body: dict[str, Any], prompt: str, schema: dict[str, Any] | None,
+    async def run(body: dict[str, Any], prompt: str | list[dict[str, Any]], schema: dict[str, Any] | None,
                   stop: list[str]) -> tuple[Generation, dict[str, Any]]:
         opts = body.get("options") or {}
         top = int(body.get("top_logprobs") or 0)
         temperature = opts.get("temperature")
         num_predict = int(opts.get("num_predict") or 0)
-        request = GenerateRequest(prompt=prompt, json_schema=_constraint(schema),
+        messages = None if isinstance(prompt, str) else [Message(role=m["role"], content=m.get("content") or "") for m in prompt]
+        request = GenerateRequest(prompt=prompt if isinstance(prompt, str) else None, messages=messages, json_schema=_constraint(schema),
                                   temperature=0.8 if temperature is None else float(temperature),  # Ollama's defaults
                                   max_tokens=num_predict if num_predict > 0 else 256,
                                   stop=[*(opts.get("stop") or []), *stop] or None,
@@ -144,10 +152,10 @@ def create_app(backend: ModelBackend) -> FastAPI:
 
     async def checked(request: Request, capability: str) -> dict[str, Any] | JSONResponse:
         body: dict[str, Any] = await request.json()
-        name = _model(str(body.get("model", "")))
+        name = _model(str(body.get("model", "")), models)
         if name is None:
             return JSONResponse({"error": f"model '{body.get('model')}' not found"}, status_code=404)
-        if capability not in _MODELS[name]:
+        if capability not in models[name]:
             return JSONResponse({"error": f'"{name}" does not support {capability}'}, status_code=400)
         return body
 
@@ -157,9 +165,14 @@ def create_app(backend: ModelBackend) -> FastAPI:
         if isinstance(body, JSONResponse):
             return body
         tools = body.get("tools") or []
+        if chat_model and tools:
+            return JSONResponse({"error": f'"{chat_model}" does not support tools'}, status_code=400)
         calling = bool(tools) and not body.get("format")
         schema = _tool_schema(tools) if calling else _format_schema(body.get("format"))
-        gen, final = await run(body, _render(body.get("messages") or [], tools), schema, ["<end_of_turn>"])
+        if chat_model:  # the backend applies the model's own chat template
+            gen, final = await run(body, list(body.get("messages") or []), schema, [])
+        else:
+            gen, final = await run(body, _render(body.get("messages") or [], tools), schema, ["<end_of_turn>"])
         message: dict[str, Any] = {"role": "assistant", "content": gen.text}
         if calling:
             with suppress(json.JSONDecodeError):  # if cut off by num_predict, Ollama returns the text
@@ -175,6 +188,10 @@ def create_app(backend: ModelBackend) -> FastAPI:
         if isinstance(body, JSONResponse):
             return body
         prompt, raw = str(body.get("prompt", "")), bool(body.get("raw"))
+        if not raw and chat_model:
+            system = [{"role": "system", "content": body["system"]}] if body.get("system") else []
+            gen, final = await run(body, [*system, {"role": "user", "content": prompt}], _format_schema(body.get("format")), [])
+            return reply(body, final, "response", gen.text, _split(gen.text))
         if not raw:
             system = [{"role": "system", "content": body["system"]}] if body.get("system") else []
             prompt = _render([*system, {"role": "user", "content": prompt}], [])
@@ -200,19 +217,19 @@ def create_app(backend: ModelBackend) -> FastAPI:
     @app.post("/api/show")
     async def show(request: Request) -> Any:
         body = await request.json()
-        name = _model(str(body.get("model") or body.get("name") or ""))
+        name = _model(str(body.get("model") or body.get("name") or ""), models)
         if name is None:
             return JSONResponse({"error": f"model '{body.get('model')}' not found"}, status_code=404)
-        chat_model = name == CHAT_MODEL
-        return {"template": TEMPLATE if chat_model else "{{ .Prompt }}", "modelfile": f"FROM {name}",
-                "parameters": 'stop "<end_of_turn>"' if chat_model else "", "license": "Gemma Terms of Use",
-                "details": _DETAILS, "model_info": {"general.architecture": "gemma3" if chat_model else "bert"},
-                "capabilities": _MODELS[name], "modified_at": _now()}
+        generative = name == name_of_chat
+        return {"template": TEMPLATE if generative else "{{ .Prompt }}", "modelfile": f"FROM {name}",
+                "parameters": 'stop "<end_of_turn>"' if generative and not chat_model else "", "license": "see the model's card",
+                "details": _DETAILS, "model_info": {"general.architecture": "llama" if chat_model and generative else ("gemma3" if generative else "bert")},
+                "capabilities": models[name], "modified_at": _now()}
 
     @app.get("/api/tags")
     async def tags() -> Any:
         return {"models": [{"name": n, "model": n, "modified_at": _now(), "size": 253_000_000,
-                            "digest": "0" * 64, "details": _DETAILS} for n in _MODELS]}
+                            "digest": "0" * 64, "details": _DETAILS} for n in models]}
 
     @app.get("/api/version")
     async def version() -> Any:
@@ -222,11 +239,12 @@ def create_app(backend: ModelBackend) -> FastAPI:
 
 
 @contextmanager
-def running_ollama_server(*, backend: ModelBackend | None = None) -> Iterator[str]:
+def running_ollama_server(*, backend: ModelBackend | None = None, chat_model: str | None = None) -> Iterator[str]:
     """Serve :func:`create_app` on a free 127.0.0.1 port in a background thread; yield its base URL.
 
     With ``backend=None`` an :class:`moa.models.embedded.EmbeddedBackend` (default model) is
-    created, loaded on the first request and closed on exit.
+    created, loaded on the first request and closed on exit. ``chat_model``: serve ``backend``
+    (an instruct model) under that name, chat messages passed through (see the module notes).
     """
     owned = backend is None
     if backend is None:
@@ -238,7 +256,7 @@ def running_ollama_server(*, backend: ModelBackend | None = None) -> Iterator[st
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(create_app(model, chat_model=chat_model), log_level="warning", lifespan="off"))
 
     def serve() -> None:
         try:

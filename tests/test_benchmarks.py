@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import moa  # noqa: E402
-from benchmarks import batch, cache, faults, memory, overhead, parallelism  # noqa: E402
+from benchmarks import batch, budget, cache, faults, memory, overhead, parallelism  # noqa: E402
 from benchmarks._common import fit, machine, table  # noqa: E402
 from benchmarks.latency_server import create_app, instance, latency_of, marker  # noqa: E402
 from moa.agents.sentiment import SentimentInput  # noqa: E402
@@ -111,6 +111,13 @@ async def test_memory_measures_embedder_and_both_ways_into_chroma(tmp_path: Path
     assert all(0 <= r["recall_at_3"] <= 1 and 0 <= r["source_recall_at_3"] <= 1 and r["queries"] == 4 for r in results["rows"])
     assert results["embedder"]["chunks"] == 12 and results["estimate"][0]["chunks"] == 40
     _rendered(memory, {**results, "embedder_name": "hash64"})
+
+
+async def test_budget_benchmark_reports_what_each_scenario_spent(tmp_path: Path) -> None:
+    runs = [await budget.measure(name, budget=40 if name != "prompt-sized" else 400, concurrency=4, n=6, delay=0.0, state_dir=tmp_path / name) for name in budget.SCENARIOS]
+    for r in runs:
+        assert r["status"] == "stopped" and r["spent"] <= r["limit"] + r["largest_call"] and r["answered"] + r["refused"] == 6
+    _rendered(budget, {"runs": runs, "args": {"n": 6, "concurrency": 4, "delay": 0.0}})
 
 
 async def test_cache_benchmark_runs_cold_then_warm(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ from support.ollama_server import running_ollama_server
 
 import moa
 from moa.agent.confidence import choice_probs
-from moa.models.base import GenerateRequest, Message
+from moa.agent.structured import output_token_limit
+from moa.agents.filtering import _answer
+from moa.models.base import GenerateRequest, Generation, Message, ModelBackend
 from moa.models.embedded import EmbeddedBackend
 from moa.models.registry import create_backend
 from moa.models.shipped import SHIPPED, model_file, shipped_status
@@ -99,12 +101,35 @@ async def test_sentiment_on_a_chat_model(road: str, tmp_path: Path) -> None:
     _accounted(result, road)
 
 
-async def test_filtering_on_a_chat_model_is_never_cut_short(road: str, tmp_path: Path) -> None:
+@pytest.fixture
+def requests(monkeypatch: pytest.MonkeyPatch) -> list[GenerateRequest]:
+    """Every request a backend of the run is asked to generate (recorded, then sent as usual)."""
+    seen: list[GenerateRequest] = []
+    original = ModelBackend.agenerate
+
+    async def recording(self: ModelBackend, request: GenerateRequest) -> Generation:
+        seen.append(request)
+        return await original(self, request)
+
+    monkeypatch.setattr(ModelBackend, "agenerate", recording)
+    return seen
+
+
+async def test_filtering_on_a_chat_model_is_never_cut_short(road: str, tmp_path: Path, requests: list[GenerateRequest]) -> None:
+    """The finding: a one-sentence reason then the label, asked with ``max_tokens: 16``, was cut on
+    every item by a server that honours the limit (``invalid_output`` on 10 of 10). The limit now
+    comes from the answer's schema, the reason's own length limit included."""
     settings = _settings(road, tmp_path, planner="router")
     result = await moa.arun("Filter out the spam messages.", input=MIXED, settings=settings)
     sub = _only_subtask(result, "filtering")
-    _all_answered(sub)  # a reason field and a label need more than 16 tokens (the issue's finding)
-    assert all(isinstance(i.output.keep, bool) and i.output.reason for i in sub.items)  # type: ignore[union-attr]
+    _all_answered(sub)
+    assert all(i.output.matches in (True, False) and i.output.keep == (not i.output.matches) and i.output.reason for i in sub.items)  # type: ignore[union-attr]
+    asked = [r for r in requests if r.json_schema is not None and r.json_schema.get("title") == "FilterAnswer"]
+    assert len(asked) >= len(MIXED)
+    for request in asked:
+        assert "reason" in request.json_schema["properties"]  # type: ignore[index]  # the chat answer: reason first
+        reason_first = _answer(("spam", "ham"), "confidence" not in request.json_schema["properties"], True)  # type: ignore[index]
+        assert request.max_tokens >= output_token_limit(reason_first) > 16
     _accounted(result, road)
 
 

@@ -74,11 +74,11 @@ def test_run_with_unreachable_ollama_fails_fast_with_json(monkeypatch: pytest.Mo
     url = f"http://127.0.0.1:{free_port}"
     monkeypatch.setenv("MOA_SLM", f"ollama:llama3.2:1b@{url}")
     monkeypatch.setenv("MOA_LLM", f"ollama:llama3.2:1b@{url}")
-    result = runner.invoke(app, ["run", "classify the sentiment", "--json"])
+    result = runner.invoke(app, ["run", "classify the sentiment", "--json", "--planner", "llm"])  # auto: tests/test_planner_fallback.py
     assert result.exit_code == 3
     payload = json.loads(result.stdout)
     assert payload["error"]["code"] == "model_unreachable"
-    assert url in payload["error"]["message"] and "ollama serve" in payload["error"]["message"]
+    assert url in payload["error"]["message"] and "ollama serve" in payload["error"]["message"] and "--planner router" in payload["error"]["message"]
 
 
 @pytest.mark.real  # the real openai client against a closed port (no model is loaded)

@@ -138,11 +138,12 @@ async def test_llm_planner_is_used_for_chat_models_and_repairs_once() -> None:
 
 
 async def test_llm_planner_invalid_twice_is_a_user_error() -> None:
+    """With ``planner = "llm"`` (under ``auto`` the router plans: tests/test_planner_fallback.py)."""
     bad = json.dumps({"subtasks": [{"id": "s1", "agent": "nope"}]})
     llm = FakeModel([bad], chat=True)
     with pytest.raises(UserError) as info:
-        await moa.arun("t", input=["x"], slm=llm, llm=llm)
-    assert info.value.code == ErrorCode.INVALID_PLAN and "twice" in info.value.message
+        await moa.arun("t", input=["x"], slm=llm, llm=llm, settings=moa.load_settings(planner="llm"))
+    assert info.value.code == ErrorCode.INVALID_PLAN and "twice" in info.value.message and "--planner router" in info.value.message
 
 
 async def test_synthesizer_failure_keeps_the_report() -> None:

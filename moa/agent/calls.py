@@ -8,10 +8,12 @@ the synthesizer and the built-in graphs. In this order, the door
    once a person approved it. In a graph node (``ask_as`` given) the run pauses right there; inside
    a subtask's item the door raises :class:`~moa.routing.approvals.AwaitingApproval` and the cascade
    parks the item. A denied call raises :class:`~moa.errors.ApprovalDenied`;
-2. holds one of the step's concurrency slots, refuses when the run's budget is used up
-   (:class:`~moa.errors.BudgetExceeded`), and calls the backend (through the call cache);
-3. prices the call (:class:`~moa.usage.Usage`), adds it to the budget and to the open
-   :class:`CallScope`, emits a ``model_call`` event and logs it at debug level.
+2. holds one of the step's concurrency slots, reserves an estimate of the call in the run's
+   budget (:meth:`~moa.routing.budget.Budget.reserve`: waits while it does not fit and other calls
+   are in flight; :class:`~moa.errors.BudgetExceeded` once the budget is used up), and calls the
+   backend (through the call cache);
+3. prices the call (:class:`~moa.usage.Usage`), settles its reservation with it in the budget,
+   adds it to the open :class:`CallScope`, emits a ``model_call`` event and logs it at debug level.
 
 A :class:`CallScope` says on whose behalf calls are made (subtask, agent, item) and collects their
 usage and tool calls; scopes nest through a context variable, so an agent called as a tool inside
@@ -166,21 +168,26 @@ async def call(
         if approval is not None:
             approve(ctx, approval, ask_as=approval.id or None)
     backend = ctx.backend_for(step)
+    scope = _SCOPE.get()
     semaphore = ctx.slots(step.name)
     if semaphore is not None:
         await semaphore.acquire()
     try:
-        if ctx.budget.exhausted() is not None:  # asked once the call can go out: calls queued for a slot see what those before them spent
-            raise ctx.budget.error()
-        gen = await backend.agenerate(request)
+        # once the call can go out: calls queued for a slot see what those before them spent and hold
+        reservation = await ctx.budget.reserve(step.name, request, backend.price_per_1k)
+        spent: tuple[Usage, ...] = ()
+        try:
+            gen = await backend.agenerate(request)
+            usage = price(
+                backend, gen, tier=step.name, agent=scope.agent if scope is not None else None,
+                subtask=scope.subtask if scope is not None else None, purpose=purpose,
+            )  # fmt: skip
+            spent = (usage,)
+        finally:
+            ctx.budget.settle(reservation, spent)
     finally:
         if semaphore is not None:
             semaphore.release()
-    scope = _SCOPE.get()
-    usage = price(
-        backend, gen, tier=step.name, agent=scope.agent if scope is not None else None, subtask=scope.subtask if scope is not None else None, purpose=purpose
-    )
-    ctx.budget.add((usage,))
     if scope is not None:
         scope.usage.append(usage)
     if ctx.listening:

@@ -682,7 +682,11 @@ def memory_query(
     """Search the shared memory."""
     try:
         ctx = RunContext.create(_settings(memory_dir=memory_dir))
-        passages = asyncio.run(ctx.memory().aquery(text, k=k))
+        memory = ctx.memory()
+        try:
+            passages = asyncio.run(memory.aquery(text, k=k))
+        finally:
+            memory.close()  # a folder that cannot be written was read from a temporary copy: removed now
     except MoaError as exc:
         _fail(exc, as_json)
         return

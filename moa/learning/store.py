@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from moa.errors import MoaError
+from moa.memory.snapshot import ReadCopy
 from moa.settings import Settings
 
 if TYPE_CHECKING:
@@ -159,12 +160,14 @@ class ExampleStore:
         self._counts: dict[str, int] = {}
         self._exists: bool | None = None  # looked at once per store (a run): examples another process adds later are for later runs
         self._lock = asyncio.Lock()
+        self._read_copy = ReadCopy(self.path)
+        """Shared by the collections when the folder cannot be written (copied only then: :mod:`moa.memory.snapshot`)."""
 
     def _open(self, name: str) -> ChromaMemory:
         from moa.memory.chroma import ChromaMemory
 
         if name not in self._memories:
-            self._memories[name] = ChromaMemory(self.path, collection=name, embedder=self.embedder)
+            self._memories[name] = ChromaMemory(self.path, collection=name, embedder=self.embedder, read_copy=self._read_copy)
         return self._memories[name]
 
     def _memory(self, agent: str, key: str) -> ChromaMemory:
@@ -216,7 +219,7 @@ class ExampleStore:
         if not self.path.exists():
             return []
         found = []
-        for name in collection_names(self.path):
+        for name in collection_names(self.path, read_copy=self._read_copy):
             match = re.fullmatch(r"ex-(.+)-([0-9a-f]{16})", name)
             if match and (agent is None or match.group(1) == agent):
                 found.append((match.group(1), self._open(name)))
@@ -252,3 +255,4 @@ class ExampleStore:
     def close(self) -> None:
         for memory in self._memories.values():
             memory.close()
+        self._read_copy.close()

@@ -7,6 +7,9 @@ from an :class:`~moa.models.embeddings.Embedder` (cosine space). :func:`chunk_te
 
 Passage ids default to a hash of source and text, so adding the same chunk again
 updates it instead of duplicating it.
+
+A folder this process cannot write is read from a temporary copy (:mod:`moa.memory.snapshot`:
+Chroma writes even to read); adding to it or deleting from it is ``memory_unwritable``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.logs import get_logger
+from moa.memory.snapshot import ReadCopy, writable
 from moa.models.embeddings import ChromaEmbeddingFunction, Embedder
 
 if TYPE_CHECKING:
@@ -99,6 +103,9 @@ class Memory(ABC):
     def count(self) -> int:
         """How many passages are stored."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the memory holds open (clients, temporary copies); the next call reopens."""
+
 
 def _unwritable(path: Path, detail: str = "") -> UserError:
     suffix = f" ({detail})" if detail else ""
@@ -136,6 +143,9 @@ class ChromaMemory(Memory):
     Exactly one of ``path`` and ``url`` (``http://host:port``) must be given. The client is
     opened on first use. The collection remembers which embedder filled it; opening it
     with a different one is refused, since the vectors would not be comparable.
+
+    A ``path`` that exists but cannot be written is opened :attr:`read_only`, from a temporary
+    copy (``read_copy``, shared by several collections of one folder, else its own).
     """
 
     def __init__(
@@ -145,6 +155,7 @@ class ChromaMemory(Memory):
         url: str | None = None,
         collection: str = "moa",
         embedder: Embedder,
+        read_copy: ReadCopy | None = None,
     ) -> None:
         if (path is None) == (url is None):
             raise UserError(
@@ -163,8 +174,24 @@ class ChromaMemory(Memory):
         self._lock = threading.Lock()
         self._client: ClientAPI | None = None
         self._collection: Collection | None = None
+        self._read_copy: ReadCopy | None = None
+        self._owns_copy = False
         if self.path is not None:
-            ensure_writable_dir(self.path)
+            try:
+                ensure_writable_dir(self.path)
+            except UserError:
+                if not self.path.is_dir():  # cannot be created: nothing to read either
+                    raise
+                self._read_copy, self._owns_copy = read_copy or ReadCopy(self.path), read_copy is None
+
+    @property
+    def read_only(self) -> bool:
+        """The folder cannot be written: it is read from a temporary copy, and writes are refused."""
+        return self._read_copy is not None
+
+    def _refuse_write(self) -> None:
+        if self.path is not None and self._read_copy is not None:
+            raise _unwritable(self.path, "it can only be read")
 
     @property
     def location(self) -> str:
@@ -177,8 +204,9 @@ class ChromaMemory(Memory):
 
         settings = Settings(anonymized_telemetry=False)
         if self.path is not None:
+            where = self._read_copy.path() if self._read_copy is not None else self.path
             try:
-                return chromadb.PersistentClient(path=str(self.path), settings=settings)
+                return chromadb.PersistentClient(path=str(where), settings=settings)
             except Exception as exc:
                 if _is_write_failure(exc):
                     raise _unwritable(self.path, str(exc)) from exc
@@ -264,6 +292,7 @@ class ChromaMemory(Memory):
             unique[pid] = (text, merged or None)  # a repeated id: the last text wins, as with sequential upserts
         pending = list(unique.items())
         if pending:
+            self._refuse_write()
             await asyncio.to_thread(self._get_collection)  # fail on a bad location before embedding anything
         for start in range(0, len(pending), _WRITE_BATCH):
             batch = pending[start : start + _WRITE_BATCH]
@@ -327,6 +356,7 @@ class ChromaMemory(Memory):
         """Remove the passages with these ids (blocking; unknown ids are ignored)."""
         if not ids:
             return
+        self._refuse_write()
         collection = self._get_collection()
         try:
             collection.delete(ids=list(ids))
@@ -351,27 +381,38 @@ class ChromaMemory(Memory):
             client, self._client, self._collection = self._client, None, None
         if client is not None and hasattr(client, "close"):
             client.close()
+        if self._owns_copy and self._read_copy is not None:
+            self._read_copy.close()
 
 
-def collection_names(path: Path) -> list[str]:
+def collection_names(path: Path, *, read_copy: ReadCopy | None = None) -> list[str]:
     """The names of the collections in the embedded Chroma at ``path`` (blocking; none when there
-    is no Chroma there)."""
+    is no Chroma there). A folder that cannot be written is read from ``read_copy`` (else a
+    temporary copy of its own)."""
     if not (Path(path) / "chroma.sqlite3").exists():
         return []
     import chromadb
     from chromadb.config import Settings
 
+    own = copy = None
+    if not writable(Path(path)):
+        copy = read_copy or (own := ReadCopy(Path(path)))
+    where = copy.path() if copy is not None else Path(path)
     try:
-        client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
-    except Exception as exc:
-        if _is_write_failure(exc):
-            raise _unwritable(Path(path), str(exc)) from exc
-        raise
-    try:
-        return sorted(c.name for c in client.list_collections())
+        try:
+            client = chromadb.PersistentClient(path=str(where), settings=Settings(anonymized_telemetry=False))
+        except Exception as exc:
+            if _is_write_failure(exc):
+                raise _unwritable(Path(path), str(exc)) from exc
+            raise
+        try:
+            return sorted(c.name for c in client.list_collections())
+        finally:
+            if hasattr(client, "close"):
+                client.close()
     finally:
-        if hasattr(client, "close"):
-            client.close()
+        if own is not None:
+            own.close()
 
 
 def _passage(pid: str, doc: str | None, meta: Mapping[str, Any] | None, score: float) -> Passage:

@@ -18,12 +18,7 @@ from moa.models.base import GenerateRequest, Message
 from moa.routing.policy import plan_models
 from moa.workflow.limits import DocumentLimits
 from moa.workflow.plan import Plan, with_agent_options
-from moa.workflow.planner import (
-    PlanOutcome,
-    RouterPlanner,
-    choose_planner,
-    given_plan,
-)
+from moa.workflow.planner import PlanOutcome, given_plan, plan_task
 from moa.workflow.scheduler import execute
 from moa.workflow.state import PlanNode, RunDeps, RunGraph, RunState
 
@@ -49,7 +44,7 @@ def make_plan_node(*, fixed: Plan | None = None, transform: Callable[[Plan], Pla
         if deps.ctx.settings.agent_options:
             outcome = PlanOutcome(with_agent_options(outcome.plan, deps.ctx.settings.agent_options), outcome.info)
         deps.ctx.emit("planned", plan=outcome.plan, planner=outcome.info)
-        log.info("planned", planner=outcome.info.name, subtasks=[s.id for s in outcome.plan.subtasks])
+        log.info("planned", planner=outcome.info.name, subtasks=[s.id for s in outcome.plan.subtasks], warning=outcome.info.warning)
         return {"plan": outcome.plan, "planner": outcome.info, "usage": scope.usage}
 
     return plan
@@ -61,15 +56,10 @@ async def plan_node(state: RunState, runtime: Runtime[RunDeps]) -> dict[str, Any
 
 
 async def _plan(deps: RunDeps, state: RunState) -> PlanOutcome:
-    """Plan with the chosen planner; the llm planner's calls may need a person's approval (``plan``):
-    denied, the router planner plans instead."""
-    planner, reason = await choose_planner(deps.ctx)
-    has_input = bool(state.get("items"))
-    try:
-        return await planner.plan(deps.ctx, state["task"], deps.agents, has_input=has_input, reason=reason)
-    except ApprovalDenied:
-        reason = "a person denied planning with the llm tier, so tasks are routed by embedding similarity"
-        return await RouterPlanner().plan(deps.ctx, state["task"], deps.agents, has_input=has_input, reason=reason)
+    """Plan with the chosen planner (:func:`~moa.workflow.planner.plan_task`: the llm planner's
+    calls may need a person's approval, ``plan``; denied or failing under ``auto``, the router
+    planner plans instead)."""
+    return await plan_task(deps.ctx, state["task"], deps.agents, has_input=bool(state.get("items")))
 
 
 _default_plan = make_plan_node()

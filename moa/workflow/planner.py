@@ -11,6 +11,18 @@
   attempt with the problems listed.
 
 :func:`choose_planner` picks one and says why; the run record keeps that reason.
+:func:`plan_task` plans with it, and decides what happens when the llm tier cannot plan:
+
+* ``planner = "auto"``: the router planner plans instead, and :attr:`PlannerInfo.warning` says
+  why (the run's ``warnings``, the CLI's ``warning`` line, a ``planner_fell_back`` log). It does
+  so when the llm tier is unavailable (``model_unreachable``, ``model_timeout``), answers with an
+  error or garbage (``model_error``), or gives no valid plan after its repair (``invalid_output``,
+  ``invalid_plan``): ``auto`` means "the best planner that works now", and the warning keeps a
+  broken llm planner from going unnoticed. A budget that is used up or an approval still waited
+  for are never fallen back from.
+* ``planner = "llm"``: the error stands (the run stops), and its message says that
+  ``--planner router`` plans without the llm tier.
+* A person denying the llm planner's call: the router planner plans (either choice).
 """
 
 from __future__ import annotations
@@ -28,13 +40,15 @@ from pydantic import BaseModel, Field
 from moa.agent.base import Agent
 from moa.agent.context import RunContext
 from moa.agent.structured import generate_structured
-from moa.errors import ErrorCode, UserError
+from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, InvalidPlan, ModelFailed, ModelUnavailable, MoaError, UserError
+from moa.logs import get_logger
 from moa.models.base import GenerateRequest, Message
 from moa.routing.policy import PLAN_STEPS, plan_models
 from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_json
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
 
 AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
+log = get_logger(__name__)
 
 
 class PlannerInfo(BaseModel):
@@ -44,6 +58,8 @@ class PlannerInfo(BaseModel):
     reason: str
     scores: dict[str, float] = Field(default_factory=dict)
     """Router planner: best similarity of the task's clauses to each agent."""
+    warning: str | None = None
+    """Set when the planner that was chosen could not plan and another one did (see :func:`plan_task`)."""
 
 
 @dataclass
@@ -189,8 +205,7 @@ class LLMPlanner(Planner):
                     return PlanOutcome(result.value, PlannerInfo(name="llm", reason=reason))
         raise UserError(
             ErrorCode.INVALID_PLAN,
-            f"the llm tier ({backend.spec}) produced an invalid plan twice: {'; '.join(problems)}; "
-            "use a more capable model (MOA_LLM) or the router planner (--planner router)",
+            f"the llm tier ({backend.spec}) produced an invalid plan twice: {'; '.join(problems)}; use a more capable model (MOA_LLM)",
             details={"problems": problems},
             usage=scope.usage,
         )
@@ -210,6 +225,35 @@ async def choose_planner(ctx: RunContext) -> tuple[Planner, str]:
         f"the llm tier ({llm.spec}) is a base model with no chat template (its plans were measured to be "
         "meaningless), so tasks are routed by embedding similarity"
     )
+
+
+FALLS_BACK: tuple[type[MoaError], ...] = (ModelUnavailable, ModelFailed, InvalidOutput, InvalidPlan)
+"""What the llm tier failing at planning may raise that ``planner = "auto"`` falls back from."""
+ROUTER_HINT = "`--planner router` (planner = \"router\") plans without the llm tier, by embedding similarity"
+
+
+async def plan_task(ctx: RunContext, task: str, agents: AgentMap, *, has_input: bool) -> PlanOutcome:
+    """Plan ``task`` with the planner :func:`choose_planner` picks; when the llm tier cannot plan,
+    fall back to the router planner or say how to do without it (see the module docstring)."""
+    auto = ctx.settings.planner == "auto"
+    try:
+        planner, reason = await choose_planner(ctx)
+        return await planner.plan(ctx, task, agents, has_input=has_input, reason=reason)
+    except ApprovalDenied:
+        reason = "a person denied planning with the llm tier, so tasks are routed by embedding similarity"
+        return await RouterPlanner().plan(ctx, task, agents, has_input=has_input, reason=reason)
+    except FALLS_BACK as exc:
+        if not auto:
+            raise type(exc)(exc.code, f"{exc.message}; {ROUTER_HINT}", details=exc.details, usage=exc.usage) from exc
+        spec = ctx.models.tier("llm").spec
+        warning = (
+            f"the llm tier ({spec}) could not plan ([{exc.code}] {exc.message}), so the router planner planned instead; "
+            "set --planner router to skip the llm tier, or --planner llm to make this an error"
+        )
+        log.warning("planner_fell_back", code=str(exc.code), error=exc.message[:500], llm=spec)
+        reason = f"planner=auto: the llm tier ({spec}) failed to plan ({exc.code}), so tasks are routed by embedding similarity"
+        outcome = await RouterPlanner().plan(ctx, task, agents, has_input=has_input, reason=reason)
+        return PlanOutcome(outcome.plan, outcome.info.model_copy(update={"warning": warning}))
 
 
 def plan_from_json(text: str, *, what: str = "the plan", limits: DocumentLimits = DEFAULT_LIMITS) -> dict[str, object]:
@@ -236,4 +280,4 @@ def given_plan(
     return PlanOutcome(validate_plan(plan, agents, models), PlannerInfo(name="given", reason="the caller supplied the plan"))
 
 
-__all__: Sequence[str] = ["LLMPlanner", "PlanOutcome", "Planner", "PlannerInfo", "RouterPlanner", "choose_planner", "given_plan", "plan_from_json"]
+__all__: Sequence[str] = ["LLMPlanner", "PlanOutcome", "Planner", "PlannerInfo", "RouterPlanner", "choose_planner", "given_plan", "plan_from_json", "plan_task"]

@@ -233,7 +233,8 @@ class RunResult(BaseModel):
     handoff: list[Handoff] = Field(default_factory=list)
     """Items handed to a person (status ``needs_human``), with every attempt's output or error."""
     warnings: list[str] = Field(default_factory=list)
-    """What the user should know that did not fail the run, each once (the subtasks' warnings)."""
+    """What the user should know that did not fail the run, each once (the planner's, e.g. the llm
+    tier could not plan and the router planner did; then the subtasks')."""
 
     @property
     def exit_code(self) -> int:
@@ -265,6 +266,12 @@ def _errors(results: Mapping[str, SubtaskResult]) -> list[ErrorInfo]:
             code = ErrorCode.APPROVAL_DENIED if r.status == "denied" else ErrorCode.SUBTASK_FAILED
             errors.append(RunError(code, r.reason or r.status).info(subtask=r.id))
     return errors
+
+
+def _warnings(planner: PlannerInfo | dict[str, Any] | None, results: Mapping[str, SubtaskResult]) -> list[str]:
+    info = PlannerInfo.model_validate(planner) if isinstance(planner, dict) else planner
+    found = [info.warning] if info is not None and info.warning else []
+    return list(dict.fromkeys([*found, *(w for r in results.values() for w in r.warnings)]))
 
 
 def run_result(
@@ -318,5 +325,5 @@ def run_result(
         reused=list(state.get("reused") or []),
         pending=pending or [],
         handoff=handoff,
-        warnings=list(dict.fromkeys(w for r in results.values() for w in r.warnings)),
+        warnings=_warnings(state.get("planner"), results),
     )

@@ -114,7 +114,7 @@ def _wait_until_ready(root: str, deadline_s: float) -> None:
 @contextmanager
 def running_llama_server(
     *,
-    model_path: Path | None = None,
+    model_path: Path | str | None = None,
     chat_template: str | None = TOOL_CALL_TEMPLATE,
     n_ctx: int = 4096,
     n_parallel: int = 2,

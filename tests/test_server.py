@@ -312,3 +312,8 @@ async def test_load_every_run_ends_none_lost_or_duplicated() -> None:
     assert stats["by_status"] == {"ok": 40}
     runs = await list_runs(load_settings(), limit=None)
     assert len(runs) == 40 and {r.status for r in runs} == {"ok"}
+
+
+def test_serve_refuses_to_start_without_keys() -> None:
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 2 and "moa keys create" in result.output and "--no-auth" in result.output

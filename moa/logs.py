@@ -12,17 +12,20 @@ import functools
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
 
 
-def configure_logging(*, json: bool = False, level: str = "warning") -> None:
-    """Console-pretty logs on a TTY, JSON lines with ``json=True``; always to stderr."""
+def configure_logging(*, json: bool = False, level: str = "warning", redact: Collection[str] = ()) -> None:
+    """Console-pretty logs on a TTY, JSON lines with ``json=True``; always to stderr. The values
+    of the fields named in ``redact`` (e.g. ``task``, ``item``: what users wrote) are replaced by
+    their length."""
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        *([_redactor(frozenset(redact))] if redact else []),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso"),
     ]
@@ -38,6 +41,15 @@ def configure_logging(*, json: bool = False, level: str = "warning") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _redactor(fields: frozenset[str]) -> structlog.typing.Processor:
+    def redact(_: Any, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        for name in fields & event.keys():
+            event[name] = f"[redacted: {len(str(event[name]))} chars]"
+        return event
+
+    return redact
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING}

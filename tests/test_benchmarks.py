@@ -148,3 +148,13 @@ async def test_faults_benchmark_counts_tried_survived_lost() -> None:
     assert total["faults_tried"] == total["runs_survived"] == len(faults.TIERS) and total["results_lost"] == 0
     text = _rendered(faults, {"rows": rows, "via": "api", "protocols": ["openai"]})
     assert "| faults tried | runs survived | results lost |" in text and "not_json" in text
+
+
+async def test_server_load_core(tmp_path: Path) -> None:
+    from benchmarks import server_load
+
+    app, key = server_load.app_for(tmp_path, workers=2, delay=0.0)
+    with server_load.serving(app) as url:
+        load = await server_load.drive(url, key, runs=4, clients=2)
+    assert load["finished"] == 4 and load["lost"] == 0 and load["duplicated"] == 0
+    assert "runs/s" in _rendered(server_load, {"load": load, "workers": 2})

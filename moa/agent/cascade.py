@@ -115,6 +115,7 @@ async def run_cascade(
             if index > 0:
                 escalations.append(Escalation(from_step=steps[index - 1].name, to_step=step.name, reason=weak or "low_confidence"))
                 log.info("escalated", agent=agent.name, subtask=subtask, to=step.name, reason=weak)
+                ctx.emit("escalated", subtask, agent=agent.name, from_step=steps[index - 1].name, to_step=step.name, reason=weak or "low_confidence")
             attempt.weak = weak = weakness(attempt, policy.threshold)
             attempts.append(attempt)
             if weak is None:

@@ -19,6 +19,7 @@ from moa.agent.context import Event, RunContext
 from moa.cli import eval as cli_eval
 from moa.cli import examples as cli_examples
 from moa.cli import learn as cli_learn
+from moa.cli import serve as cli_serve
 from moa.cli.approvals import Answers, render_handoff, render_pending
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
@@ -44,6 +45,7 @@ app.add_typer(memory_app, name="memory")
 cli_learn.register(app)
 cli_examples.register(app)
 cli_eval.register(app)
+cli_serve.register(app)
 runs_app = typer.Typer(help="Recorded runs (see also `moa resume`).", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 graphs_app = typer.Typer(help="The available graphs.")

@@ -157,3 +157,11 @@ def restore(
             changes.append(Tightening(option=name, before=before, after=after, attempt=attempt))
     options = RunOptions.model_validate(values)
     return settings.model_copy(update=options.settings_update()), options, changes
+
+
+def tightened(settings: Settings, given: Mapping[str, Any]) -> Settings:
+    """``settings`` with the tightenable options in ``given`` applied where they are stricter (a
+    caller, e.g. a server request, may add approval rules or lower budgets, never loosen them)."""
+    checked = _check(given)
+    update = {name: _merge(name, getattr(settings, name), value) for name, value in checked.items()}
+    return settings.model_copy(update=update)

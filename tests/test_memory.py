@@ -8,20 +8,18 @@ import itertools
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 import pytest
 
 from moa.errors import ErrorCode, RunError, UserError
 from moa.memory.chroma import ChromaMemory, Passage, add_files, chunk_text, ensure_writable_dir, passage_id
 from moa.models.embeddings import Embedder, MiniLMEmbedder
 from moa.testing import FakeMemory
+from support.chroma_server import chroma_server, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -373,48 +371,6 @@ def test_add_files_empty_directory(tmp_path: Path, minilm: MiniLMEmbedder) -> No
 # --- ChromaMemory on a real Chroma server ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def chroma_server(data_dir: Path, log_file: Path) -> Iterator[str]:
-    """Run ``chroma run`` on a free port until the heartbeat answers; stop it on exit."""
-    exe = Path(sys.executable).parent / "chroma"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log_file.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(exe), "run", "--path", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            for _ in range(600):  # at most ~60 s: each round waits up to 0.1 s for an exit
-                try:
-                    if httpx.get(f"{url}/api/v2/heartbeat", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                try:
-                    proc.wait(timeout=0.1)
-                    raise RuntimeError(f"chroma exited early: {log_file.read_text(errors='replace')[-2000:]}")
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                raise RuntimeError("chroma did not answer its heartbeat within 60 s")
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-
-
 @pytest.mark.real
 def test_round_trip_on_a_chroma_server(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     with chroma_server(tmp_path / "server-data", tmp_path / "chroma.log") as url:
@@ -431,7 +387,7 @@ def test_round_trip_on_a_chroma_server(tmp_path: Path, minilm: MiniLMEmbedder) -
 
 @pytest.mark.real  # a real Chroma client
 def test_unreachable_chroma_server(minilm: MiniLMEmbedder) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     memory = ChromaMemory(url=url, embedder=minilm)
     with pytest.raises(RunError) as info:
         asyncio.run(memory.aquery("anything"))

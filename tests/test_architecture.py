@@ -313,7 +313,7 @@ def _third_party_imports() -> dict[str, list[str]]:
 def test_runtime_dependencies_are_what_moa_imports() -> None:
     project = tomllib.loads((PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     runtime = {_dist_name(Requirement(r).name) for r in project["dependencies"]}
-    extras = {_dist_name(Requirement(r).name) for extra in ("postgres", "plots") for r in project["optional-dependencies"][extra]}
+    extras = {_dist_name(Requirement(r).name) for extra in ("postgres", "plots", "mcp") for r in project["optional-dependencies"][extra]}
     owners = _module_owners()
     imported: dict[str, list[str]] = {}
     unknown = []

@@ -1,4 +1,5 @@
-"""``moa serve`` (the HTTP server, :mod:`moa.server`) and ``moa keys`` (its API keys)."""
+"""``moa serve`` (the HTTP server, :mod:`moa.server`), ``moa keys`` (its API keys) and ``moa mcp``
+(agents and graphs as MCP tools over stdio, :mod:`moa.server.mcp`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ USER_TEXT = ("task", "item", "items", "prompt", "text", "answer")
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+    app.command()(mcp)
     app.add_typer(keys_app, name="keys")
 
 
@@ -66,6 +68,38 @@ def serve(
     where = f"http://{host}:{port}"
     err.print(f"moa serving on {where} (OpenAI base_url {where}/v1; {'no API key needed' if no_auth else f'{len(keys or [])} API key(s)'})", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose, server_header=False)
+
+
+def mcp(
+    slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines to stderr.")] = False,
+    log_prompts: Annotated[bool, typer.Option("--log-prompts", help="Keep tasks and items in the logs (redacted by default).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log info-level events.")] = False,
+) -> None:
+    """Serve every agent (agent_<name>) and graph (graph_<name>) as a Model Context Protocol tool
+    over stdin/stdout, for assistants and IDE agents (needs `pip install 'moa[mcp]'`; docs/server.md)."""
+    import asyncio
+
+    from moa.agent.context import RunContext
+    from moa.models.registry import Models
+    from moa.server.mcp import McpTools, require_mcp, serve_stdio
+
+    try:
+        require_mcp()
+        settings = load_settings(slm=slm, llm=llm)
+    except MoaError as exc:
+        fail(exc, False)
+    configure_logging(json=log_json, level="info" if verbose else "warning", redact=() if log_prompts else USER_TEXT)
+
+    async def main() -> None:
+        context = RunContext.create(settings, models=Models(settings))
+        try:
+            await serve_stdio(McpTools(context))
+        finally:
+            await context.aclose()
+
+    asyncio.run(main())
 
 
 @keys_app.command("create")

@@ -87,6 +87,8 @@ class ErrorCode(StrEnum):
     """A server request body over the server's limit."""
     TOO_MANY_RUNS = "too_many_runs"
     """The server's queue, or an API key's share of it, is full: retry later."""
+    RATE_LIMITED = "rate_limited"
+    """An API key sent more requests than the server's per-key rate: retry after ``Retry-After`` seconds."""
     UNKNOWN_ROUTE = "unknown_route"
     """No server route at that path (or not with that method)."""
     INTERNAL_ERROR = "internal_error"

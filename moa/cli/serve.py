@@ -35,6 +35,8 @@ def serve(
     max_queued: Annotated[int, typer.Option(help="Most runs waiting for a worker (429 beyond).")] = 1000,
     per_key_runs: Annotated[Optional[int], typer.Option(help="Most runs one API key may have queued or running (429 beyond).")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 beyond).")] = 1_000_000,
+    rate: Annotated[Optional[float], typer.Option(help="Requests per second one API key may send (429 with Retry-After beyond).")] = None,
+    burst: Annotated[int, typer.Option(help="Requests a key may send at once before --rate applies.")] = 20,
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="A browser origin allowed to call the server (repeatable; none by default).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without an API key (only on a trusted loopback).")] = False,
     slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
@@ -52,6 +54,7 @@ def serve(
         settings = load_settings(slm=slm, llm=llm)
         config = ServerConfig(
             host=host, port=port, max_runs=workers, max_queued=max_queued, per_key_runs=per_key_runs, max_body_bytes=max_body_bytes,
+            rate_per_key=rate, rate_burst=burst,
             auth=not no_auth, cors_origins=cors_origin or [],
         )  # fmt: skip
         keys = Keyring.load(settings) if config.auth else None

@@ -22,6 +22,7 @@ from moa.server.auth import Authenticator
 from moa.server.config import ServerConfig
 from moa.server.keys import Keyring
 from moa.server.limits import BodyLimit
+from moa.server.rate import RateLimiter
 from moa.server.runs import RunManager
 from moa.settings import Settings, Tier, load_settings
 
@@ -56,6 +57,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runs.recover()  # the runs a server that died had accepted: resumed, none disappears
         yield
         await runs.aclose()
         if own:
@@ -69,7 +71,8 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "Last-Event-ID"]
         )
-    auth = [Depends(Authenticator(keyring))]
+    limiter = RateLimiter(config.rate_per_key, config.rate_burst) if config.rate_per_key is not None else None
+    auth = [Depends(Authenticator(keyring, limiter))]
     app.include_router(_health())
     app.include_router(_service(app, runs), dependencies=auth)
     app.include_router(routes.router, dependencies=auth)

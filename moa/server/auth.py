@@ -1,6 +1,7 @@
 """API-key authentication: a FastAPI dependency that accepts ``Authorization: Bearer <key>``
 for a key of the server's :class:`~moa.server.keys.Keyring` and puts the key's name on the
-request (``request.state.key``); anything else is 401 ``unauthorized``."""
+request (``request.state.key``); anything else is 401 ``unauthorized``. Then the key's request
+rate (:mod:`moa.server.rate`), when the server has one."""
 
 from __future__ import annotations
 
@@ -8,15 +9,24 @@ from fastapi import Request
 
 from moa.errors import ErrorCode, UserError
 from moa.server.keys import Keyring
+from moa.server.rate import RateLimiter
 
 
 class Authenticator:
-    """The dependency; ``keys=None`` turns authentication off (``moa serve --no-auth``)."""
+    """The dependency; ``keys=None`` turns authentication off (``moa serve --no-auth``). With a
+    ``limiter``, each accepted key's requests are counted against its rate (429 beyond it)."""
 
-    def __init__(self, keys: Keyring | None) -> None:
+    def __init__(self, keys: Keyring | None, limiter: RateLimiter | None = None) -> None:
         self.keys = keys
+        self.limiter = limiter
 
     def __call__(self, request: Request) -> str | None:
+        name = self._identify(request)
+        if self.limiter is not None:
+            self.limiter.take(name)
+        return name
+
+    def _identify(self, request: Request) -> str | None:
         if self.keys is None:
             request.state.key = None
             return None

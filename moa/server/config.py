@@ -20,6 +20,11 @@ class ServerConfig(BaseModel):
     """Most runs waiting for a worker; beyond it a new run gets 429 ``too_many_runs``."""
     per_key_runs: int | None = Field(None, gt=0)
     """Most runs one API key may have queued or running at once (429 beyond it); ``None``: no limit."""
+    rate_per_key: float | None = Field(None, gt=0)
+    """Requests per second one API key may send (a token bucket; 429 ``rate_limited`` with
+    ``Retry-After`` beyond it); ``None``: no limit."""
+    rate_burst: int = Field(20, ge=1)
+    """Requests a key may send at once before its rate applies (the bucket's size)."""
     max_body_bytes: int = Field(1_000_000, gt=0)
     """Largest request body (413 ``request_too_large`` beyond it)."""
     auth: bool = True

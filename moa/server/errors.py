@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from moa.errors import ErrorCode, MoaError, RunError, UserError
 from moa.logs import get_logger
+from moa.server.rate import RateLimited
 
 log = get_logger(__name__)
 
@@ -31,6 +32,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.RESUME_LOOSENS: 409,
     ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.TOO_MANY_RUNS: 429,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.MODEL_UNREACHABLE: 502,
     ErrorCode.MODEL_TIMEOUT: 504,
     ErrorCode.MODEL_ERROR: 502,
@@ -72,7 +74,10 @@ async def _moa_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MoaError)
     if isinstance(exc, RunError) or exc.code == ErrorCode.INTERNAL_ERROR:
         log.warning("request_failed", path=request.url.path, code=str(exc.code))
-    return response(exc, {"WWW-Authenticate": "Bearer"} if exc.code == ErrorCode.UNAUTHORIZED else None)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.code == ErrorCode.UNAUTHORIZED else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return response(exc, headers)
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,10 @@ Runs are durable as with ``moa run``: the run index and the checkpoints hold the
 server no longer keeps in memory (older ones, or after a restart) is read back from there, and a
 waiting run is answered and resumed after a restart too.
 
+Accepted runs are also written to the server's journal (:mod:`moa.server.spool`) until they
+settle: a server that starts finds the runs a dead server had accepted and resumes them
+(:meth:`RunManager.recover`): from their checkpoint, or from the start when they never reached one.
+
 Each run keeps its latest events (:class:`ServedEvent`) so that a subscriber that comes late gets
 what happened, then the live ones, and last the final state.
 """
@@ -15,6 +19,7 @@ what happened, then the live ones, and last the final state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -29,16 +34,21 @@ from moa.logs import get_logger, log_context
 from moa.routing.approvals import Approval
 from moa.server.config import ServerConfig
 from moa.server.schemas import FINAL, ApprovalRequest, RunRequest, RunState, ServedStatus
+from moa.server.spool import Accepted, Spool
 from moa.settings import Settings
 from moa.workflow.catalog import builtin_graphs
 from moa.workflow.driver import aresume, arun
-from moa.workflow.index import open_index, unknown_run
+from moa.workflow.index import RunRecord, open_index, unknown_run
 from moa.workflow.inputs import check_items, check_task
 from moa.workflow.options import tightened
 from moa.workflow.results import RunResult
 from moa.workflow.view import load_result
 
 log = get_logger(__name__)
+
+MAX_RECOVERIES = 3
+"""A run that servers picked up this many times after dying is not resumed again (it may be what
+kills them): it ends ``error`` (``run_not_resumable``), and ``moa resume RUN_ID`` can still try."""
 
 Start = Callable[[EventSink], Coroutine[Any, Any, RunResult]]
 
@@ -69,6 +79,8 @@ class ServedRun:
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while the run has ended or waits for approvals (what a chat completion waits for)."""
     task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+    """A client cancelled it (else a cancel is the server stopping: the run is resumed at the next start)."""
     _next: int = 0
     _listeners: set[asyncio.Queue[ServedEvent | None]] = field(default_factory=set)
 
@@ -154,6 +166,7 @@ class RunManager:
         self._slots = asyncio.Semaphore(config.max_runs)
         self._runs: dict[str, ServedRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.spool = Spool(settings)
 
     def counts(self) -> dict[str, int]:
         """Runs by status (those kept in memory)."""
@@ -185,6 +198,7 @@ class RunManager:
             raise UserError(ErrorCode.UNKNOWN_GRAPH, f"no graph {request.graph!r} on this server; GET /v1/graphs lists them")
         self._admit(key)
         run = ServedRun(new_run_id(), request.graph, key, history=self.config.event_history)
+        self.spool.put(Accepted(run_id=run.run_id, graph=request.graph, task=task, items=items, options=request.options.given(), key=key))
         self._runs[run.run_id] = run
         run.publish("queued", {"graph": run.graph, "items": len(items or [])})
         self._spawn(
@@ -217,7 +231,29 @@ class RunManager:
             finally:
                 if run.status in ("queued", "running"):  # a BaseException (not a cancel) went through: never leave it running
                     run.settle("error", error=ErrorInfo(type="RunError", code=ErrorCode.INTERNAL_ERROR, message="the run was stopped by the server process"))
+                if run.cancelled:
+                    await self._record_cancel(run)
+                if run.status != "interrupted" or run.cancelled:  # interrupted by the server stopping: resumed at its next start
+                    self.spool.drop(run.run_id)
                 self._forget_old()
+
+    async def _record_cancel(self, run: ServedRun) -> None:
+        """A run a client cancelled before it was recorded (queued, or starting) goes into the run
+        index as ``interrupted`` with the reason, so it is still known after a restart."""
+        entry = self.spool.get(run.run_id)
+        if entry is None or not entry.task:
+            return
+        reason = ErrorInfo(type="RunError", code=ErrorCode.RUN_NOT_RESUMABLE, message="cancelled by a client before it started; start it again with POST /v1/runs")
+        try:
+            async with open_index(self.settings) as index:
+                if await index.get(run.run_id) is not None:
+                    return
+                await index.start(RunRecord(run_id=run.run_id, task=entry.task, graph=entry.graph, status="running", started=run.created, items=len(entry.items or [])))
+                await index.finish(run.run_id, "interrupted", 0.0, reason)
+        except MoaError as exc:
+            log.warning("cancel_not_recorded", error=exc.message)
+            return
+        run.error = reason
 
     def _forget_old(self) -> None:
         finished = [r for r in self._runs.values() if r.final]
@@ -241,7 +277,10 @@ class RunManager:
                 run.result = await load_result(self.settings, run_id)
             except UserError:  # no checkpoint: stopped before its first step
                 run.result = None
-            run.status = "error" if record.status == "error" or run.result is None else run.result.status
+            if run.result is not None:
+                run.status = run.result.status
+            else:  # no checkpoint: cancelled or stopped before its first step (``error`` says why)
+                run.status = "interrupted" if record.status == "interrupted" else "error"
         return run
 
     async def get(self, run_id: str) -> ServedRun:
@@ -262,10 +301,13 @@ class RunManager:
             raise UserError(ErrorCode.NOT_WAITING, f"run {run_id} waits for {', '.join(sorted(ids))}, not {', '.join(unknown)}; answer those ids, or true for all")
         if not named and answers.approve is not True and answers.deny is not True:
             raise UserError(ErrorCode.INVALID_INPUT, 'give approve and/or deny: approval ids from the run\'s pending, or true for all of them')
+        approve, deny = answers.approve, answers.deny
+        self.spool.put(
+            Accepted(run_id=run_id, graph=run.graph, task="", key=run.key, answers={"approve": approve, "deny": deny})
+        )  # no task: it cannot start again from scratch, only resume from the checkpoint it waits at
         self._runs[run_id] = run
         run.status = "queued"
         run.publish("resumed", {"approve": answers.approve, "deny": answers.deny})
-        approve, deny = answers.approve, answers.deny
         self._spawn(run, lambda sink: aresume(run_id, approve=approve, deny=deny, settings=self.settings, context=self.context, on_event=sink))
         return run
 
@@ -279,9 +321,63 @@ class RunManager:
             return await self.answer(run_id, ApprovalRequest(deny=True))
         if run.task is None:  # running in another process (its index row says so)
             raise UserError(ErrorCode.RUN_ACTIVE, f"run {run_id} is running in another process; stop it there")
+        run.cancelled = True
         run.task.cancel()
         await asyncio.wait({run.task})
         return run
+
+    async def recover(self) -> list[str]:
+        """Pick up the runs a server that died (or stopped) had accepted and not settled: those that
+        reached a checkpoint resume from it (finished subtasks and saved items are not redone), the
+        others start again with the same run id; each publishes ``recovered`` first. Runs that had
+        settled after all are just forgotten. Returns the ids picked up."""
+        picked: list[str] = []
+        for entry in self.spool.orphans():
+            async with open_index(self.settings, write=False) as index:
+                record = await index.get(entry.run_id)
+            if record is not None and record.status != "interrupted":  # it settled; the journal was not cleared in time
+                self.spool.drop(entry.run_id)
+                continue
+            attempt = entry.recoveries + 1
+            run = ServedRun(entry.run_id, entry.graph, entry.key, history=self.config.event_history)
+            self._runs[run.run_id] = run
+            run.publish("recovered", {"attempt": attempt, "from": "checkpoint" if record is not None else "start"})
+            if attempt > MAX_RECOVERIES:
+                self.spool.drop(entry.run_id)
+                run.settle("error", error=ErrorInfo(
+                    type="UserError", code=ErrorCode.RUN_NOT_RESUMABLE,
+                    message=f"the server stopped {entry.recoveries} times while working on run {entry.run_id}, so it is not resumed again; "
+                    f"`moa resume {entry.run_id}` tries once more, `moa runs show {entry.run_id}` shows what finished",
+                ))  # fmt: skip
+                continue
+            self.spool.put(entry.model_copy(update={"recoveries": attempt}))
+            log.warning("run_recovered", run_id=entry.run_id, attempt=attempt, resumed=record is not None)
+            picked.append(entry.run_id)
+            self._spawn(run, functools.partial(self._restart, entry))
+        return picked
+
+    async def _restart(self, entry: Accepted, sink: EventSink) -> RunResult:
+        """Resume ``entry``'s run from its checkpoint, or start it again when it has none."""
+        async with open_index(self.settings, write=False) as index:
+            exists = await index.get(entry.run_id) is not None
+        if exists:
+            try:
+                if entry.answers is not None:
+                    try:
+                        return await aresume(entry.run_id, **entry.answers, settings=self.settings, context=self.context, on_event=sink)
+                    except UserError as exc:
+                        if exc.code != ErrorCode.NOT_WAITING:  # the answers were taken before the server died
+                            raise
+                return await aresume(entry.run_id, settings=self.settings, context=self.context, on_event=sink)
+            except UserError as exc:
+                if exc.code != ErrorCode.RUN_NOT_RESUMABLE or not entry.task:
+                    raise
+            async with open_index(self.settings) as index:  # it died before its first checkpoint: start it again
+                record = await index.get(entry.run_id)
+                if record is not None and not await index.remove(record):
+                    raise UserError(ErrorCode.RUN_ACTIVE, f"run {entry.run_id} was picked up by another process")
+        settings = tightened(self.settings, entry.options)
+        return await arun(entry.task, input=entry.items, graph=entry.graph, settings=settings, context=self.context, run_id=entry.run_id, on_event=sink)
 
     async def aclose(self) -> None:
         """Cancel what still runs (each ends ``interrupted`` in the run index) and wait for it."""

@@ -74,9 +74,9 @@ def create_app(
     limiter = RateLimiter(config.rate_per_key, config.rate_burst) if config.rate_per_key is not None else None
     auth = [Depends(Authenticator(keyring, limiter))]
     app.include_router(_health())
-    app.include_router(_service(app, runs), dependencies=auth)
-    app.include_router(routes.router, dependencies=auth)
-    app.include_router(chat.router, dependencies=auth)
+    app.include_router(_service(app, runs), dependencies=auth, responses=errors.ERROR_RESPONSES)
+    app.include_router(routes.router, dependencies=auth, responses=errors.ERROR_RESPONSES)
+    app.include_router(chat.router, dependencies=auth, responses=errors.ERROR_RESPONSES)
     return app
 
 

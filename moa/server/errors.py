@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from moa.errors import ErrorCode, MoaError, RunError, UserError
@@ -40,6 +41,41 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.STATE_UNAVAILABLE: 503,
     ErrorCode.STATE_CORRUPT: 503,
 }
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong and what to do."""
+
+    code: str
+    """moa's :class:`~moa.errors.ErrorCode` (e.g. ``unauthorized``, ``unknown_run``, ``too_many_runs``)."""
+    message: str
+    """What went wrong, and what to do about it."""
+    type: str
+    """The moa exception class (``UserError``, ``NotFound``, ``RunError``...)."""
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {...}}`` (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "The body is not JSON (invalid_input).",
+    401: "No valid API key (unauthorized).",
+    404: "Unknown run, graph, model or route.",
+    409: "The run is not in a state for this (not_waiting, run_finished, run_active).",
+    413: "The body is over the server's limit (request_too_large).",
+    422: "The request breaks the schema or a limit; the message names the field.",
+    429: "Too many runs queued or running, or too many requests for this key (Retry-After).",
+    500: "A bug in moa or a plugin (internal_error); the server goes on.",
+    502: "A model backend failed (chat completions).",
+    503: "The run state or a backend is unavailable.",
+    504: "A model call timed out (chat completions).",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody, "description": text} for status, text in _MEANING.items()}
+"""The error responses of every route that needs a key, for the OpenAPI schema."""
 
 
 def status_of(error: MoaError) -> int:

@@ -42,6 +42,7 @@ from moa.settings import Settings, load_settings
 from moa.usage import Usage, UsageSummary, summarize
 from moa.workflow.plan import Plan, Subtask
 from moa.workflow.results import Handoff
+from moa.workflow.stream import stream
 
 __version__ = "0.1.0"
 
@@ -100,6 +101,7 @@ __all__ = [
     "resume",
     "run",
     "run_tool_loop",
+    "stream",
     "summarize",
     "tool",
 ]

@@ -71,6 +71,7 @@ EXPECTED = {
     "resume",
     "run",
     "run_tool_loop",
+    "stream",
     "summarize",
     "tool",
 }  # fmt: skip

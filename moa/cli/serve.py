@@ -1,5 +1,5 @@
 """``moa serve`` (the HTTP server, :mod:`moa.server`), ``moa keys`` (its API keys) and ``moa mcp``
-(agents and graphs as MCP tools over stdio, :mod:`moa.server.mcp`)."""
+(agents and graphs as MCP tools over stdio, :mod:`moa.server.mcp`; over HTTP ``moa serve`` has them at ``/mcp``)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def serve(
     log_prompts: Annotated[bool, typer.Option("--log-prompts", help="Keep tasks and items in the logs (redacted by default).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log info-level events.")] = False,
 ) -> None:
-    """Serve moa over HTTP: the run API, an OpenAI-compatible /v1/chat/completions (docs/server.md)."""
+    """Serve moa over HTTP: the run API, an OpenAI-compatible /v1/chat/completions, MCP tools at /mcp (docs/server.md)."""
     import uvicorn
 
     from moa.server.app import create_app

@@ -1,6 +1,7 @@
 """The FastAPI application of ``moa serve``: :func:`create_app` wires the run API
 (:mod:`moa.server.routes`), the OpenAI-compatible routes (:mod:`moa.server.chat`), health and
-readiness, API keys, the body limit, CORS (off unless origins are given) and JSON errors."""
+readiness, MCP over streamable HTTP at ``/mcp`` (:mod:`moa.server.mcp_http`), API keys, the body
+limit, CORS (off unless origins are given) and JSON errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 from moa.agent.context import RunContext
 from moa.errors import ErrorCode, MoaError
@@ -22,6 +24,8 @@ from moa.server.auth import Authenticator
 from moa.server.config import ServerConfig
 from moa.server.keys import Keyring
 from moa.server.limits import BodyLimit
+from moa.server.mcp_http import PATH as MCP_PATH
+from moa.server.mcp_http import mcp_endpoint
 from moa.server.rate import RateLimiter
 from moa.server.runs import RunManager
 from moa.settings import Settings, Tier, load_settings
@@ -54,11 +58,15 @@ def create_app(
     own = context is None
     shared = context or RunContext.create(settings, models=Models(settings, slm=slm, llm=llm))
     runs = RunManager(settings, shared, config)
+    limiter = RateLimiter(config.rate_per_key, config.rate_burst) if config.rate_per_key is not None else None
+    authenticate = Authenticator(keyring, limiter)
+    mcp, mcp_sessions = mcp_endpoint(shared, runs, authenticate, config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runs.recover()  # the runs a server that died had accepted: resumed, none disappears
-        yield
+        async with mcp_sessions():  # the MCP SDK's session manager, for /mcp
+            await runs.recover()  # the runs a server that died had accepted: resumed, none disappears
+            yield
         await runs.aclose()
         if own:
             await shared.aclose()
@@ -71,12 +79,12 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "Last-Event-ID"]
         )
-    limiter = RateLimiter(config.rate_per_key, config.rate_burst) if config.rate_per_key is not None else None
-    auth = [Depends(Authenticator(keyring, limiter))]
+    auth = [Depends(authenticate)]
     app.include_router(_health())
     app.include_router(_service(app, runs), dependencies=auth, responses=errors.ERROR_RESPONSES)
     app.include_router(routes.router, dependencies=auth, responses=errors.ERROR_RESPONSES)
     app.include_router(chat.router, dependencies=auth, responses=errors.ERROR_RESPONSES)
+    app.router.routes.append(Route(MCP_PATH, mcp, include_in_schema=False))  # an ASGI app (any method); it checks the key itself
     return app
 
 

@@ -106,14 +106,20 @@ def _problems(exc: RequestValidationError) -> tuple[bool, str]:
     return malformed, "; ".join(problems[:10])
 
 
-async def _moa_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, MoaError)
-    if isinstance(exc, RunError) or exc.code == ErrorCode.INTERNAL_ERROR:
-        log.warning("request_failed", path=request.url.path, code=str(exc.code))
+def refusal(exc: MoaError) -> JSONResponse:
+    """The answer to a request refused with ``exc``, with the headers its code calls for
+    (``WWW-Authenticate`` for a 401, ``Retry-After`` for a rate limit)."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.code == ErrorCode.UNAUTHORIZED else None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
     return response(exc, headers)
+
+
+async def _moa_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MoaError)
+    if isinstance(exc, RunError) or exc.code == ErrorCode.INTERNAL_ERROR:
+        log.warning("request_failed", path=request.url.path, code=str(exc.code))
+    return refusal(exc)
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:

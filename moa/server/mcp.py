@@ -10,13 +10,15 @@ SDK (the optional extra ``moa[mcp]``), so assistants and IDE agents that speak M
 A failed call is a tool result with ``is_error`` set and ``[code] message`` as its text, so the
 calling model can read what to do. :class:`McpTools` holds the shared run context (models loaded
 once); :func:`mcp_server` wraps it in the SDK's low-level ``Server``, which the stdio transport
-(:func:`serve_stdio`) and ``moa serve``'s streamable HTTP mount both run.
+(:func:`serve_stdio`) and ``moa serve``'s streamable HTTP mount (:mod:`moa.server.mcp_http`) both
+run. Under ``moa serve`` a graph tool's run goes through the server's worker pool (its ``runner``),
+on behalf of the API key that called it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +30,7 @@ from moa.logs import get_logger
 from moa.workflow.catalog import agent_catalog, builtin_graphs
 from moa.workflow.driver import arun
 from moa.workflow.report import to_markdown
+from moa.workflow.results import RunResult
 
 if TYPE_CHECKING:
     from mcp.server import Server
@@ -51,6 +54,10 @@ class GraphInput(BaseModel):
     """The items to work on, one text each; none: the task works on its own text."""
 
 
+GraphRunner = Callable[[str, GraphInput, str | None], Awaitable[RunResult]]
+"""Runs a graph tool's call: ``(graph, request, key name) -> result``; raises a :class:`MoaError`."""
+
+
 def require_mcp() -> None:
     """Raise ``bad_config`` saying how to install the SDK when ``mcp`` is missing."""
     try:
@@ -60,12 +67,25 @@ def require_mcp() -> None:
 
 
 class McpTools:
-    """The agents and graphs of this installation as MCP tools, run on one shared context."""
+    """The agents and graphs of this installation as MCP tools, run on one shared context.
 
-    def __init__(self, context: RunContext, agents: Mapping[str, Agent] | None = None, graphs: Mapping[str, Any] | None = None) -> None:  # type: ignore[type-arg]
+    ``runner`` runs a graph tool's call (``moa serve``: in its worker pool); by default
+    :func:`moa.arun` on ``context``."""
+
+    def __init__(
+        self,
+        context: RunContext,
+        agents: Mapping[str, Agent] | None = None,  # type: ignore[type-arg]
+        graphs: Mapping[str, Any] | None = None,
+        runner: GraphRunner | None = None,
+    ) -> None:
         self.context = context
         self.agents = dict(agents) if agents is not None else agent_catalog()
         self.graphs = dict(graphs) if graphs is not None else dict(builtin_graphs())
+        self.runner = runner or self._arun
+
+    async def _arun(self, graph: str, request: GraphInput, key: str | None) -> RunResult:
+        return await arun(request.task, input=request.input, graph=graph, context=self.context)
 
     def tools(self) -> list[Tool]:
         from mcp.types import Tool
@@ -86,14 +106,15 @@ class McpTools:
             )
         return found
 
-    async def call(self, name: str, arguments: Mapping[str, Any] | None) -> CallToolResult:
-        """Run the tool ``name``; every moa error becomes an error result naming its code."""
+    async def call(self, name: str, arguments: Mapping[str, Any] | None, key: str | None = None) -> CallToolResult:
+        """Run the tool ``name`` (for the API key named ``key``, under ``moa serve``); every moa
+        error becomes an error result naming its code."""
         args = dict(arguments or {})
         try:
             if name.startswith(AGENT_PREFIX) and name.removeprefix(AGENT_PREFIX) in self.agents:
                 return await self._agent(self.agents[name.removeprefix(AGENT_PREFIX)], args)
             if name.startswith(GRAPH_PREFIX) and name.removeprefix(GRAPH_PREFIX) in self.graphs:
-                return await self._graph(name.removeprefix(GRAPH_PREFIX), args)
+                return await self._graph(name.removeprefix(GRAPH_PREFIX), args, key)
             raise UserError(ErrorCode.INVALID_INPUT, f"no tool {name!r}; list the tools to see them (agent_<name>, graph_<name>)")
         except ValidationError as exc:
             where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()[:5])
@@ -117,9 +138,9 @@ class McpTools:
         output = run.output.model_dump(mode="json") if run.output is not None else {}
         return _result(json.dumps(output, ensure_ascii=False), output)
 
-    async def _graph(self, graph: str, args: dict[str, Any]) -> CallToolResult:
+    async def _graph(self, graph: str, args: dict[str, Any], key: str | None) -> CallToolResult:
         request = GraphInput.model_validate(args)
-        result = await arun(request.task, input=request.input, graph=graph, context=self.context)
+        result = await self.runner(graph, request, key)
         log.info("mcp_graph_run", graph=graph, run_id=result.run_id, status=result.status)
         structured: dict[str, Any] = {"run_id": result.run_id, "status": result.status, "answer": result.answer}
         if result.status == "failed":
@@ -157,8 +178,10 @@ def mcp_server(tools: McpTools) -> Server:
     async def list_tools(_: ServerRequestContext[Any], __: PaginatedRequestParams | None) -> ListToolsResult:
         return ListToolsResult(tools=tools.tools())
 
-    async def call_tool(_: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
-        return await tools.call(params.name, params.arguments)
+    async def call_tool(ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
+        request = ctx.request  # over HTTP: the request `moa serve` authenticated (its key's name on its state)
+        key = getattr(getattr(request, "state", None), "key", None)
+        return await tools.call(params.name, params.arguments, key)
 
     return Server(
         "moa",

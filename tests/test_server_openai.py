@@ -1,7 +1,6 @@
 """A bot written against the OpenAI API uses `moa serve` by changing only ``base_url`` and the
 key: the official ``openai`` client (sync and async, streaming and not) against a real uvicorn
-server on 127.0.0.1, fake models behind it. (``langchain-openai`` is not installed here; the
-LangChain path is the same client.)"""
+server on 127.0.0.1, fake models behind it. (LangChain's ``ChatOpenAI``: tests/test_server_langchain.py.)"""
 
 from __future__ import annotations
 

@@ -35,5 +35,8 @@ class ServerConfig(BaseModel):
     """Finished runs kept in memory for fast reads; older ones are read back from the run index."""
     event_history: int = Field(1000, gt=0)
     """Events of a run kept for late subscribers of ``/v1/runs/{id}/events`` (the latest ones)."""
+    subscriber_buffer: int = Field(256, gt=0)
+    """Events one subscriber of ``/v1/runs/{id}/events`` may have waiting to be sent; when a slow
+    one's buffer is full, its oldest waiting event is dropped and it gets a ``gap`` event."""
     keepalive_seconds: float = Field(15.0, gt=0)
     """Seconds between comment lines on an idle event stream (keeps proxies from closing it)."""

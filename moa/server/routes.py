@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from moa.server import sse
 from moa.server.runs import RunManager
 from moa.server.schemas import ApprovalRequest, RunRequest, RunState
+from moa.server.subscribers import Gap
 from moa.workflow.catalog import agent_catalog, builtin_graphs
 
 router = APIRouter(prefix="/v1")
@@ -42,7 +43,8 @@ async def get_run(run_id: str, runs: Manager) -> RunState:
 async def run_events(run_id: str, runs: Manager, last_event_id: Annotated[int, Header()] = 0) -> StreamingResponse:
     """The run's events as Server-Sent Events (``queued``, ``started``, ``planned``, ``subtask_started``,
     ``item_done``, ``escalated``, ``subtask_done``, ``approval_needed``, ``resumed``, ``finished``);
-    the stream ends after ``finished``. ``Last-Event-ID`` skips the events already seen."""
+    the stream ends after ``finished``. ``Last-Event-ID`` skips the events already seen. A ``gap``
+    event (``{first, last, missed}``) says events were dropped for a slow subscriber."""
     run = await runs.get(run_id)
     keepalive = runs.config.keepalive_seconds
 
@@ -52,7 +54,12 @@ async def run_events(run_id: str, runs: Manager, last_event_id: Annotated[int, H
             yield sse.event(_final(run.state()), kind=kind, id=1)
             return
         async for event in run.subscribe(last_event_id, keepalive):
-            yield sse.KEEPALIVE if event is None else sse.event(event.data, kind=event.kind, id=event.id)
+            if event is None:
+                yield sse.KEEPALIVE
+            elif isinstance(event, Gap):  # no id: a reconnect with Last-Event-ID starts after the last event sent
+                yield sse.event(event.data(), kind="gap")
+            else:
+                yield sse.event(event.data, kind=event.kind, id=event.id)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=sse.HEADERS)
 

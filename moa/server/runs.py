@@ -13,7 +13,8 @@ settle: a server that starts finds the runs a dead server had accepted and resum
 (:meth:`RunManager.recover`): from their checkpoint, or from the start when they never reached one.
 
 Each run keeps its latest events (:class:`ServedEvent`) so that a subscriber that comes late gets
-what happened, then the live ones, and last the final state.
+what happened, then the live ones, and last the final state; each subscriber's buffer is bounded
+(:mod:`moa.server.subscribers`: a slow one misses the oldest events, and is told so by a ``gap``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from moa.routing.approvals import Approval
 from moa.server.config import ServerConfig
 from moa.server.schemas import FINAL, ApprovalRequest, RunRequest, RunState, ServedStatus
 from moa.server.spool import Accepted, Spool
+from moa.server.subscribers import Gap, ServedEvent, Subscriber, with_gaps
 from moa.settings import Settings
 from moa.workflow.catalog import builtin_graphs
 from moa.workflow.driver import aresume, arun
@@ -53,15 +55,6 @@ kills them): it ends ``error`` (``run_not_resumable``), and ``moa resume RUN_ID`
 Start = Callable[[EventSink], Coroutine[Any, Any, RunResult]]
 
 
-@dataclass(frozen=True)
-class ServedEvent:
-    """One event of a run: its number in the run (SSE ``id``), its kind and JSON-ready data."""
-
-    id: int
-    kind: str
-    data: dict[str, Any]
-
-
 @dataclass
 class ServedRun:
     """A run this server accepted."""
@@ -75,6 +68,8 @@ class ServedRun:
     error: ErrorInfo | None = None
     created: float = field(default_factory=time.time)
     history: int = 1000
+    buffer: int = 256
+    """Events one subscriber may have waiting to be sent (beyond it, its oldest are dropped)."""
     events: deque[ServedEvent] = field(init=False)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while the run has ended or waits for approvals (what a chat completion waits for)."""
@@ -82,7 +77,7 @@ class ServedRun:
     cancelled: bool = False
     """A client cancelled it (else a cancel is the server stopping: the run is resumed at the next start)."""
     _next: int = 0
-    _listeners: set[asyncio.Queue[ServedEvent | None]] = field(default_factory=set)
+    _listeners: list[Subscriber] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events = deque(maxlen=self.history)
@@ -99,8 +94,8 @@ class ServedRun:
         self._next += 1
         event = ServedEvent(self._next, kind, to_jsonable_python(data or {}, fallback=str))
         self.events.append(event)
-        for queue in self._listeners:
-            queue.put_nowait(event)
+        for listener in self._listeners:
+            listener.push(event)
 
     def on_event(self, event: Event) -> None:
         """The run's event sink (called in the server's event loop)."""
@@ -116,8 +111,8 @@ class ServedRun:
             self.publish("approval_needed", {"pending": self.pending})
         else:
             self.publish("finished", {"status": status, "error": error, "result": self.result})
-            for queue in self._listeners:
-                queue.put_nowait(None)
+            for listener in self._listeners:
+                listener.end()
         self.settled.set()
 
     def state(self) -> RunState:
@@ -126,34 +121,41 @@ class ServedRun:
             events=f"/v1/runs/{self.run_id}/events",
         )  # fmt: skip
 
-    async def subscribe(self, after: int = 0, keepalive: float = 15.0) -> AsyncIterator[ServedEvent | None]:
+    async def subscribe(self, after: int = 0, keepalive: float = 15.0) -> AsyncIterator[ServedEvent | Gap | None]:
         """The run's events after ``after`` (those still kept), then live ones until it ends;
-        ``None`` every ``keepalive`` seconds of silence."""
+        ``None`` every ``keepalive`` seconds of silence; a :class:`Gap` before an event when the
+        ones before it were dropped (no longer kept, or this subscriber's buffer overflowed)."""
         replay = [e for e in self.events if e.id > after]
+        last = after
         if self.final:
             for event in replay:
-                yield event
-            return
-        queue: asyncio.Queue[ServedEvent | None] = asyncio.Queue()
-        self._listeners.add(queue)
-        try:
-            last = after
-            for event in replay:
+                for out in with_gaps(last, event):
+                    yield out
                 last = event.id
-                yield event
+            return
+        listener = Subscriber(self.buffer)
+        self._listeners.append(listener)
+        try:
+            for event in replay:
+                for out in with_gaps(last, event):
+                    yield out
+                last = event.id
             while True:
                 try:
-                    got = await asyncio.wait_for(queue.get(), keepalive)
+                    got = await listener.next(keepalive)
                 except TimeoutError:
                     yield None
                     continue
                 if got is None:
                     return
                 if got.id > last:
+                    for out in with_gaps(last, got):
+                        yield out
                     last = got.id
-                    yield got
         finally:
-            self._listeners.discard(queue)
+            self._listeners.remove(listener)
+            if listener.dropped:
+                log.warning("slow_subscriber", run_id=self.run_id, dropped=listener.dropped)
 
 
 class RunManager:
@@ -197,7 +199,7 @@ class RunManager:
         if request.graph not in builtin_graphs():
             raise UserError(ErrorCode.UNKNOWN_GRAPH, f"no graph {request.graph!r} on this server; GET /v1/graphs lists them")
         self._admit(key)
-        run = ServedRun(new_run_id(), request.graph, key, history=self.config.event_history)
+        run = ServedRun(new_run_id(), request.graph, key, history=self.config.event_history, buffer=self.config.subscriber_buffer)
         self.spool.put(Accepted(run_id=run.run_id, graph=request.graph, task=task, items=items, options=request.options.given(), key=key))
         self._runs[run.run_id] = run
         run.publish("queued", {"graph": run.graph, "items": len(items or [])})
@@ -339,7 +341,7 @@ class RunManager:
                 self.spool.drop(entry.run_id)
                 continue
             attempt = entry.recoveries + 1
-            run = ServedRun(entry.run_id, entry.graph, entry.key, history=self.config.event_history)
+            run = ServedRun(entry.run_id, entry.graph, entry.key, history=self.config.event_history, buffer=self.config.subscriber_buffer)
             self._runs[run.run_id] = run
             run.publish("recovered", {"attempt": attempt, "from": "checkpoint" if record is not None else "start"})
             if attempt > MAX_RECOVERIES:

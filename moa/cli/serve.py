@@ -69,7 +69,7 @@ def serve(
         fail(exc, False)
     configure_logging(json=log_json, level="info" if verbose else "warning", redact=() if log_prompts else USER_TEXT)
     where = f"http://{host}:{port}"
-    err.print(f"moa serving on {where} (OpenAI base_url {where}/v1; {'no API key needed' if no_auth else f'{len(keys or [])} API key(s)'})", highlight=False)
+    err.print(f"moa serving on {where} (OpenAI base_url {where}/v1, MCP {where}/mcp; {'no API key needed' if no_auth else f'{len(keys or [])} API key(s)'})", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose, server_header=False)
 
 

@@ -125,7 +125,8 @@ async def test_export_of_a_run_that_has_not_ended_gives_what_finished() -> None:
         return GOOD
 
     model = FakeModel(answer)
-    plan = {"subtasks": [{"id": "a", "agent": "sentiment"}, {"id": "c", "agent": "sentiment", "options": {"labels": ["calm", "urgent"]}}]}
+    # c runs after a (a crash while a still ran would cancel a: what finished is what the test reads)
+    plan = {"subtasks": [{"id": "a", "agent": "sentiment"}, {"id": "c", "agent": "sentiment", "depends_on": ["a"], "items": "input", "options": {"labels": ["calm", "urgent"]}}]}
     with pytest.raises(RuntimeError):
         await moa.arun("rate", input=["x"], plan=plan, slm=model, llm=model, run_id="half")
     result = await load_result(moa.load_settings(), "half")

@@ -54,6 +54,8 @@ def test_a_filtering_specialist_is_kept_per_criterion_and_beats_always_no(tmp_pa
     assert report["answered_by"] == {"specialist": 80}
     assert report["metrics"]["auc"] > 0.65
     assert report["metrics"]["accuracy"] > majority(report) and report["baselines"]["always no"]["accuracy"] == majority(report)
+    default = moa("eval", "filtering", str(val), *OFFENSIVE, "--limit", "10", "--threshold", "0.5", "--out", str(tmp_path / "default"))
+    assert default["steps"][:2] == ["specialist", "slm"] and default["answered_by"] == {"specialist": 10}  # the default cascade uses it
     other = runner.invoke(
         app, ["eval", "filtering", str(val), "--option", "criterion=spam", "--label-map", "not-offensive=ham,offensive=spam",
               "--limit", "5", "--cascade", "specialist", "--out", str(tmp_path / "other")],

@@ -21,6 +21,33 @@ def test_accuracy_and_macro_f1() -> None:
     assert classes["neg"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1.0})
 
 
+def test_auc_ranks_the_probability_of_one_class_with_ties_counting_half() -> None:
+    assert metrics.roc_auc([0.9, 0.8, 0.3, 0.1], [True, True, False, False]) == 1.0
+    assert metrics.roc_auc([0.1, 0.3, 0.8, 0.9], [True, True, False, False]) == 0.0
+    assert metrics.roc_auc([0.5, 0.5], [True, False]) == 0.5
+    assert metrics.roc_auc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == pytest.approx(0.875)  # 3.5 of 4 pairs
+    assert metrics.roc_auc([0.9, 0.8], [True, True]) is None
+
+
+def test_binary_auc_from_predictions_and_confidences() -> None:
+    gold = ["yes", "yes", "no", "no"]
+    # P(yes): 0.9, 0.6, 1 - 0.7 = 0.3, and 0.5 for the failed item
+    predicted = ["yes", "yes", "no", None]
+    confidence = [0.9, 0.6, 0.7, None]
+    assert metrics.binary_auc(predicted, confidence, gold) == 1.0
+    assert metrics.binary_auc(predicted, confidence, gold, labels=["a"]) is None  # three classes: no AUC
+    scores = metrics.classification_scores(predicted, gold, confidence=confidence)
+    assert scores["auc"] == 1.0
+    assert "auc" not in metrics.classification_scores(predicted, gold)
+
+
+def test_constant_baselines_answer_one_class_for_every_item() -> None:
+    baselines = metrics.constant_baselines(["neutral", "neutral", "positive", "negative"], labels=["negative", "neutral", "positive"])
+    assert baselines["always neutral"] == pytest.approx({"accuracy": 0.5, "macro_f1": (2 / 3) / 3})
+    assert baselines["always negative"]["accuracy"] == 0.25
+    assert max(b["accuracy"] for b in baselines.values()) == 0.5  # the majority baseline
+
+
 def test_a_class_predicted_but_never_gold_lowers_macro_f1() -> None:
     assert metrics.macro_f1(["a", "b"], ["a", "a"]) == pytest.approx((2 / 3 + 0.0) / 2)
 

@@ -73,6 +73,8 @@ async def test_an_interrupted_eval_resumes_without_recomputing_an_item(tmp_path:
     report = await aevaluate(prepare("sentiment", data, ctx=ctx, cascade=["slm"], **LABELS), out, ctx=ctx)
     assert len(slm.requests) == 12  # the 7 items left, once each
     assert report.items == 12 and report.metrics["accuracy"] == pytest.approx(11 / 12)
+    assert report.metrics["auc"] == pytest.approx(33 / 36)  # the wrong item ties with the 6 positives (all at 0.9)
+    assert report.baselines == {"always negative": pytest.approx({"accuracy": 0.5, "macro_f1": 1 / 3}), "always positive": pytest.approx({"accuracy": 0.5, "macro_f1": 1 / 3})}
     assert sorted(r.id for r in ResultStore(out).read()) == sorted(str(i) for i in range(12))
     assert report.usage.per_tier["slm"].calls == 12 and len(ResultStore(out).read_meta().sessions) == 2
 

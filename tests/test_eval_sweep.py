@@ -67,3 +67,13 @@ def test_each_step_alone_and_reliability() -> None:
     records = [settle(r, 2, 0.7) for r in RECORDS]
     rel = reliability_of(records)
     assert rel.items == 3 and rel.ece == pytest.approx((2 * 0.1 + 0.3) / 3)  # bins 0.9 (two right) and 0.7 (one right)
+
+
+def test_each_replayed_configuration_has_the_auc_of_its_confidences() -> None:
+    specialist, slm = step_alone(RECORDS, STEPS, ["neg", "pos"])
+    # P(pos): specialist 0.9, 0.4, 0.55 -> the negative item outranks one positive: 1 of 2 pairs
+    assert specialist.metrics["auc"] == pytest.approx(0.5)
+    # slm: 0.8, 0.9, 0.3 -> every positive above the negative
+    assert slm.metrics["auc"] == 1.0
+    assert cascade_at(RECORDS, STEPS, 0.7, ["neg", "pos"]).metrics["auc"] == 1.0
+    assert "auc" not in step_alone(RECORDS, STEPS, ["neg", "pos", "neutral"])[0].metrics  # three labels

@@ -1,7 +1,10 @@
 """Task metrics, each a pure function of predictions and gold answers.
 
 * classification: accuracy and macro-F1 (the mean over classes of each class's F1; a class never
-  predicted and never gold is left out, one with no true positive scores 0);
+  predicted and never gold is left out, one with no true positive scores 0); with two classes and
+  confidences, ROC AUC of the probability of one class (``confidence`` of the predicted label,
+  ``1 - confidence`` for the other; an item without either scores 0.5); the baselines that answer
+  one class for every item (the best of them is the majority baseline);
 * entities: micro precision / recall / F1 over exact ``(type, start, end)`` matches;
 * slots: micro precision / recall / F1 over ``(slot, value)`` pairs, values compared after
   lower-casing and folding white space (a multiset: a pair given twice counts twice);
@@ -156,15 +159,66 @@ def qa_scores(predicted: Sequence[str | None], gold: Sequence[Sequence[str]]) ->
     }
 
 
-def classification_scores(predicted: Sequence[str | None], gold: Sequence[str], labels: Iterable[str] = ()) -> dict[str, float]:
-    """Accuracy and macro-F1."""
-    return {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold, labels)}
+def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+    """Probability that a random positive item scores above a random negative one (ties count
+    half); ``None`` without both kinds of items."""
+    pos = np.asarray([s for s, p in zip(scores, positive, strict=True) if p], dtype=float)
+    neg = np.asarray([s for s, p in zip(scores, positive, strict=True) if not p], dtype=float)
+    if not len(pos) or not len(neg):
+        return None
+    ranks = _average_ranks(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def score(kind: str, predicted: Sequence[Any], gold: Sequence[Any], labels: Iterable[str] = ()) -> dict[str, float]:
-    """The task metrics of ``kind`` (see :mod:`moa.eval.datasets`)."""
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing their mean rank."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def binary_auc(
+    predicted: Sequence[str | None], confidence: Sequence[float | None], gold: Sequence[str], labels: Iterable[str] = ()
+) -> float | None:
+    """ROC AUC of a two-class classifier from its predictions and their confidences (see the
+    module docstring); ``None`` unless there are exactly two classes. Which class is called
+    positive does not matter: the AUC of one class's probability is that of the other's."""
+    classes = sorted({*gold, *labels})
+    if len(classes) != 2:
+        return None
+    first = classes[0]
+    scores = [
+        0.5 if p is None or c is None else (c if p == first else 1.0 - c) for p, c in zip(predicted, confidence, strict=True)
+    ]
+    return roc_auc(scores, [g == first for g in gold])
+
+
+def constant_baselines(gold: Sequence[str], labels: Iterable[str] = ()) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 of answering one class for every item, per class (``always <class>``)."""
+    classes = sorted({*gold, *labels})
+    return {f"always {c}": classification_scores([c] * len(gold), gold, classes) for c in classes}
+
+
+def classification_scores(
+    predicted: Sequence[str | None], gold: Sequence[str], labels: Iterable[str] = (), confidence: Sequence[float | None] | None = None
+) -> dict[str, float]:
+    """Accuracy and macro-F1; with ``confidence`` on two-class data, also ``auc``."""
+    labels = list(labels)
+    scores = {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold, labels)}
+    auc = binary_auc(predicted, confidence, gold, labels) if confidence is not None else None
+    return scores if auc is None else {**scores, "auc": auc}
+
+
+def score(
+    kind: str, predicted: Sequence[Any], gold: Sequence[Any], labels: Iterable[str] = (), confidence: Sequence[float | None] | None = None
+) -> dict[str, float]:
+    """The task metrics of ``kind`` (see :mod:`moa.eval.datasets`); ``confidence`` (classification) adds the AUC."""
     if kind == "classification":
-        return classification_scores(predicted, gold, labels)
+        return classification_scores(predicted, gold, labels, confidence)
     if kind == "entities":
         return entity_prf(predicted, gold)
     if kind == "slots":

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, UserError
-from moa.eval.metrics import HEADLINE, per_class, score
+from moa.eval.metrics import HEADLINE, constant_baselines, per_class, score
 from moa.eval.records import EvalConfig, ItemRecord, Meta, ResultStore
 from moa.eval.sweep import ConfigRow, Reliability, SweepPoint, cascade_at, reliability_of, step_alone, threshold_sweep
 from moa.files import atomic_write
@@ -42,6 +42,9 @@ class Report(BaseModel):
     metrics: dict[str, float]
     headline: str
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Classification: accuracy and macro-F1 of answering one class for every item (``always <class>``);
+    the best accuracy among them is the majority baseline."""
     answered_by: dict[str, int] = Field(default_factory=dict)
     escalation_rate: float = 0.0
     unverified: dict[str, int] = Field(default_factory=dict)
@@ -76,7 +79,8 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
     """The report of ``records`` (no model call)."""
     config = meta.config
     labels = meta.labels
-    scores = score(config.kind, [r.prediction for r in records], [r.gold for r in records], labels)
+    confidence = [r.confidence for r in records] if config.kind == "classification" else None
+    scores = score(config.kind, [r.prediction for r in records], [r.gold for r in records], labels, confidence)
     codes = Counter(str(r.error.code) for r in records if r.error and r.prediction is None)
     sessions = [s for s in meta.sessions if s.items]
     wall = sum(s.seconds for s in sessions)
@@ -115,6 +119,7 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
         metrics=scores,
         headline=HEADLINE[config.kind],
         per_class=per_class([r.prediction for r in records], [r.gold for r in records], labels) if config.kind == "classification" else {},
+        baselines=constant_baselines([r.gold for r in records], labels) if config.kind == "classification" and records else {},
         answered_by=dict(Counter(r.answered_by or ("error" if r.error else "-") for r in records)),
         escalation_rate=sum(r.escalated for r in records) / len(records) if records else 0.0,
         unverified=dict(Counter(r.unverified.split(":")[0] for r in records if r.unverified)),
@@ -186,6 +191,10 @@ def to_markdown(report: Report) -> str:
     if report.per_class:
         rows = [[k, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]), str(int(v["support"]))] for k, v in report.per_class.items()]
         lines += _table(["class", "precision", "recall", "F1", "support"], rows)
+    if report.baselines:
+        rows = [[name, _f(b["accuracy"]), _f(b["macro_f1"])] for name, b in report.baselines.items()]
+        lines += ["Baselines (one answer for every item; the best accuracy is the majority baseline):", ""]
+        lines += _table(["baseline", "accuracy", "macro-F1"], rows)
     if report.error_codes:
         lines += ["Errors: " + ", ".join(f"{k} {v}" for k, v in report.error_codes.items()), ""]
     lines += ["## Cost and latency", "", *_table(USAGE_HEADER, usage_rows(report))]
@@ -202,10 +211,12 @@ def to_markdown(report: Report) -> str:
     if report.configs:
         lines += ["## Configurations (replayed from the per-item records)", ""]
         rows = [
-            [r.name, _f(r.metrics["accuracy"]), _f(r.metrics["macro_f1"]), f"{r.cost:.4f}", str(r.tokens), f"{r.model_seconds_per_item:.3f}", f"{r.top_share:.0%}"]
+            [r.name, _f(r.metrics["accuracy"]), _f(r.metrics["macro_f1"]), _f(r.metrics.get("auc")), f"{r.cost:.4f}", str(r.tokens),
+             f"{r.model_seconds_per_item:.3f}", f"{r.top_share:.0%}"]
             for r in report.configs
         ]
-        lines += _table(["configuration", "accuracy", "macro-F1", "cost $", "tokens", "model s/item", f"answered by {report.steps[-1]}"], rows)
+        header = ["configuration", "accuracy", "macro-F1", "AUC", "cost $", "tokens", "model s/item", f"answered by {report.steps[-1]}"]
+        lines += _table(header, rows)
     if report.sweep:
         lines += [f"## Threshold sweep ({' → '.join(report.steps)}, no model calls)", ""]
         rows = [[f"{p.threshold:.2f}", f"{p.top_share:.1%}", _f(p.metrics["accuracy"]), _f(p.metrics["macro_f1"]), f"{p.model_seconds_per_item:.3f}"] for p in report.sweep]

@@ -98,13 +98,22 @@ class SweepPoint(ConfigRow):
     """Items whose cascade outcome the records determine at this threshold."""
 
 
-def _row(name: str, usage: list[list[Usage]], predicted: list[str | None], gold: list[str], labels: Sequence[str], top: int, threshold: float | None = None) -> dict[str, object]:
+def _row(
+    name: str,
+    usage: list[list[Usage]],
+    predicted: list[str | None],
+    gold: list[str],
+    labels: Sequence[str],
+    top: int,
+    threshold: float | None = None,
+    confidence: list[float | None] | None = None,
+) -> dict[str, object]:
     n = max(len(gold), 1)
     flat = [u for us in usage for u in us]
     return {
         "name": name,
         "items": len(gold),
-        "metrics": classification_scores(predicted, gold, labels),
+        "metrics": classification_scores(predicted, gold, labels, confidence),
         "cost": sum(u.cost for u in flat),
         "tokens": sum(u.tokens for u in flat),
         "model_seconds_per_item": round(sum(u.latency_s for u in flat) / n, 5),
@@ -121,8 +130,10 @@ def step_alone(records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequ
             continue
         attempts = [r.attempts[index] for r in records]
         predicted = [a.prediction if a.error is None else None for a in attempts]
+        confidence = [a.confidence if a.error is None else None for a in attempts]
         top = len(records) if index == len(steps) - 1 else 0
-        rows.append(ConfigRow.model_validate(_row(step, [a.usage for a in attempts], predicted, [r.gold for r in records], labels, top)))
+        row = _row(step, [a.usage for a in attempts], predicted, [r.gold for r in records], labels, top, confidence=confidence)
+        rows.append(ConfigRow.model_validate(row))
     return rows
 
 
@@ -131,7 +142,8 @@ def cascade_at(records: Sequence[ItemRecord], steps: Sequence[str], threshold: f
     settled = [settle(r, len(steps), threshold) for r in records if replay(r.attempts, len(steps), threshold) is not None]
     top = sum(1 for r in settled if r.answered_by == steps[-1]) if steps else 0
     name = "→".join(steps) + (f" @{threshold:g}" if threshold is not None else "")
-    row = _row(name, [r.usage for r in settled], [r.prediction for r in settled], [r.gold for r in settled], labels, top, threshold)
+    predicted = [r.prediction for r in settled]
+    row = _row(name, [r.usage for r in settled], predicted, [r.gold for r in settled], labels, top, threshold, [r.confidence for r in settled])
     return SweepPoint.model_validate({**row, "known": len(settled)})
 
 

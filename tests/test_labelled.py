@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from support.eval_data import EVAL, needs_eval
 
 from moa.errors import ErrorCode, UserError
@@ -109,10 +110,15 @@ def test_csv_with_quotes_spanning_lines(tmp_path: Path) -> None:
     assert data.labels == ["pos", "neg", "neg"]
 
 
-def test_csv_line_numbers_count_physical_lines(tmp_path: Path) -> None:
-    path = write(tmp_path, "d.csv", 'text,label\n"a\nb",x\n,y\nok,x\n')
-    err = error(path)
-    assert "line 4: empty text" in err.message
+def test_csv_line_numbers_count_physical_lines_and_rows_without_text_are_skipped(tmp_path: Path) -> None:
+    """A row with no text has nothing to classify: it is left out and named by its physical line
+    (public sets have a few: TweetEval hate), never a reason to refuse the whole file."""
+    path = write(tmp_path, "d.csv", 'text,label\n"a\nb",x\n,y\nok,z\n')
+    with capture_logs() as logs:
+        data = load_labelled(path)
+    assert data.texts == ["a\nb", "ok"] and data.labels == ["x", "z"]
+    (skipped,) = [e for e in logs if e["event"] == "labelled_rows_skipped"]
+    assert skipped["rows"] == 1 and skipped["lines"] == "4" and skipped["reason"] == "empty text"
 
 
 def test_utf8_bom_and_crlf(tmp_path: Path) -> None:
@@ -144,12 +150,12 @@ def test_jsonl_malformed_lines_are_listed(tmp_path: Path) -> None:
     text = '{"text": "a", "label": "x"}\n{not json}\n[1, 2]\n{"text": "b"}\n{"text": "  ", "label": "y"}\n{"text": 3, "label": "y"}\n'
     err = error(write(tmp_path, "d.jsonl", text))
     assert err.code == ErrorCode.INPUT_FILE
-    assert err.message.startswith("5 malformed rows in d.jsonl: line 2: invalid JSON")
+    assert err.message.startswith("4 malformed rows in d.jsonl: line 2: invalid JSON")
     assert "line 3: a JSON list, not an object" in err.message
     assert "line 4: no 'label' key" in err.message
-    assert "line 5: empty text" in err.message
+    assert "line 5" not in err.message  # no text: skipped, not malformed
     assert "line 6: text is not a string" in err.message
-    assert err.details["lines"] == [2, 3, 4, 5, 6]
+    assert err.details["lines"] == [2, 3, 4, 6]
 
 
 # --- malformed tables, empty files, bad files -------------------------------------------------
@@ -162,11 +168,11 @@ def test_malformed_rows_name_lines_and_cap_examples(tmp_path: Path) -> None:
         lines[line_no - 1] = row
     err = error(write(tmp_path, "d.tsv", "\n".join(lines) + "\n"))
     assert err.code == ErrorCode.INPUT_FILE
-    assert err.message.startswith("7 malformed rows in d.tsv: line 3: 1 column(s), expected 2; line 5: 3 column(s), expected 2")
-    assert "line 7: empty text" in err.message and "line 8: empty label" in err.message
-    assert "and 2 more" in err.message
+    assert err.message.startswith("6 malformed rows in d.tsv: line 3: 1 column(s), expected 2; line 5: 3 column(s), expected 2")
+    assert "line 7" not in err.message and "line 8: empty label" in err.message  # no text: skipped
+    assert "and 1 more" in err.message
     assert "fix or remove them" in err.message
-    assert err.details["lines"] == sorted(bad)
+    assert err.details["lines"] == sorted(set(bad) - {7})
 
 
 def test_single_malformed_row(tmp_path: Path) -> None:

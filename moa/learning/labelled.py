@@ -284,17 +284,27 @@ def _table_rows(
         )
     text_idx, label_idx = _choose_columns(path, header, width, good, text_column, label_column)
     out: list[tuple[int, str, str]] = []
+    empty: list[int] = []
     for line, cells in good:
         text, label = cells[text_idx].strip(), cells[label_idx].strip()
         if not text:
-            problems.append((line, "empty text"))
+            empty.append(line)
         elif not label:
             problems.append((line, "empty label"))
         else:
             out.append((line, text, label))
     if problems:
         raise _malformed(path, sorted(problems))
+    _skip_empty(path, empty)
     return out
+
+
+def _skip_empty(path: Path, lines: list[int]) -> None:
+    """Rows whose text is empty have nothing to classify or learn from: they are left out and
+    named (public sets have a few, e.g. TweetEval hate), never a reason to refuse the file."""
+    if lines:
+        shown = ", ".join(str(n) for n in lines[:MAX_EXAMPLES]) + (f" and {len(lines) - MAX_EXAMPLES} more" if len(lines) > MAX_EXAMPLES else "")
+        log.warning("labelled_rows_skipped", file=path.name, rows=len(lines), reason="empty text", lines=shown)
 
 
 def _column_index(path: Path, header: list[str] | None, width: int, column: str | int, what: str) -> int:
@@ -383,6 +393,7 @@ def _jsonl_rows(path: Path, content: str, text_column: Column, label_column: Col
     text_key = _jsonl_key(first, text_column, "text", TEXT_NAMES, "text")
     label_key = _jsonl_key(first, label_column, "label", LABEL_NAMES, "label")
     out: list[tuple[int, str, str]] = []
+    empty: list[int] = []
     for line_no, obj in parsed:
         if not isinstance(obj, dict):
             problems.append((line_no, f"a JSON {type(obj).__name__}, not an object"))
@@ -392,8 +403,11 @@ def _jsonl_rows(path: Path, content: str, text_column: Column, label_column: Col
             problems.append((line_no, f"no {' or '.join(repr(k) for k in missing)} key"))
             continue
         text, label = obj[text_key], obj[label_key]
-        if not isinstance(text, str) or not text.strip():
-            problems.append((line_no, "empty text" if isinstance(text, str) or text is None else "text is not a string"))
+        if text is None or isinstance(text, str) and not text.strip():
+            empty.append(line_no)
+            continue
+        if not isinstance(text, str):
+            problems.append((line_no, "text is not a string"))
             continue
         if isinstance(label, bool):
             label = "true" if label else "false"
@@ -403,6 +417,7 @@ def _jsonl_rows(path: Path, content: str, text_column: Column, label_column: Col
         out.append((line_no, text.strip(), str(label).strip()))
     if problems:
         raise _malformed(path, sorted(problems))
+    _skip_empty(path, empty)
     return out
 
 

@@ -6,9 +6,10 @@
   parallel). Each agent's options come from the task's words (the filter criterion from its clause;
   :meth:`~moa.agent.base.Agent.options_from_task`, e.g. sentiment's label set, from the whole task). It is the default with the embedded Gemma 3 270M, whose own plans were measured to
   be schema-valid but meaningless.
-* :class:`LLMPlanner` asks the ``llm`` tier for a plan as constrained JSON, validates it (known
-  agents, no cycles, no dangling dependencies, resolvable items) and gives the model one repair
-  attempt with the problems listed.
+* :class:`LLMPlanner` asks the ``llm`` tier for a compact plan (one line a step, agents from the
+  catalogue, only the options that matter: :mod:`moa.workflow.planformat`), repairs what code can
+  repair (:mod:`moa.workflow.planrepair`), validates it, and falls back to the router when no
+  usable plan is left (no second model call).
 
 :func:`choose_planner` picks one and says why; the run record keeps that reason.
 """
@@ -27,12 +28,13 @@ from pydantic import BaseModel, Field
 
 from moa.agent.base import Agent
 from moa.agent.context import RunContext
-from moa.agent.structured import generate_structured
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Message
 from moa.routing.policy import PLAN_STEPS, plan_models
 from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_json
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
+from moa.workflow.planformat import max_plan_tokens, parse_steps, plan_messages, plan_prompt, plan_schema, task_prompt, to_plan
+from moa.workflow.planrepair import repair_plan, repair_steps
 
 AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
 
@@ -152,48 +154,84 @@ class RouterPlanner(Planner):
 
 
 class LLMPlanner(Planner):
-    """Asks the ``llm`` tier for a plan (constrained JSON), validates it, repairs once."""
+    """Asks the ``llm`` tier for a compact plan (:mod:`moa.workflow.planformat`), repairs it
+    mechanically (:mod:`moa.workflow.planrepair`), and takes the options the task's words name.
 
-    def _prompt(self, task: str, agents: AgentMap, has_input: bool) -> str:
-        catalog = "\n".join(
-            f"- {name}: {a.description} Options: {sorted(set(a.input_type.model_fields) - {a.text_field})}" for name, a in agents.items()
-        )
-        return (
-            "Decompose the task into subtasks for these agents:\n"
-            f"{catalog}\n\n"
-            "Each subtask has an id (s1, s2, ...), an agent, an instruction, options for the agent, "
-            "`items`: 'input' (the run's input items"
-            + ("" if has_input else "; here: the task text itself")
-            + ") or the id of an earlier subtask whose output items it processes (then list that id in depends_on), "
-            "and depends_on. Independent subtasks must not depend on each other so they run in parallel. "
-            "Never make a subtask depend on itself.\n\n"
-            f"Task: {task}\n"
-        )
+    One model call per plan: a short fixed prompt (catalogue, rules, example plans) the engine's KV
+    cache reuses, the task last, the answer constrained to the format's JSON schema where the
+    backend takes one, and a token limit derived from the format. When the answer holds no usable
+    plan even after the repairs, the router plans the task (``fallback``, the default) or
+    ``invalid_plan`` is raised.
+    """
+
+    def __init__(self, *, fallback: bool = True, max_steps: int = 4) -> None:
+        self.fallback = fallback
+        self.max_steps = max_steps
+
+    def request(self, task: str, agents: AgentMap, *, has_input: bool, chat: bool, json_schema: bool) -> GenerateRequest:
+        """The one request that plans ``task`` (chat messages or a completion prompt)."""
+        schema = plan_schema(list(agents)) if json_schema else None
+        limit = max_plan_tokens(self.max_steps)
+        if chat:
+            return GenerateRequest(messages=plan_messages(agents, task, has_input), json_schema=schema, max_tokens=limit)
+        prompt = plan_prompt(agents) + task_prompt(task, has_input) + " "
+        return GenerateRequest(prompt=prompt, json_schema=schema, max_tokens=limit, stop=["\nTask:"])
+
+    def read(self, text: str, task: str, agents: AgentMap) -> tuple[Plan | None, list[str]]:
+        """The plan in a model's answer, repaired, with the task's own options (None: no usable
+        plan), and the notes: repairs made, or why there is no plan."""
+        unchanged = [name for name, agent in agents.items() if type(agent).forward is Agent.forward]
+        steps, notes = repair_steps(parse_steps(text), list(agents), unchanged=unchanged)
+        if not steps:
+            return None, [*notes, f"no plan steps in the answer {text[:200]!r}"]
+        plan = with_task_options(to_plan(steps, agents, rationale="llm: " + "; ".join(s.line for s in steps)), task, agents)
+        plan, more = repair_plan(plan, list(agents))
+        problems = plan_problems(plan, agents)
+        return (None if problems else plan), [*notes, *more, *problems]
 
     async def plan(self, ctx: RunContext, task: str, agents: AgentMap, *, has_input: bool, reason: str) -> PlanOutcome:
         step = ctx.step("llm")
         backend = ctx.backend_for(step)
-        prompt = self._prompt(task, agents, has_input)
-        problems: list[str] = []
+        caps = await backend.acapabilities()
+        request = self.request(task, agents, has_input=has_input, chat=caps.chat, json_schema=caps.json_schema)
         approval = f"plan the task with the llm tier ({backend.spec})"
         with ctx.scope() as scope:
-            for _ in range(2):
-                text = prompt if not problems else prompt + "\nYour previous plan was invalid: " + "; ".join(problems) + "\nFix it.\n"
-                if (await backend.acapabilities()).chat:
-                    request = GenerateRequest(messages=[Message(role="user", content=text + "Reply with the plan as JSON.")], max_tokens=1024)
-                else:
-                    request = GenerateRequest(prompt=text + "Plan (JSON): ", max_tokens=512)
-                result = await generate_structured(ctx, step, request, Plan, purpose="plan", ask_as="plan", reason=approval)
-                problems = plan_problems(result.value, agents, plan_models(ctx.settings))
-                if not problems:
-                    return PlanOutcome(result.value, PlannerInfo(name="llm", reason=reason))
+            generation = await ctx.call(step, request, purpose="plan", ask_as="plan", reason=approval)
+        plan, notes = self.read(generation.text, task, agents)
+        said = f"; repaired: {'; '.join(notes)}" if notes and plan is not None else ""
+        if plan is not None:
+            return PlanOutcome(plan, PlannerInfo(name="llm", reason=reason + said))
+        if self.fallback:
+            routed = await RouterPlanner().plan(ctx, task, agents, has_input=has_input, reason=reason)
+            why = f"{reason}; the llm tier's plan was unusable ({'; '.join(notes)}), so the router planned the task"
+            return PlanOutcome(routed.plan, routed.info.model_copy(update={"reason": why}))
         raise UserError(
             ErrorCode.INVALID_PLAN,
-            f"the llm tier ({backend.spec}) produced an invalid plan twice: {'; '.join(problems)}; "
+            f"the llm tier ({backend.spec}) produced no usable plan: {'; '.join(notes)}; "
             "use a more capable model (MOA_LLM) or the router planner (--planner router)",
-            details={"problems": problems},
+            details={"problems": notes, "answer": generation.text[:2000]},
             usage=scope.usage,
         )
+
+
+def with_task_options(plan: Plan, task: str, agents: AgentMap) -> Plan:
+    """``plan`` with the options the task's words choose (:meth:`~moa.agent.base.Agent.options_from_task`,
+    e.g. the labels "positive or negative" names) over the model's, and without a label set the
+    model invented (labels the task does not name)."""
+    words = task.lower()
+    subtasks = []
+    for s in plan.subtasks:
+        agent = agents[s.agent]
+        options = dict(s.options)
+        labels = options.get("labels")
+        if isinstance(labels, list) and (len(labels) < 2 or not all(str(label).lower() in words for label in labels)):
+            del options["labels"]
+        types = options.get("types")
+        if isinstance(types, list) and not types:
+            del options["types"]
+        options.update(agent.options_from_task(task))
+        subtasks.append(s.model_copy(update={"options": options}) if options != s.options else s)
+    return plan.model_copy(update={"subtasks": subtasks})
 
 
 async def choose_planner(ctx: RunContext) -> tuple[Planner, str]:

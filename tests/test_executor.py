@@ -10,7 +10,7 @@ import pytest
 import moa
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models.base import GenerateRequest, Generation, ToolCall
-from moa.testing import FakeModel, prompt_of, unreachable
+from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 
 
 def _answers(request: GenerateRequest) -> str:
@@ -123,26 +123,26 @@ async def test_router_planner_builds_the_triage_dag() -> None:
     assert result.status == "ok"
 
 
-async def test_llm_planner_is_used_for_chat_models_and_repairs_once() -> None:
-    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment", "depends_on": ["s1"]}]})
-    good = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment"}]})
-    llm = FakeModel([bad, good, "The reviews are positive."], chat=True)
+async def test_llm_planner_is_used_for_chat_models_and_repairs_mechanically() -> None:
+    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment", "depends_on": ["s1"]}]})  # moa's full format, depends on itself
+    llm = FakeModel([bad, "The reviews are positive."], chat=True)
     slm = FakeModel(['{"label":"positive","confidence":0.9}'])
     settings = moa.load_settings(confidence="self")  # one call per item (agreement sampling is tested in test_escalation)
     result = await moa.arun("how do people feel?", input=["nice"], slm=slm, llm=llm, settings=settings)
-    assert result.planner is not None and result.planner.name == "llm"
-    assert "depends on itself" in prompt_of(llm.requests[1])
+    assert result.planner is not None and result.planner.name == "llm" and "dropped dependencies on 's1'" in result.planner.reason
     assert result.answer == "The reviews are positive."
-    assert result.summary.per_tier["llm"].calls == 3
-    assert result.summary.slm_call_share == pytest.approx(1 / 4)
+    assert result.summary.per_tier["llm"].calls == 2  # no second planning call: the repair was mechanical
+    assert result.summary.slm_call_share == pytest.approx(1 / 3)
 
 
-async def test_llm_planner_invalid_twice_is_a_user_error() -> None:
+async def test_an_llm_plan_that_cannot_be_repaired_is_routed_instead() -> None:
     bad = json.dumps({"subtasks": [{"id": "s1", "agent": "nope"}]})
     llm = FakeModel([bad], chat=True)
-    with pytest.raises(UserError) as info:
-        await moa.arun("t", input=["x"], slm=llm, llm=llm)
-    assert info.value.code == ErrorCode.INVALID_PLAN and "twice" in info.value.message
+    settings = moa.load_settings()
+    ctx = moa.RunContext.create(settings, models=moa.Models(settings, slm=llm, llm=llm), embedder=FakeEmbedder())
+    result = await moa.arun("give the sentiment of each review", input=["x"], context=ctx)
+    await ctx.aclose()
+    assert result.planner is not None and result.planner.name == "router" and "unknown agent 'nope'" in result.planner.reason
 
 
 async def test_synthesizer_failure_keeps_the_report() -> None:

@@ -31,6 +31,7 @@ from moa.agent.context import RunContext
 from moa.errors import ErrorCode, UserError
 from moa.models.base import GenerateRequest, Message
 from moa.routing.policy import PLAN_STEPS, plan_models
+from moa.workflow.cues import clause_cues, filter_lead, filter_options, flags_only, negated
 from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_json
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
 from moa.workflow.planformat import max_plan_tokens, parse_steps, plan_messages, plan_prompt, plan_schema, task_prompt, to_plan
@@ -64,22 +65,10 @@ class Planner(ABC):
 
 # Stage of each built-in agent in a routed DAG; user agents run in the last stage.
 STAGES: dict[str, int] = {"retrieval": 0, "filtering": 1, "extraction": 2, "sentiment": 2}
-_SPLIT = re.compile(r"[.;,\n]|\bthen\b|\band\b|\balso\b", re.IGNORECASE)
-_FILTER_VERBS = re.compile(
-    r"^(please\s+)?(filter(\s+out)?|remove|drop|discard|exclude|ignore|skip|keep(\s+only)?|only\s+keep)\s+(the\s+|any\s+|all\s+)?",
-    re.IGNORECASE,
-)
-
-
+_SPLIT = re.compile(r"[.;,?\n]|\bthen\b|\band\b|\balso\b|(?=\bexcept\b)|(?=\bexcluding\b)", re.IGNORECASE)
 def _clauses(task: str) -> list[str]:
     parts = [p.strip(" :-") for p in _SPLIT.split(task)]
     return [p for p in parts if len(p) > 2] or [task.strip()]
-
-
-def _filter_options(instruction: str) -> dict[str, str]:
-    mode = "keep" if re.search(r"\b(keep only|only keep)\b", instruction, re.IGNORECASE) else "drop"
-    criterion = _FILTER_VERBS.sub("", instruction.strip()).strip() or "spam"
-    return {"criterion": criterion, "mode": mode}
 
 
 class RouterPlanner(Planner):
@@ -109,25 +98,39 @@ class RouterPlanner(Planner):
         names = list(scores)
         matrix = np.stack([scores[n] for n in names])  # agents x clauses
         chosen: dict[str, str] = {}
+        excluded: set[str] = set()
         for j, clause in enumerate(clauses):
             best = int(matrix[:, j].argmax())
-            if matrix[best, j] >= self.threshold and names[best] not in chosen:
-                chosen[names[best]] = clause
+            matched = [names[best]] if matrix[best, j] >= self.threshold else []
+            cued = clause_cues(clause, names)
+            if negated(clause):  # "no entity extraction needed": the agent it names is not wanted
+                excluded.update(cued or matched)
+                continue
+            if "filtering" in cued and filter_lead(clause):  # "Keep only the reviews about ...": a filter, whatever it resembles
+                matched = ["filtering"]
+            for name in [*matched, *cued]:
+                chosen.setdefault(name, clause)
+        for name in excluded:
+            chosen.pop(name, None)
         best_overall = {n: round(float(scores[n].max()), 3) for n in names}
-        note = f"matched {len(chosen)} agent(s) with similarity >= {self.threshold}"
+        note = f"matched {len(chosen)} agent(s) with similarity >= {self.threshold} or by their cue words"
         if not chosen:
-            top = max(best_overall, key=best_overall.__getitem__)
+            top = max((n for n in best_overall if n not in excluded), key=best_overall.__getitem__, default=max(best_overall, key=best_overall.__getitem__))
             chosen[top] = task
             note = f"no clause reached similarity {self.threshold}; used the closest agent {top!r} ({best_overall[top]})"
-        options = {name: _filter_options(clause) if name == "filtering" else agents[name].options_from_task(task) for name, clause in chosen.items()}
-        plan = self._order(chosen, has_input, options)
+        options = {name: filter_options(clause) if name == "filtering" else agents[name].options_from_task(task) for name, clause in chosen.items()}
+        independent = {n for n, c in chosen.items() if (n == "filtering" and flags_only(c)) or (n == "retrieval" and has_input)}
+        plan = self._order(chosen, has_input, options, independent)
         return PlanOutcome(plan, PlannerInfo(name="router", reason=f"{reason}; {note}", scores=best_overall))
 
     @staticmethod
-    def _order(chosen: Mapping[str, str], has_input: bool, options: Mapping[str, dict[str, Any]]) -> Plan:
+    def _order(chosen: Mapping[str, str], has_input: bool, options: Mapping[str, dict[str, Any]], independent: Collection[str] = ()) -> Plan:
+        """Stages in order, each taking the items of the first step of the stage before; agents in
+        ``independent`` (a filter that only flags, a per-item lookup) run in the last stage."""
+        last = max(STAGES.values())
         by_stage: dict[int, list[str]] = {}
         for name in chosen:
-            by_stage.setdefault(STAGES.get(name, max(STAGES.values())), []).append(name)
+            by_stage.setdefault(last if name in independent else STAGES.get(name, last), []).append(name)
         subtasks: list[Subtask] = []
         upstream: str | None = None
         for stage in sorted(by_stage):
@@ -177,16 +180,22 @@ class LLMPlanner(Planner):
         prompt = plan_prompt(agents) + task_prompt(task, has_input) + " "
         return GenerateRequest(prompt=prompt, json_schema=schema, max_tokens=limit, stop=["\nTask:"])
 
-    def read(self, text: str, task: str, agents: AgentMap) -> tuple[Plan | None, list[str]]:
+    def read(self, text: str, task: str, agents: AgentMap, models: Collection[str] = PLAN_STEPS) -> tuple[Plan | None, list[str]]:
         """The plan in a model's answer, repaired, with the task's own options (None: no usable
-        plan), and the notes: repairs made, or why there is no plan."""
+        plan), and the notes: repairs made, or why there is no plan. An answer in moa's full plan
+        format (``{"subtasks": [...]}``) is read too; its cascades may name only ``models``."""
         unchanged = [name for name, agent in agents.items() if type(agent).forward is Agent.forward]
         steps, notes = repair_steps(parse_steps(text), list(agents), unchanged=unchanged)
-        if not steps:
-            return None, [*notes, f"no plan steps in the answer {text[:200]!r}"]
-        plan = with_task_options(to_plan(steps, agents, rationale="llm: " + "; ".join(s.line for s in steps)), task, agents)
+        if steps:
+            plan = to_plan(steps, agents, rationale="llm: " + "; ".join(s.line for s in steps))
+        else:
+            try:
+                plan = Plan.model_validate_json(text.strip() or "null")
+            except ValueError:
+                return None, [*notes, f"no plan steps in the answer {text[:200]!r}"]
         plan, more = repair_plan(plan, list(agents))
-        problems = plan_problems(plan, agents)
+        plan = with_task_options(plan, task, agents)
+        problems = plan_problems(plan, agents, models)
         return (None if problems else plan), [*notes, *more, *problems]
 
     async def plan(self, ctx: RunContext, task: str, agents: AgentMap, *, has_input: bool, reason: str) -> PlanOutcome:
@@ -197,7 +206,7 @@ class LLMPlanner(Planner):
         approval = f"plan the task with the llm tier ({backend.spec})"
         with ctx.scope() as scope:
             generation = await ctx.call(step, request, purpose="plan", ask_as="plan", reason=approval)
-        plan, notes = self.read(generation.text, task, agents)
+        plan, notes = self.read(generation.text, task, agents, plan_models(ctx.settings))
         said = f"; repaired: {'; '.join(notes)}" if notes and plan is not None else ""
         if plan is not None:
             return PlanOutcome(plan, PlannerInfo(name="llm", reason=reason + said))
@@ -221,7 +230,10 @@ def with_task_options(plan: Plan, task: str, agents: AgentMap) -> Plan:
     words = task.lower()
     subtasks = []
     for s in plan.subtasks:
-        agent = agents[s.agent]
+        agent = agents.get(s.agent)
+        if agent is None:
+            subtasks.append(s)
+            continue
         options = dict(s.options)
         labels = options.get("labels")
         if isinstance(labels, list) and (len(labels) < 2 or not all(str(label).lower() in words for label in labels)):

@@ -307,7 +307,7 @@ async def measure(planner: str, llm: str | None, cases: Sequence[Case], *, timeo
     from moa.models.embedded import EmbeddedBackend
     from moa.settings import Settings
     from moa.workflow.catalog import builtin_agents
-    from moa.workflow.planner import LLMPlanner, Planner, RouterPlanner
+    from moa.workflow.planner import HybridPlanner, LLMPlanner, Planner, RouterPlanner
 
     agents = builtin_agents()
     with tempfile.TemporaryDirectory() as tmp:
@@ -316,9 +316,9 @@ async def measure(planner: str, llm: str | None, cases: Sequence[Case], *, timeo
             overrides["timeout"] = timeout
         settings = Settings(planner=planner, cache=False, memory_dir=Path(tmp) / "memory", state_dir=Path(tmp) / "state", **overrides)  # type: ignore[arg-type]
         ctx = RunContext.create(settings)
-        chosen: Planner = RouterPlanner() if planner == "router" else LLMPlanner()
+        chosen: Planner = {"router": RouterPlanner, "llm": LLMPlanner, "hybrid": HybridPlanner}[planner]()
         started = time.perf_counter()
-        if planner == "llm":  # load an embedded model before the first case's clock starts (not counted as planning)
+        if planner != "router":  # load an embedded model before the first case's clock starts (not counted as planning)
             backend = ctx.models.tier("llm")
             if isinstance(backend, EmbeddedBackend):
                 await asyncio.to_thread(backend._load)
@@ -328,22 +328,44 @@ async def measure(planner: str, llm: str | None, cases: Sequence[Case], *, timeo
         await chosen.plan(ctx, "Classify the sentiment of each message", agents, has_input=True, reason="benchmark warm-up")
         warmup_s = time.perf_counter() - started
 
+        drafts: dict[str, Plan] = {}  # hybrid: the llm planner's own plan of each case, scored too
+
         async def plan_fn(case: Case) -> tuple[Plan, int | None]:
             with ctx.scope() as scope:
-                outcome = await chosen.plan(ctx, case.task, agents, has_input=case.has_input, reason="benchmark")
+                if isinstance(chosen, HybridPlanner):
+                    routed = await chosen.router.plan(ctx, case.task, agents, has_input=case.has_input, reason="benchmark")
+                    drafted = await chosen.llm.plan(ctx, case.task, agents, has_input=case.has_input, reason="benchmark")
+                    drafts[case.id] = drafted.plan
+                    outcome = chosen.combine(routed, drafted)
+                else:
+                    outcome = await chosen.plan(ctx, case.task, agents, has_input=case.has_input, reason="benchmark")
             return outcome.plan, sum(u.tokens for u in scope.usage) or None
 
         try:
             rows = await run_cases(cases, plan_fn, agents)
         finally:
             await ctx.models.aclose()
+    defaults = agent_defaults(agents)
+    draft_rows = [
+        {**r, **score_plan(case, drafts[case.id], agents, defaults), "plan": drafts[case.id].model_dump(exclude_defaults=True)}
+        for case, r in zip(cases, rows, strict=True)
+        if case.id in drafts
+    ]
+    out = {"planner": planner, "llm": llm, "timeout": settings.timeout, "warmup_s": round(warmup_s, 2), "summary": summaries(rows), "rows": rows}
+    if draft_rows:
+        out |= {"draft_summary": summaries(draft_rows), "draft_rows": draft_rows}
+    return out
+
+
+def summaries(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`summarise` over all rows, each split, each step count, and the cases with no input."""
     groups = {
         "all": rows,
         **{split: [r for r in rows if r.get("split") == split] for split in SPLITS},
         **{g: [r for r in rows if r["group"] == g] for g in ("1-step", "2-step", "3-step")},
         "no input": [r for r in rows if not r["has_input"]],
     }
-    return {"planner": planner, "llm": llm, "timeout": settings.timeout, "warmup_s": round(warmup_s, 2), "summary": {g: summarise(rs) for g, rs in groups.items()}, "rows": rows}
+    return {g: summarise(rs) for g, rs in groups.items()}
 
 
 def _pct(value: float | None) -> str | float | None:
@@ -354,14 +376,17 @@ def render(results: dict[str, Any]) -> str:
     who = results["planner"] + (f" ({results['llm']})" if results.get("llm") else "")
     lines = [f"machine: {describe(results['machine'])}; load after {results['load_after']}", f"planner: {who}; warm-up {results['warmup_s']} s", ""]
     header = ["cases", "n", "valid", "agents", "agent F1", "edges", "options", "score", "latency s", "p95 s"]
-    body = []
-    for group, s in results["summary"].items():
-        if not s.get("cases"):
-            continue
-        body.append(
+
+    def body(summary: Mapping[str, Any]) -> list[list[Any]]:
+        return [
             [group, s["cases"], _pct(s["valid"]), _pct(s["agents"]), s["agent_f1"], _pct(s["edges"]), _pct(s["options"]), s["score"], s["latency_s"], s["latency_p95_s"]]
-        )
-    lines.append(table(header, body))
+            for group, s in summary.items()
+            if s.get("cases")
+        ]
+
+    lines.append(table(header, body(results["summary"])))
+    if results.get("draft_summary"):
+        lines += ["", "the llm planner's own plans (before the router's check; same latency):", "", table(header, body(results["draft_summary"]))]
     wrong = [r for r in results["rows"] if r["score"] < 1]
     if wrong:
         lines += ["", f"not right ({len(wrong)}):"]
@@ -379,7 +404,7 @@ def render(results: dict[str, Any]) -> str:
 
 def main() -> None:
     p = parser(__doc__, "planning")
-    p.add_argument("--planner", choices=["router", "llm"], default="router")
+    p.add_argument("--planner", choices=["router", "llm", "hybrid"], default="router")
     p.add_argument("--llm", help="model spec of the llm tier for --planner llm, e.g. embedded:smollm2-135m-instruct")
     p.add_argument("--split", choices=[*SPLITS, "all"], default="dev", help="which cases: dev (tune on these), test, heldout, or all (default: %(default)s)")
     p.add_argument("--cases", type=Path, help="a JSONL file of cases instead of --split")
@@ -391,8 +416,8 @@ def main() -> None:
     if args.report:
         report(args.report, render)
         return
-    if args.planner == "llm" and not args.llm:
-        p.error("--planner llm needs --llm SPEC")
+    if args.planner != "router" and not args.llm:
+        p.error(f"--planner {args.planner} needs --llm SPEC")
     cases = load_cases(args.cases) if args.cases else cases_of(args.split)
     if args.only:
         cases = [c for c in cases if c.id in set(args.only)]

@@ -17,8 +17,8 @@ from moa.testing import FakeEmbedder, FakeModel
 from moa.workflow.catalog import builtin_agents
 from moa.workflow.plan import Plan, plan_problems
 from moa.workflow.planformat import CompactStep, max_plan_tokens, parse_steps, plan_instructions, plan_messages, plan_prompt, plan_schema, step_options, task_prompt, to_plan
-from moa.workflow.planner import LLMPlanner, choose_planner
-from moa.workflow.planrepair import closest_agent, repair_plan, repair_steps
+from moa.workflow.planner import HybridPlanner, LLMPlanner, PlanOutcome, PlannerInfo, choose_planner
+from moa.workflow.planrepair import closest_agent, drop_agents, repair_plan, repair_steps
 
 AGENTS = builtin_agents()
 NAMES = list(AGENTS)
@@ -190,13 +190,45 @@ async def test_a_base_model_gets_a_completion_prompt(tmp_path: Path) -> None:
     assert request.messages is None and request.prompt is not None and request.prompt.endswith("Plan: ")
 
 
-async def test_auto_keeps_the_router_for_a_base_model(tmp_path: Path) -> None:
-    planner, why = await choose_planner(_ctx(FakeModel(chat=False), tmp_path))
-    assert type(planner).__name__ == "RouterPlanner" and "base model" in why
-
-
 def test_a_step_chained_after_one_that_passes_items_on_unchanged_runs_in_parallel() -> None:
     steps = [CompactStep("filtering", "drop: spam"), CompactStep("sentiment", "", 1), CompactStep("extraction", "", 2)]
     fixed, notes = repair_steps(steps, NAMES, unchanged=["sentiment", "extraction"])
     assert [(s.agent, s.source) for s in fixed] == [("filtering", 0), ("sentiment", 1), ("extraction", 1)]
     assert "passes on unchanged" in notes[0]
+
+
+def test_dropping_an_agent_repoints_the_steps_that_took_its_items() -> None:
+    plan = _plan(
+        {"id": "s1", "agent": "retrieval"},
+        {"id": "s2", "agent": "filtering", "items": "s1", "depends_on": ["s1"]},
+        {"id": "s3", "agent": "sentiment", "items": "s2", "depends_on": ["s2"]},
+    )
+    fixed, notes = drop_agents(plan, {"retrieval", "sentiment"})
+    assert [(s.id, s.items, s.depends_on) for s in fixed.subtasks] == [("s1", "input", []), ("s3", "s1", ["s1"])]
+    assert notes == ["dropped subtask 's2' (filtering): nothing in the task asks for it"]
+    assert drop_agents(plan, {"extraction"}) == (plan, [])  # never an empty plan
+
+
+async def test_the_hybrid_planner_drops_steps_the_router_finds_no_request_for(tmp_path: Path) -> None:
+    llm = FakeModel(['["filtering(keep: refund) <- input", "sentiment <- 1"]'], chat=True)
+    routed = PlanOutcome(_plan({"id": "s1", "agent": "filtering"}), PlannerInfo(name="router", reason="r"))
+    drafted = await LLMPlanner().plan(_ctx(llm, tmp_path), "I only want the tickets that mention a refund", AGENTS, has_input=True, reason="t")
+    outcome = HybridPlanner.combine(routed, drafted)
+    assert [s.agent for s in outcome.plan.subtasks] == ["filtering"] and outcome.info.name == "hybrid" and "dropped subtask 's2'" in outcome.info.reason
+    fallback = PlanOutcome(_plan({"id": "s1", "agent": "sentiment"}), PlannerInfo(name="router", reason="unusable"))
+    assert HybridPlanner.combine(routed, fallback) is fallback
+
+
+@pytest.mark.parametrize(
+    ("spec", "chat", "planner"),
+    [
+        ("embedded:", False, "RouterPlanner"),
+        ("embedded:smollm2-135m-instruct", True, "RouterPlanner"),
+        ("embedded:qwen2.5-coder-0.5b-instruct", True, "RouterPlanner"),
+        ("embedded:qwen2.5-coder-1.5b-instruct", True, "HybridPlanner"),
+        ("ollama:llama3.2", True, "LLMPlanner"),
+    ],
+)
+async def test_auto_chooses_by_what_the_llm_tier_was_measured_to_do(spec: str, chat: bool, planner: str, tmp_path: Path) -> None:
+    chosen, why = await choose_planner(_ctx(FakeModel(chat=chat, spec=spec), tmp_path))
+    assert type(chosen).__name__ == planner and spec in why

@@ -176,7 +176,9 @@ def _catalogue_line(name: str, agent: Agent) -> str:  # type: ignore[type-arg]
 _EXAMPLES: tuple[tuple[str, bool, tuple[str, ...], frozenset[str]], ...] = (
     ("Classify the mood of each post", True, ("sentiment <- input",), frozenset({"sentiment"})),
     ("List the people and dates in these letters", True, ("extraction(person, date) <- input",), frozenset({"extraction"})),
-    ("Remove the spam", True, ("filtering(drop: spam) <- input",), frozenset({"filtering"})),
+    ("Remove the spam and the ads", True, ("filtering(drop: spam or ads) <- input",), frozenset({"filtering"})),
+    ("I just want the posts about pricing", True, ("filtering(keep: pricing) <- input",), frozenset({"filtering"})),
+    ("What do our stored notes say about shipping costs?", False, ("retrieval <- input",), frozenset({"retrieval"})),
     (
         "Only keep the emails about invoices, then say if each is positive or negative",
         True,
@@ -191,15 +193,13 @@ _EXAMPLES: tuple[tuple[str, bool, tuple[str, ...], frozenset[str]], ...] = (
     ),
     ("Give the tone of each comment and the products it names", True, ("sentiment <- input", "extraction(product) <- input"), frozenset({"sentiment", "extraction"})),
     (
-        "Search our notes for feedback on the app and extract the companies in it",
+        "Search our notes for feedback on the app, keep only the bug reports, and extract the companies in them",
         False,
-        ("retrieval <- input", "extraction(organization) <- 1"),
-        frozenset({"retrieval", "extraction"}),
+        ("retrieval <- input", "filtering(keep: bug reports) <- 1", "extraction(organization) <- 2"),
+        frozenset({"retrieval", "filtering", "extraction"}),
     ),
     ("Just the sentiment, no entities needed", True, ("sentiment <- input",), frozenset({"sentiment"})),
 )
-
-
 def _shots(agents: AgentMap) -> list[tuple[str, str]]:
     """(task line, plan) of the example plans whose agents are all in the catalogue."""
     return [(task_prompt(task, has_input).removesuffix("\nPlan:"), json.dumps(list(lines))) for task, has_input, lines, needs in _EXAMPLES if needs <= set(agents)]

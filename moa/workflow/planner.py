@@ -29,13 +29,14 @@ from pydantic import BaseModel, Field
 from moa.agent.base import Agent
 from moa.agent.context import RunContext
 from moa.errors import ErrorCode, UserError
-from moa.models.base import GenerateRequest, Message
+from moa.models.base import GenerateRequest
+from moa.models.shipped import SHIPPED
 from moa.routing.policy import PLAN_STEPS, plan_models
 from moa.workflow.cues import clause_cues, filter_lead, filter_options, flags_only, negated
 from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_json
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
 from moa.workflow.planformat import max_plan_tokens, parse_steps, plan_messages, plan_prompt, plan_schema, task_prompt, to_plan
-from moa.workflow.planrepair import repair_plan, repair_steps
+from moa.workflow.planrepair import drop_agents, repair_plan, repair_steps
 
 AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
 
@@ -43,7 +44,7 @@ AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
 class PlannerInfo(BaseModel):
     """Which planner made the plan, and why it was chosen."""
 
-    name: Literal["router", "llm", "given"]
+    name: Literal["router", "llm", "hybrid", "given"]
     reason: str
     scores: dict[str, float] = Field(default_factory=dict)
     """Router planner: best similarity of the task's clauses to each agent."""
@@ -223,6 +224,34 @@ class LLMPlanner(Planner):
         )
 
 
+class HybridPlanner(Planner):
+    """The LLM planner's plan, checked by the router: a step whose agent the router did not match
+    to any clause of the task (by embedding similarity or cue words) is dropped.
+
+    Small models add steps nobody asked for ("I only want the tickets about refunds" → a filter,
+    then a sentiment step); the router rarely misses an agent the task names but cannot order
+    steps, use an agent twice, or phrase options. The LLM plans, the router vetoes.
+    """
+
+    def __init__(self, llm: LLMPlanner | None = None, router: RouterPlanner | None = None) -> None:
+        self.llm = llm or LLMPlanner()
+        self.router = router or RouterPlanner()
+
+    async def plan(self, ctx: RunContext, task: str, agents: AgentMap, *, has_input: bool, reason: str) -> PlanOutcome:
+        routed = await self.router.plan(ctx, task, agents, has_input=has_input, reason=reason)
+        drafted = await self.llm.plan(ctx, task, agents, has_input=has_input, reason=reason)
+        return self.combine(routed, drafted)
+
+    @staticmethod
+    def combine(routed: PlanOutcome, drafted: PlanOutcome) -> PlanOutcome:
+        """The LLM planner's plan (``drafted``) without the agents the router's (``routed``) lacks."""
+        if drafted.info.name != "llm":  # no usable llm plan: the router planned it
+            return drafted
+        plan, notes = drop_agents(drafted.plan, {s.agent for s in routed.plan.subtasks})
+        said = f"; the router dropped: {'; '.join(notes)}" if notes else "; the router agreed"
+        return PlanOutcome(plan, PlannerInfo(name="hybrid", reason=drafted.info.reason + said, scores=routed.info.scores))
+
+
 def with_task_options(plan: Plan, task: str, agents: AgentMap) -> Plan:
     """``plan`` with the options the task's words choose (:meth:`~moa.agent.base.Agent.options_from_task`,
     e.g. the labels "positive or negative" names) over the model's, and without a label set the
@@ -247,19 +276,36 @@ def with_task_options(plan: Plan, task: str, agents: AgentMap) -> Plan:
 
 
 async def choose_planner(ctx: RunContext) -> tuple[Planner, str]:
-    """The planner for this run and the reason (recorded in the run)."""
+    """The planner for this run and the reason (recorded in the run).
+
+    ``auto``: the router for a base model (its plans were measured to be meaningless) and for the
+    shipped chat models measured to plan worse than the router (SmolLM2-135M, Qwen2.5-Coder-0.5B:
+    :attr:`~moa.models.shipped.ShippedModel.plans`); the hybrid planner for the shipped models
+    that plan well (Qwen2.5-Coder-1.5B: small models add steps, the router drops them); the LLM
+    planner for every other chat model (a server's model, e.g. ``ollama:llama3.2``, ``openai:...``).
+    """
     choice = ctx.settings.planner
     if choice == "router":
         return RouterPlanner(), "planner=router was requested"
     if choice == "llm":
         return LLMPlanner(), "planner=llm was requested"
+    if choice == "hybrid":
+        return HybridPlanner(), "planner=hybrid was requested"
     llm = ctx.models.tier("llm")
-    if (await llm.acapabilities()).chat:
+    if not (await llm.acapabilities()).chat:
+        return RouterPlanner(), (
+            f"the llm tier ({llm.spec}) is a base model with no chat template (its plans were measured to be "
+            "meaningless), so tasks are routed by embedding similarity"
+        )
+    shipped = SHIPPED.get(llm.spec.removeprefix("embedded:")) if llm.spec.startswith("embedded:") else None
+    if shipped is None:
         return LLMPlanner(), f"the llm tier ({llm.spec}) is an instruction-tuned chat model"
-    return RouterPlanner(), (
-        f"the llm tier ({llm.spec}) is a base model with no chat template (its plans were measured to be "
-        "meaningless), so tasks are routed by embedding similarity"
-    )
+    if not shipped.plans:
+        return RouterPlanner(), (
+            f"the llm tier ({llm.spec}) is a small chat model measured to plan worse than the router "
+            "(benchmarks/planning.py), so tasks are routed by embedding similarity"
+        )
+    return HybridPlanner(), f"the llm tier ({llm.spec}) is a small chat model that plans well; the router checks its plan's agents"
 
 
 def plan_from_json(text: str, *, what: str = "the plan", limits: DocumentLimits = DEFAULT_LIMITS) -> dict[str, object]:
@@ -286,4 +332,4 @@ def given_plan(
     return PlanOutcome(validate_plan(plan, agents, models), PlannerInfo(name="given", reason="the caller supplied the plan"))
 
 
-__all__: Sequence[str] = ["LLMPlanner", "PlanOutcome", "Planner", "PlannerInfo", "RouterPlanner", "choose_planner", "given_plan", "plan_from_json"]
+__all__: Sequence[str] = ["HybridPlanner", "LLMPlanner", "PlanOutcome", "Planner", "PlannerInfo", "RouterPlanner", "choose_planner", "given_plan", "plan_from_json"]

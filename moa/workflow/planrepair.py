@@ -140,6 +140,32 @@ def repair_plan(plan: Plan, agents: Collection[str]) -> tuple[Plan, list[str]]:
     return plan.model_copy(update={"subtasks": fixed}), notes
 
 
+def drop_agents(plan: Plan, keep: Collection[str]) -> tuple[Plan, list[str]]:
+    """``plan`` without the subtasks whose agent is not in ``keep`` (the steps taking their items
+    take the dropped step's items instead), and a note per dropped subtask. A plan that would lose
+    every subtask comes back unchanged."""
+    dropped = {s.id: s for s in plan.subtasks if s.agent not in keep}
+    if not dropped or len(dropped) == len(plan.subtasks):
+        return plan, []
+
+    def source(items: str) -> str:
+        while items in dropped:
+            items = dropped[items].items
+        return items
+
+    subtasks = []
+    for s in plan.subtasks:
+        if s.id in dropped:
+            continue
+        items = source(s.items)
+        depends = list(dict.fromkeys(d2 for d in s.depends_on for d2 in ([source(d)] if d in dropped else [d]) if d2 != INPUT))
+        if items != INPUT and items not in depends:
+            depends.append(items)
+        subtasks.append(s.model_copy(update={"items": items, "depends_on": depends}))
+    notes = [f"dropped subtask {i!r} ({s.agent}): nothing in the task asks for it" for i, s in dropped.items()]
+    return plan.model_copy(update={"subtasks": subtasks}), notes
+
+
 def _break_cycles(subtasks: list[Subtask], notes: list[str]) -> list[Subtask]:
     """Drop every dependency on a step listed later (the listed order is the model's order), and
     the items that came from it, when the dependencies form a cycle."""
@@ -167,4 +193,4 @@ def _break_cycles(subtasks: list[Subtask], notes: list[str]) -> list[Subtask]:
     return out
 
 
-__all__: Sequence[str] = ["closest_agent", "repair_plan", "repair_steps"]
+__all__: Sequence[str] = ["closest_agent", "drop_agents", "repair_plan", "repair_steps"]

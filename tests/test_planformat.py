@@ -232,3 +232,9 @@ async def test_the_hybrid_planner_drops_steps_the_router_finds_no_request_for(tm
 async def test_auto_chooses_by_what_the_llm_tier_was_measured_to_do(spec: str, chat: bool, planner: str, tmp_path: Path) -> None:
     chosen, why = await choose_planner(_ctx(FakeModel(chat=chat, spec=spec), tmp_path))
     assert type(chosen).__name__ == planner and spec in why
+
+
+async def test_labels_the_task_names_beyond_the_known_ones_are_kept(tmp_path: Path) -> None:
+    llm = FakeModel(['["sentiment(positive, negative, mixed) <- input"]'], chat=True)
+    outcome = await LLMPlanner().plan(_ctx(llm, tmp_path), "Is each of these reviews positive, negative or mixed?", AGENTS, has_input=True, reason="t")
+    assert outcome.plan.subtasks[0].options == {"labels": ["positive", "negative", "mixed"]}

@@ -253,9 +253,10 @@ class HybridPlanner(Planner):
 
 
 def with_task_options(plan: Plan, task: str, agents: AgentMap) -> Plan:
-    """``plan`` with the options the task's words choose (:meth:`~moa.agent.base.Agent.options_from_task`,
-    e.g. the labels "positive or negative" names) over the model's, and without a label set the
-    model invented (labels the task does not name)."""
+    """``plan`` without a label set the model invented (labels the task does not name), and with
+    the options the task's words choose (:meth:`~moa.agent.base.Agent.options_from_task`, e.g. the
+    labels "positive or negative" names) where the model set none: "positive, negative or mixed"
+    keeps the model's three labels."""
     words = task.lower()
     subtasks = []
     for s in plan.subtasks:
@@ -270,7 +271,8 @@ def with_task_options(plan: Plan, task: str, agents: AgentMap) -> Plan:
         types = options.get("types")
         if isinstance(types, list) and not types:
             del options["types"]
-        options.update(agent.options_from_task(task))
+        for key, value in agent.options_from_task(task).items():  # the model's own, when the task names them all, stay
+            options.setdefault(key, value)
         subtasks.append(s.model_copy(update={"options": options}) if options != s.options else s)
     return plan.model_copy(update={"subtasks": subtasks})
 

@@ -29,7 +29,7 @@ def _plan(*subtasks: dict[str, object]) -> Plan:
 
 
 def test_json_lines_become_a_plan_with_ids_items_and_depends_on() -> None:
-    steps = parse_steps('["filtering(drop: spam) <- input", "sentiment(positive, negative) <- 1", "extraction(person, product) <- 1"]')
+    steps = parse_steps('{"plan": ["filtering(drop: spam) <- input", "sentiment(positive, negative) <- 1", "extraction(person, product) <- 1"]}')
     plan = to_plan(steps, AGENTS)
     assert [(s.id, s.agent, s.items, s.depends_on, s.options) for s in plan.subtasks] == [
         ("s1", "filtering", "input", [], {"mode": "drop", "criterion": "spam"}),
@@ -71,10 +71,12 @@ def test_the_schema_allows_only_known_agents_and_earlier_style_sources() -> None
     import re
 
     schema = plan_schema(NAMES)
-    pattern = re.compile(schema["items"]["pattern"])
+    assert schema["type"] == "object" and schema["required"] == ["plan"]  # OpenAI takes no other root
+    steps = schema["properties"]["plan"]
+    pattern = re.compile(steps["items"]["pattern"])
     assert pattern.match("filtering(drop: spam) <- input") and pattern.match("sentiment <- 2")
     assert not pattern.match("summarise <- input") and not pattern.match("sentiment <- s1") and not pattern.match("sentiment")
-    assert schema["maxItems"] >= 4 and max_plan_tokens(4) <= 120
+    assert steps["maxItems"] >= 4 and max_plan_tokens(4) <= 120
 
 
 def test_the_prompt_prefix_is_fixed_and_the_task_comes_last() -> None:

@@ -14,8 +14,9 @@ numbered lines). One step is one line::
 * ``<- input`` (the run's items, or the task text when there is none) or ``<- N``: the items
   step N passed on. Steps are numbered by position, so no ids, cascades or thresholds.
 
-The model answers with a JSON array of these lines (:func:`plan_schema`: each line's agent and
-source are constrained by a pattern) or, without constrained decoding, with plain lines;
+The model answers with ``{"plan": [lines]}`` (:func:`plan_schema`: each line's agent and source
+are constrained by a pattern; an object at the top, as OpenAI's structured outputs require) or,
+without constrained decoding, with a bare list or plain lines;
 :func:`parse_steps` reads both and :func:`to_plan` builds the :class:`Plan` (ids ``s1, s2, ...``,
 ``depends_on`` = the source). Fixing what a model gets wrong is :mod:`moa.workflow.planrepair`'s
 job; the prompt is :func:`plan_prompt`, whose fixed prefix (catalogue, rules, example plans) comes
@@ -71,11 +72,13 @@ def option_kind(agent: Agent) -> str | None:  # type: ignore[type-arg]
 
 
 def plan_schema(agents: Sequence[str]) -> dict[str, Any]:
-    """JSON schema of a compact plan: an array of 1 to :data:`MAX_STEPS` lines, each starting with
-    a known agent and ending with ``<- input`` or ``<- N``."""
+    """JSON schema of a compact plan: ``{"plan": [...]}``, 1 to :data:`MAX_STEPS` lines, each
+    starting with a known agent and ending with ``<- input`` or ``<- N``."""
     names = "|".join(re.escape(n) for n in sorted(agents, key=len, reverse=True))
     line = rf"^({names})(\([^()]{{1,{_OPTIONS_CHARS}}}\))? <- (input|[1-{MAX_STEPS - 1}])$"
-    return {"type": "array", "items": {"type": "string", "pattern": line}, "minItems": 1, "maxItems": MAX_STEPS}
+    steps = {"type": "array", "items": {"type": "string", "pattern": line}, "minItems": 1, "maxItems": MAX_STEPS}
+    # an object at the top: OpenAI's structured outputs and JSON mode take no other root
+    return {"type": "object", "properties": {"plan": steps}, "required": ["plan"], "additionalProperties": False}
 
 
 def max_plan_tokens(steps: int = 4) -> int:
@@ -202,7 +205,7 @@ _EXAMPLES: tuple[tuple[str, bool, tuple[str, ...], frozenset[str]], ...] = (
 )
 def _shots(agents: AgentMap) -> list[tuple[str, str]]:
     """(task line, plan) of the example plans whose agents are all in the catalogue."""
-    return [(task_prompt(task, has_input).removesuffix("\nPlan:"), json.dumps(list(lines))) for task, has_input, lines, needs in _EXAMPLES if needs <= set(agents)]
+    return [(task_prompt(task, has_input).removesuffix("\nPlan:"), json.dumps({"plan": list(lines)})) for task, has_input, lines, needs in _EXAMPLES if needs <= set(agents)]
 
 
 def plan_instructions(agents: AgentMap) -> str:
@@ -211,7 +214,7 @@ def plan_instructions(agents: AgentMap) -> str:
     return (
         "You turn a task into a plan of steps for these agents:\n"
         f"{catalogue}\n\n"
-        "Answer with the plan only: a JSON list of lines, one step each: agent(options) <- source. The source is "
+        'Answer with the plan only: {"plan": [lines]}, one line a step: agent(options) <- source. The source is '
         "`input` (the items the user gave, or the task text when there are none) or the number of an "
         "earlier step whose remaining items this step takes. Use only the agents the task needs, each once "
         "unless the task filters twice. Steps that both work on the same items take the same source."

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from moa.errors import ConfigError, ErrorCode, UserError
 
 Tier = Literal["slm", "llm"]
-PlannerChoice = Literal["auto", "router", "llm"]
+PlannerChoice = Literal["auto", "router", "llm", "hybrid"]
 ConfidenceMethod = Literal["auto", "logprobs", "samples", "self"]
 OnUnsure = Literal["keep", "needs_human"]
 SIDE_EFFECTS = "tools:side_effects"
@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     llm: str = "embedded:"
     """Model spec of the large-model tier (planner and synthesizer when it is a chat model)."""
     planner: PlannerChoice = "auto"
-    """``router`` (embedding match, no generative model), ``llm``, or ``auto`` (llm when capable)."""
+    """``router`` (embedding match, no generative model), ``llm``, ``hybrid`` (the llm plans, the router
+    drops steps the task does not ask for), or ``auto`` (hybrid when the llm tier plans well, else the router)."""
     timeout: float = Field(60.0, gt=0)
     """Seconds to wait for one model call (a request sent again gets what is left of it)."""
     connection_retries: int = Field(1, ge=0, le=5)

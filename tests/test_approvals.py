@@ -272,7 +272,7 @@ async def test_tier_llm_asks_before_the_llm_planner_and_a_denial_routes_instead(
     assert [a.id for a in waiting.pending] == ["plan"] and waiting.plan is None and llm.requests == []
     result = await moa.aresume(waiting.run_id, deny=["plan"], context=ctx)
     assert result.planner is not None and result.planner.name == "router" and "denied" in result.planner.reason
-    assert all("Decompose" not in prompt_of(r) for r in llm.requests)
+    assert all("You turn a task into a plan" not in prompt_of(r) for r in llm.requests)
     await ctx.aclose()
 
 

@@ -10,7 +10,7 @@ import pytest
 import moa
 from moa.errors import ErrorCode, RunError, UserError
 from moa.models.base import GenerateRequest, Generation, ToolCall
-from moa.testing import FakeModel, prompt_of, unreachable
+from moa.testing import FakeEmbedder, FakeModel, prompt_of, unreachable
 
 
 def _answers(request: GenerateRequest) -> str:
@@ -123,27 +123,38 @@ async def test_router_planner_builds_the_triage_dag() -> None:
     assert result.status == "ok"
 
 
-async def test_llm_planner_is_used_for_chat_models_and_repairs_once() -> None:
-    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment", "depends_on": ["s1"]}]})
-    good = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment"}]})
-    llm = FakeModel([bad, good, "The reviews are positive."], chat=True)
+async def test_llm_planner_is_used_for_chat_models_and_repairs_mechanically() -> None:
+    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment", "depends_on": ["s1"]}]})  # moa's full format, depends on itself
+    llm = FakeModel([bad, "The reviews are positive."], chat=True)
     slm = FakeModel(['{"label":"positive","confidence":0.9}'])
     settings = moa.load_settings(confidence="self")  # one call per item (agreement sampling is tested in test_escalation)
     result = await moa.arun("how do people feel?", input=["nice"], slm=slm, llm=llm, settings=settings)
-    assert result.planner is not None and result.planner.name == "llm"
-    assert "depends on itself" in prompt_of(llm.requests[1])
+    assert result.planner is not None and result.planner.name == "llm" and "dropped dependencies on 's1'" in result.planner.reason
     assert result.answer == "The reviews are positive."
-    assert result.summary.per_tier["llm"].calls == 3
-    assert result.summary.slm_call_share == pytest.approx(1 / 4)
+    assert result.summary.per_tier["llm"].calls == 2  # no second planning call: the repair was mechanical
+    assert result.summary.slm_call_share == pytest.approx(1 / 3)
 
 
-async def test_llm_planner_invalid_twice_is_a_user_error() -> None:
-    """With ``planner = "llm"`` (under ``auto`` the router plans: tests/test_planner_fallback.py)."""
+async def test_an_llm_plan_that_cannot_be_repaired_is_an_error_with_planner_llm() -> None:
+    """With ``planner = "llm"``; under ``auto`` the router plans with a warning (below, and
+    tests/test_planner_fallback.py)."""
     bad = json.dumps({"subtasks": [{"id": "s1", "agent": "nope"}]})
     llm = FakeModel([bad], chat=True)
     with pytest.raises(UserError) as info:
         await moa.arun("t", input=["x"], slm=llm, llm=llm, settings=moa.load_settings(planner="llm"))
-    assert info.value.code == ErrorCode.INVALID_PLAN and "twice" in info.value.message and "--planner router" in info.value.message
+    assert info.value.code == ErrorCode.INVALID_PLAN and "no usable plan" in info.value.message and "--planner router" in info.value.message
+    assert len(llm.requests) == 1  # one planning call: no second attempt
+
+
+async def test_an_llm_plan_that_cannot_be_repaired_is_routed_instead_with_a_warning() -> None:
+    bad = json.dumps({"subtasks": [{"id": "s1", "agent": "nope"}]})
+    llm = FakeModel([bad], chat=True)
+    settings = moa.load_settings()
+    ctx = moa.RunContext.create(settings, models=moa.Models(settings, slm=llm, llm=llm), embedder=FakeEmbedder())
+    result = await moa.arun("give the sentiment of each review", input=["x"], context=ctx)
+    await ctx.aclose()
+    assert result.planner is not None and result.planner.name == "router"
+    assert result.planner.warning is not None and "unknown agent 'nope'" in result.planner.warning
 
 
 async def test_synthesizer_failure_keeps_the_report() -> None:

@@ -20,7 +20,7 @@ import pytest
 from support.fault_server import FaultServer, fault_server
 
 import moa
-from moa.errors import BudgetExceeded, ErrorCode, InvalidOutput, ModelUnavailable
+from moa.errors import BudgetExceeded, ErrorCode, InvalidPlan, ModelUnavailable
 from moa.testing import FakeEmbedder, FakeModel
 from moa.workflow.planner import ROUTER_HINT
 
@@ -60,25 +60,26 @@ async def test_auto_falls_back_when_the_llm_gives_no_valid_plan_after_its_repair
     llm = FakeModel(['{"subtasks": "none"}'], chat=True, spec="fake:big")
     result = await moa.arun(TASK, input=ITEMS, context=context(llm))
     assert result.planner is not None and result.planner.name == "router" and result.status == "ok"
-    assert "[invalid_output]" in (result.planner.warning or "") and result.warnings[0] == result.planner.warning
+    assert "[invalid_plan]" in (result.planner.warning or "") and result.warnings[0] == result.planner.warning
     plan_calls = [u for u in result.usage if u.purpose in ("plan", "repair") and u.tier == "llm"]
-    assert len(plan_calls) == 2  # the first try and the repair are counted, then the router planned
+    assert len(plan_calls) == 1  # the one planning call is counted (repairs are mechanical), then the router planned
 
 
 async def test_planner_llm_fails_and_says_the_router_planner_works_without_it() -> None:
     with pytest.raises(ModelUnavailable) as raised:
         await moa.arun(TASK, input=ITEMS, context=context(down(), planner="llm"))
     assert raised.value.code == ErrorCode.MODEL_UNREACHABLE and ROUTER_HINT in raised.value.message
-    with pytest.raises(InvalidOutput) as invalid:
+    with pytest.raises(InvalidPlan) as invalid:
         await moa.arun(TASK, input=ITEMS, context=context(FakeModel(['{"subtasks": "none"}'], chat=True), planner="llm"))
     assert ROUTER_HINT in invalid.value.message
 
 
 async def test_a_used_up_budget_at_planning_is_not_fallen_back_from() -> None:
-    """The first plan call uses the 5-token budget up; the repair is refused: the run stops, no router plan."""
+    """The time budget is used up before the planning call: the run stops, no router plan."""
     llm = FakeModel(['{"subtasks": "none" , "rationale": "a b c d e f g h"}'], chat=True, spec="fake:big")
     with pytest.raises(BudgetExceeded):
-        await moa.arun(TASK, input=ITEMS, context=context(llm, budget_tokens=5))
+        await moa.arun(TASK, input=ITEMS, context=context(llm, budget_seconds=1e-9))
+    assert llm.requests == []
 
 
 # -- a real closed port and a real hanging server ---------------------------------------------------

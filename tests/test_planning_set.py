@@ -1,4 +1,5 @@
-"""The planning set (benchmarks/data/planning.jsonl) is consistent, and the scorer of
+"""The planning set (benchmarks/data/planning.jsonl, dev and test splits) and the held-out set
+(planning-heldout.jsonl) are consistent, and the scorer of
 benchmarks/planning.py gives a right plan 1.0 and a wrong one less; the benchmark loop runs on
 fakes. Nothing here plans with a real model."""
 
@@ -15,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import planning  # noqa: E402
-from benchmarks.planning import Case, case_problems, load_cases, reference_plan, run_cases, score_plan, summarise  # noqa: E402
+from benchmarks.planning import HELDOUT, Case, case_problems, cases_of, load_cases, reference_plan, run_cases, score_plan, summarise  # noqa: E402
 from moa.errors import ErrorCode, UserError  # noqa: E402
 from moa.workflow.catalog import builtin_agents  # noqa: E402
 from moa.workflow.plan import Plan  # noqa: E402
 
 AGENTS = builtin_agents()
 CASES = load_cases()
+HELD_OUT = load_cases(HELDOUT)
 QUICKSTART = next(c for c in CASES if c.task == "Filter out spam, then give the sentiment and the entities of the rest")
 
 
@@ -43,7 +45,22 @@ def test_the_set_is_large_and_varied() -> None:
     assert any(any(s.agent == "retrieval" and not c.has_input for s in c.steps) and c.edges for c in CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_the_splits_are_stratified_and_the_held_out_set_is_new() -> None:
+    assert {c.split for c in CASES} == {"dev", "test"} and {c.split for c in HELD_OUT} == {"heldout"}
+    for size in (1, 2, 3):
+        group = [c for c in CASES if min(len(c.steps), 3) == size]
+        tests = sum(c.split == "test" for c in group)
+        assert len(group) // 4 <= tests <= len(group) // 2, (size, tests, len(group))  # about a third of each step count
+    assert len(HELD_OUT) >= 30
+    assert not {c.id for c in HELD_OUT} & {c.id for c in CASES}
+    assert not {c.task.lower() for c in HELD_OUT} & {c.task.lower() for c in CASES}
+    sizes = Counter(min(len(c.steps), 3) for c in HELD_OUT)
+    assert sizes[1] >= 10 and sizes[2] >= 8 and sizes[3] >= 5 and sum(not c.has_input for c in HELD_OUT) >= 6, sizes
+    assert [c.id for c in cases_of("test")] == [c.id for c in CASES if c.split == "test"]
+    assert len(cases_of("all")) == len(CASES) + len(HELD_OUT)
+
+
+@pytest.mark.parametrize("case", CASES + HELD_OUT, ids=[c.id for c in CASES + HELD_OUT])
 def test_each_case_is_consistent_and_its_reference_plan_scores_1(case: Case) -> None:
     assert case_problems(case, AGENTS) == []
     scored = score_plan(case, reference_plan(case), AGENTS)
@@ -52,7 +69,7 @@ def test_each_case_is_consistent_and_its_reference_plan_scores_1(case: Case) -> 
 
 def test_case_problems_are_found() -> None:
     bad = Case.model_validate(
-        {"id": "bad", "task": "x", "has_input": True, "steps": [
+        {"id": "bad", "split": "dev", "task": "x", "has_input": True, "steps": [
             {"id": "a", "agent": "sentiment", "mode": "keep"},
             {"id": "b", "agent": "summarise", "from": "c"},
             {"id": "d", "agent": "filtering", "criterion": ["Spam"]},

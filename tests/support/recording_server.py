@@ -53,7 +53,7 @@ def answer_with(plan: dict[str, Any] | None = None) -> Callable[[dict[str, Any]]
     """Answers: ``plan`` (as JSON) to the llm planner's prompt, a confident sentiment to the rest."""
 
     def answer(body: dict[str, Any]) -> str:
-        if plan is not None and "Decompose the task" in _text(body):
+        if plan is not None and "You turn a task into a plan" in _text(body):
             return json.dumps(plan)
         return SENTIMENT
 

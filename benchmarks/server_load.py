@@ -40,6 +40,8 @@ FINAL = {"ok", "partial", "failed", "stopped", "interrupted", "needs_human", "er
 def handler(request: GenerateRequest) -> str:
     """A plan of one sentiment subtask, a positive label, a one-line answer: whatever is asked."""
     props = (request.json_schema or {}).get("properties", {})
+    if "plan" in props:  # the llm planner's compact format
+        return json.dumps({"plan": ["sentiment <- input"]})
     if "subtasks" in props:
         return json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment"}]})
     if "label" in props:

@@ -120,5 +120,7 @@ async def test_an_allowed_model_in_a_plan_gets_items_but_no_key() -> None:
         plan = {"subtasks": [{"id": "s", "agent": "sentiment", "cascade": [spec]}]}
         result = await moa.arun("classify", input=["fine", "great"], plan=plan, settings=settings)
     assert result.results["s"].status == "ok" and {i.answered_by for i in result.results["s"].items} == {spec}
-    assert len(other.requests) == 2 and set(other.authorizations()) == {None}
+    # 2 items; the recording server gives no logprobs, so an item in flight before the backend
+    # noticed is asked once more (tests/test_logprobs_fallback.py)
+    assert 2 <= len(other.requests) <= 4 and set(other.authorizations()) == {None}
     assert own.requests and set(own.authorizations()) == {"Bearer sk-own"}  # the synthesizer, on the llm tier

@@ -26,7 +26,7 @@ LLM_PLAN = json.dumps({"subtasks": [{"id": "s1", "agent": "sentiment", "instruct
 def answers(request: GenerateRequest) -> str:
     """A valid answer for any decode schema with a ``label`` enum, or a plan for the planner."""
     props = (request.json_schema or {}).get("properties", {})
-    if "subtasks" in props:
+    if "subtasks" in props or "plan" in props:  # moa's full plan format, or the llm planner's compact one
         return LLM_PLAN
     label = props.get("label", {})
     choice = (label.get("enum") or ["positive"])[0]

@@ -109,7 +109,7 @@ def llm_specs(server: FaultServer) -> dict[str, str]:
 @pytest.mark.parametrize(("fault", "code"), [("down", "model_unreachable"), ("hang", "model_timeout")])
 async def test_api_auto_plans_with_the_router_when_the_llm_server_is_down_or_hangs(server: FaultServer, tmp_path: Path, fault: str, code: str) -> None:
     settings = moa.load_settings(
-        slm=server.openai(), llm=llm_specs(server)[fault], planner="auto", timeout=1.0, state_dir=tmp_path / "state", memory_dir=tmp_path / "memory"
+        slm=server.openai(), llm=llm_specs(server)[fault], planner="auto", timeout=5.0, state_dir=tmp_path / "state", memory_dir=tmp_path / "memory"
     )
     result = await moa.arun(TASK, input=ITEMS, settings=settings)
     assert result.planner is not None and result.planner.name == "router"
@@ -123,7 +123,7 @@ def run_moa(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Compl
     (tmp_path / "moa.toml").touch()
     base = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
     full = {**base, "MOA_CONFIG": str(tmp_path / "moa.toml"), "MOA_STATE_DIR": str(tmp_path / "state"),
-            "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_TIMEOUT": "1", **env}  # fmt: skip
+            "MOA_MEMORY_DIR": str(tmp_path / "memory"), "MOA_TIMEOUT": "5", **env}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=full, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL)
 
 

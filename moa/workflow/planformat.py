@@ -78,7 +78,7 @@ def plan_schema(agents: Sequence[str]) -> dict[str, Any]:
     line = rf"^({names})(\([^()]{{1,{_OPTIONS_CHARS}}}\))? <- (input|[1-{MAX_STEPS - 1}])$"
     steps = {"type": "array", "items": {"type": "string", "pattern": line}, "minItems": 1, "maxItems": MAX_STEPS}
     # an object at the top: OpenAI's structured outputs and JSON mode take no other root
-    return {"type": "object", "properties": {"plan": steps}, "required": ["plan"], "additionalProperties": False}
+    return {"title": "Plan", "type": "object", "properties": {"plan": steps}, "required": ["plan"], "additionalProperties": False}
 
 
 def max_plan_tokens(steps: int = 4) -> int:

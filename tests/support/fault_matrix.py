@@ -100,6 +100,8 @@ def expected_code(tier: str, mode: str) -> ErrorCode | None:
     """The code the case must report (``None``: the fault is not an error there)."""
     if tier == "synthesizer":  # prose: any text is an answer; none at all is a model error
         return {"off_schema": None, "truncated": None, "unknown_tool": ErrorCode.MODEL_ERROR}.get(mode, CODES[mode])
+    if tier == "planner" and CODES[mode] == ErrorCode.INVALID_OUTPUT:  # the planner reads the answer itself: no usable plan
+        return ErrorCode.INVALID_PLAN
     return CODES[mode]
 
 

@@ -217,7 +217,10 @@ def _choices(schema: Mapping[str, Any] | None) -> list[str]:
 
 def _content(purpose: str, schema: dict[str, Any] | None, body: Mapping[str, Any], foreign: str | None) -> str:
     if purpose == "plan":
-        return json.dumps(_plan(foreign))
+        compact = schema is not None and "plan" in (schema.get("properties") or {})
+        if compact and foreign is None:  # the llm planner's compact format: one line a step
+            return json.dumps({"plan": ["sentiment <- input", "extraction <- input"]})
+        return json.dumps(_plan(foreign))  # moa's full format (the planner reads it too): only it can name a model
     if schema is None:
         return HEALTHY_ANSWER
     return json.dumps(instance(schema, _item(body)))

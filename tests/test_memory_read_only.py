@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+from support.immutable import chattr, immutable  # noqa: F401  (immutable is a fixture)
 
 import moa
 from moa.cli.main import app
@@ -33,23 +32,9 @@ runner = CliRunner()
 DOCS = {"cats.txt": "Cats sleep most of the day and purr when they are content.", "rockets.txt": "The rocket launch was delayed by high winds."}
 
 
-@pytest.fixture
-def immutable() -> Iterator[list[Path]]:
-    """Paths made immutable with ``chattr +i`` during the test (skips when that is not possible)."""
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed: cannot make a folder unwritable for root")
-    made: list[Path] = []
-    yield made
-    for path in reversed(made):
-        subprocess.run(["chattr", "-i", str(path)], check=False)
-
-
 def _freeze(folder: Path, made: list[Path]) -> None:
     for path in [*sorted(p for p in folder.rglob("*")), folder]:
-        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"chattr +i {path} failed ({done.stderr.strip()}): no immutable files on this file system or without CAP_LINUX_IMMUTABLE")
-        made.append(path)
+        chattr(path, made)
 
 
 def _filled(tmp_path: Path) -> Path:

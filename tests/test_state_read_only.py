@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+from support.immutable import chattr, immutable  # noqa: F401  (immutable is a fixture)
 
 import moa
 from moa.cli.main import app
@@ -74,31 +73,13 @@ def test_reading_a_state_folder_that_does_not_exist_creates_nothing(tmp_path: Pa
     assert not (tmp_path / "nowhere").exists()
 
 
-@pytest.fixture
-def immutable() -> Iterator[list[Path]]:
-    """Paths made immutable with ``chattr +i`` during the test (skips when that is not possible)."""
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed: cannot make a folder unwritable for root")
-    made: list[Path] = []
-    yield made
-    for path in reversed(made):
-        subprocess.run(["chattr", "-i", str(path)], check=False)
-
-
-def _chattr(path: Path, made: list[Path]) -> None:
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i {path} failed ({done.stderr.strip()}): no immutable files on this file system or without CAP_LINUX_IMMUTABLE")
-    made.append(path)
-
-
 def test_a_really_read_only_state_folder_can_be_read(immutable: list[Path]) -> None:
     done, waiting = _finished_and_waiting()
     db = state_path(moa.load_settings())
     before = {p.name: p.read_bytes() for p in db.parent.iterdir() if p.is_file()}
     assert not any(name.endswith("-wal") for name in before)  # closed cleanly: no -wal or -shm to read through
     for path in [*(p for p in db.parent.iterdir() if p.is_file()), db.parent]:
-        _chattr(path, immutable)
+        chattr(path, immutable)
     assert not os.access(db.parent, os.W_OK)
 
     _reads_work(done, waiting)
@@ -111,6 +92,6 @@ def test_a_really_read_only_state_folder_can_be_read(immutable: list[Path]) -> N
 def test_a_read_only_state_file_in_a_writable_folder_can_be_read(immutable: list[Path]) -> None:
     done, waiting = _finished_and_waiting()
     db = state_path(moa.load_settings())
-    _chattr(db, immutable)
+    chattr(db, immutable)
     _reads_work(done, waiting)
     assert asyncio.run(moa.apending(waiting)) != []

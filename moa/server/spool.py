@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from moa.files import atomic_write
 from moa.logs import get_logger
 from moa.settings import Settings
+from moa.workflow.index import process_alive
 
 log = get_logger(__name__)
 
@@ -89,18 +90,7 @@ class Spool:
             except (OSError, ValidationError) as exc:
                 log.warning("spool_entry_unreadable", path=str(path), error=str(exc)[:200])
                 continue
-            if entry.pid == os.getpid() or not _alive(entry.pid):
+            if entry.pid == os.getpid() or not process_alive(entry.pid):
                 found.append((mtime, entry))
         return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]
 
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

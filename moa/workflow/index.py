@@ -182,8 +182,9 @@ async def tables(conn: aiosqlite.Connection) -> set[str]:
         return {row[0] for row in await cursor.fetchall()}
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (``None`` or ``<= 0``: no)."""
+    if pid is None or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -236,7 +237,7 @@ class RunIndex:
                     data[name] = json.loads(data[name])
                 else:
                     data.pop(name, None)
-            if data["status"] == "running" and not _alive(data["pid"]):
+            if data["status"] == "running" and not process_alive(data["pid"]):
                 data["status"] = "interrupted"
             records.append(RunRecord.model_validate(data))
         return records

@@ -254,6 +254,8 @@ async def test_an_oversize_body_is_413_and_nothing_is_stored() -> None:
         (b'{"task": "x", "graph": "/etc/passwd"}', 404, "unknown_graph", "GET /v1/graphs"),
         (b'{"task": "x", "options": {"budget_tokens": -1}}', 422, "invalid_input", "budget_tokens"),
         (b'{"task": "x", "options": {"approve": ["bogus"]}}', 422, "bad_config", "approval rule"),
+        (b'{"task": "x", "options": {"cascade": ["openai:evil@http://203.0.113.9/v1"]}}', 422, "invalid_input", "cascade"),  # no widening
+        (b'{"task": "x", "options": {"tools": ["delete_everything"]}}', 422, "invalid_input", "tools"),
         (b'{"task": "   "}', 422, "empty_task", "empty"),
         (b'{"task": "' + b"x" * 5000 + b'"}', 422, "task_too_large", "put the data in"),
         (b'{"task": "x", "input": []}', 422, "invalid_input", "empty list"),

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.settings import Settings
 from moa.usage import Usage
-from moa.workflow.index import connect, connect_read_only, read_only, state_error, state_path, tables
+from moa.workflow.index import close_connection, connect, connect_read_only, read_only, state_error, state_path, tables
 from moa.workflow.langgraph import RETURN_CHANNEL
 from moa.workflow.plan import Plan
 from moa.workflow.planner import PlannerInfo
@@ -141,7 +141,7 @@ async def open_checkpointer(settings: Settings, *, write: bool = True) -> AsyncI
             raise state_error(exc, path, settings) from exc
         yield saver
     finally:
-        await conn.close()
+        await close_connection(conn)
 
 
 def translate(exc: BaseException, settings: Settings) -> MoaError | None:

@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -120,6 +120,19 @@ def state_error(exc: sqlite3.Error, path: Path | str, settings: Settings) -> Moa
         f"cannot use the state database {path} ({text}); make its folder writable (and check the disk is not full) "
         "or set MOA_STATE_DIR to another folder",
     )
+
+
+async def close_connection(conn: aiosqlite.Connection) -> None:
+    """Close ``conn`` so that it holds no lock afterwards, even when the run was cancelled mid-query.
+
+    A statement a cancelled query left unfinished (its cursor kept alive by the cancellation's
+    traceback) makes SQLite defer the close: the connection lingers as a "zombie" that keeps its
+    write lock until the cursor is garbage-collected, and the next ``moa resume`` of the run waits
+    ``state_lock_timeout`` for nothing. Rolling back first ends any open transaction and resets
+    unfinished statements, so the lock goes with the close."""
+    with suppress(sqlite3.Error, ValueError):
+        await conn.rollback()
+    await conn.close()
 
 
 async def connect(path: Path, settings: Settings, *, autocommit: bool = False) -> aiosqlite.Connection:
@@ -337,7 +350,7 @@ async def open_index(settings: Settings, *, write: bool = True) -> AsyncIterator
             raise state_error(exc, path, settings) from exc
         yield RunIndex(conn, path, settings)
     finally:
-        await conn.close()
+        await close_connection(conn)
 
 
 @asynccontextmanager

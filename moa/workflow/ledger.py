@@ -26,7 +26,7 @@ from moa.agent.ledger import CallKey, Ledger, RecordedCall
 from moa.agent.results import AgentRun
 from moa.errors import MoaError
 from moa.usage import Usage
-from moa.workflow.index import RunIndex, connect, state_error
+from moa.workflow.index import RunIndex, close_connection, connect, state_error
 from moa.workflow.results import SubtaskResult
 
 SCHEMA = """
@@ -158,7 +158,7 @@ async def open_ledger(index: RunIndex, run_id: str) -> AsyncIterator[SqliteLedge
     try:
         yield SqliteLedger(conn, index, run_id)
     finally:
-        await conn.close()
+        await close_connection(conn)
 
 
 async def forget_runs(conn: aiosqlite.Connection, run_ids: Iterable[str]) -> None:

@@ -12,30 +12,20 @@ schema-valid output), not answer quality.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.shipped import require_shipped
 
 from moa import RunContext, Settings
 from moa.agents.sentiment import SentimentInput
 from moa.agents.sentiment import agent as sentiment
 from moa.models.base import GenerateRequest, Message
 from moa.models.registry import Models
-from moa.models.shipped import SHIPPED, shipped_status
+from moa.models.shipped import SHIPPED
 
 pytestmark = pytest.mark.real
-
-
-def _require(name: str, *, in_ci: bool) -> None:
-    model = SHIPPED[name]
-    status = shipped_status(model)
-    if status.installed == len(model.parts):
-        return
-    if in_ci and os.environ.get("CI"):
-        pytest.fail(f"{model.spec} is not installed in CI: {status.summary}")
-    pytest.skip(f"{model.spec}: {status.summary}")
 
 
 async def _context(spec: str, tmp_path: Path) -> AsyncIterator[RunContext]:
@@ -49,7 +39,7 @@ async def _context(spec: str, tmp_path: Path) -> AsyncIterator[RunContext]:
 
 @pytest.fixture
 async def smollm2(tmp_path: Path) -> AsyncIterator[RunContext]:
-    _require("smollm2-135m-instruct", in_ci=True)
+    require_shipped("smollm2-135m-instruct", in_ci=True)
     async for ctx in _context("embedded:smollm2-135m-instruct", tmp_path):
         yield ctx
 
@@ -86,6 +76,6 @@ async def test_smollm2_runs_an_agent_with_its_chat_prompt(smollm2: RunContext) -
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
 async def test_qwen_answers_a_chat_through_the_door(name: str, tmp_path: Path) -> None:
-    _require(name, in_ci=False)
+    require_shipped(name, in_ci=False)
     async for ctx in _context(f"embedded:{name}", tmp_path):
         await _chat_through_the_door(ctx)

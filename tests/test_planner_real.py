@@ -10,31 +10,21 @@ the task asks for, in the right data flow. Quality of the whole set is measured 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.shipped import require_shipped
 
 from moa import RunContext, Settings
 from moa.models.registry import Models
-from moa.models.shipped import SHIPPED, shipped_status
+from moa.models.shipped import SHIPPED
 from moa.workflow.catalog import builtin_agents
 from moa.workflow.plan import INPUT, plan_problems
 from moa.workflow.planner import HybridPlanner, LLMPlanner
 
 pytestmark = pytest.mark.real
 AGENTS = builtin_agents()
-
-
-def _require(name: str, *, in_ci: bool) -> None:
-    model = SHIPPED[name]
-    status = shipped_status(model)
-    if status.installed == len(model.parts):
-        return
-    if in_ci and os.environ.get("CI"):
-        pytest.fail(f"{model.spec} is not installed in CI: {status.summary}")
-    pytest.skip(f"{model.spec}: {status.summary}")
 
 
 @pytest.fixture
@@ -57,7 +47,7 @@ TASKS = [
 
 @pytest.mark.parametrize("ctx", ["smollm2-135m-instruct"], indirect=True)
 async def test_smollm2_plans_are_valid_and_name_known_agents(ctx: RunContext) -> None:
-    _require("smollm2-135m-instruct", in_ci=True)
+    require_shipped("smollm2-135m-instruct", in_ci=True)
     planner = LLMPlanner(fallback=False)
     for task, has_input in TASKS:
         outcome = await planner.plan(ctx, task, AGENTS, has_input=has_input, reason="test")
@@ -76,7 +66,7 @@ RIGHT = [
 @pytest.mark.slow
 @pytest.mark.parametrize("ctx", ["qwen2.5-coder-1.5b-instruct"], indirect=True)
 async def test_qwen_1_5b_plans_a_handful_of_tasks_right(ctx: RunContext) -> None:
-    _require("qwen2.5-coder-1.5b-instruct", in_ci=False)
+    require_shipped("qwen2.5-coder-1.5b-instruct", in_ci=False)
     planner = HybridPlanner()
     for task, has_input, expected in RIGHT:
         outcome = await planner.plan(ctx, task, AGENTS, has_input=has_input, reason="test")

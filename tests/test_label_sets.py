@@ -112,6 +112,17 @@ def test_the_task_wording_chooses_the_label_set() -> None:
     assert SENTIMENT.options_from_task("what is the sentiment of these reviews") == {}
 
 
+def test_a_list_that_names_two_labels_brings_its_other_words() -> None:
+    mixed = {"labels": ["positive", "negative", "mixed"]}
+    assert SENTIMENT.options_from_task("Is each of these reviews positive, negative or mixed?") == mixed
+    assert SENTIMENT.options_from_task("label each as positive/negative/mixed") == mixed
+    assert SENTIMENT.options_from_task("classify them as positive, negative, neutral, or mixed")["labels"][-1] == "mixed"
+    # a second conjunction ends the list, and a word that qualifies a label is not one
+    assert SENTIMENT.options_from_task("sort into positive and negative and drop spam") == TWO
+    assert SENTIMENT.options_from_task("rate them negative, neutral, positive or very positive") == {"labels": ["positive", "negative", "neutral"]}
+    assert SENTIMENT.options_from_task("find the apples, pears or plums, positive or negative") == TWO  # a list naming no label
+
+
 async def test_the_router_planner_takes_the_label_set_from_the_task(tmp_path: Path) -> None:
     ctx = moa.RunContext.create(settings(tmp_path), embedder=FakeEmbedder())
     agents = {"sentiment": SENTIMENT, "filtering": builtin_agents()["filtering"]}

@@ -19,6 +19,10 @@ from moa.kit import Capabilities, Example, Generation, Message, ModelAgent
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
 _LABEL_WORDS = re.compile(rf"\b({'|'.join(DEFAULT_LABELS)})\b", re.IGNORECASE)
+_WORD_LIST = re.compile(r"\b[a-z]+(?:\s*,\s*[a-z]+)*\s*,?\s+(?:or|and)\s+[a-z]+\b|\b[a-z]+(?:\s*/\s*[a-z]+)+\b", re.IGNORECASE)
+"""A list of single words: "positive, negative or mixed", "positive/negative/neutral"."""
+_LIST_SEPARATOR = re.compile(r"\s*(?:,|/|\bor\b|\band\b)\s*", re.IGNORECASE)
+MAX_NAMED_LABELS = 6
 
 _SHOTS = (
     ("I loved every minute of it, the cast is wonderful.", "positive"),
@@ -105,9 +109,18 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
 
     def options_from_task(self, task: str) -> dict[str, Any]:
         """Two or more of the known labels named in the task choose the label set: "positive or
-        negative sentiment of each review" → ``{"labels": ["positive", "negative"]}``."""
+        negative sentiment of each review" → ``{"labels": ["positive", "negative"]}``. A list of
+        words that names two known labels gives its other words too: "positive, negative or
+        mixed" → ``["positive", "negative", "mixed"]``."""
         named = {word.lower() for word in _LABEL_WORDS.findall(task)}
-        return self.options_for_labels(sorted(named)) if len(named) >= 2 else {}
+        if len(named) < 2:
+            return {}
+        for found in _WORD_LIST.finditer(task):
+            words = [w.lower() for w in _LIST_SEPARATOR.split(found.group()) if w]
+            modifies = _LABEL_WORDS.match(task[found.end() :].lstrip())  # "... or very positive": not a list of labels
+            if not modifies and len(set(words) & named) >= 2 and len(words) == len(set(words)) <= MAX_NAMED_LABELS:
+                named |= set(words)
+        return self.options_for_labels(sorted(named))
 
     def task_wording(self, options: dict[str, Any]) -> str | None:
         labels = options.get("labels")

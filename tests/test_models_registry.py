@@ -36,3 +36,16 @@ async def test_backends_built_from_specs_are_closed() -> None:
     built.aclose = aclose  # type: ignore[method-assign]
     await models.aclose()
     assert closed == ["openai:bench@http://127.0.0.1:9/v1"]
+
+
+def test_a_slow_shipped_model_gets_a_longer_timeout_unless_the_user_set_one() -> None:
+    from moa.models.registry import embedded_timeout
+    from moa.models.shipped import SHIPPED
+    from moa.settings import Settings
+
+    qwen, smol = SHIPPED["qwen2.5-coder-1.5b-instruct"], SHIPPED["smollm2-135m-instruct"]
+    assert embedded_timeout(Settings(), qwen) == qwen.timeout and (qwen.timeout or 0) > Settings().timeout
+    assert embedded_timeout(Settings(), smol) == Settings().timeout  # fast enough for the default
+    assert embedded_timeout(Settings(), None) == Settings().timeout  # the default model or a GGUF path
+    assert embedded_timeout(Settings(timeout=20), qwen) == 20  # the user's choice wins, even a shorter one
+    assert embedded_timeout(Settings(timeout=900), qwen) == 900

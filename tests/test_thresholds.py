@@ -363,3 +363,11 @@ async def test_an_eval_of_the_cascade_replays_the_thresholds_its_runs_use(tmp_pa
     explicit = await aevaluate(prepare("sentiment", data, ctx=ctx, options=options, threshold=0.7), tmp_path / "ev-explicit", ctx=ctx)
     assert explicit.answered_by == {"llm": 20}  # --threshold wins
     await ctx.aclose()
+
+
+async def test_the_synchronous_wrapper_refuses_to_run_inside_an_event_loop(tmp_path: Path) -> None:
+    from moa.eval import calibrate_thresholds
+
+    with pytest.raises(UserError) as info:
+        calibrate_thresholds("sentiment", labelled(tmp_path / "d.tsv", 100), cascade=["slm", "llm"])
+    assert info.value.code == ErrorCode.NESTED_EVENT_LOOP and "acalibrate_thresholds" in info.value.message

@@ -12,10 +12,12 @@ items it did not see. The thresholds stored are the ones the same procedure choo
 The chosen rule is compared, on the same items, with the agent's default threshold, with never
 escalating (threshold 0: only failed answers climb) and with always answering on the top step.
 Those have nothing fitted, so their accuracy on all items is already a held-out number.
+:func:`calibrate_thresholds` is the synchronous wrapper, with a run context of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +31,7 @@ import numpy.typing as npt
 from moa.agent.base import Agent
 from moa.agent.context import RunContext
 from moa.agent.model import ModelAgent
-from moa.errors import ErrorCode, UserError
+from moa.errors import ErrorCode, UserError, check_no_running_loop
 from moa.eval.records import ItemRecord, ResultStore
 from moa.eval.runner import aevaluate, prepare
 from moa.eval.sweep import SWEEP_THRESHOLDS, replay
@@ -37,6 +39,7 @@ from moa.eval.targets import AgentTarget
 from moa.learning.store import thresholds_path
 from moa.learning.thresholds import DEFAULT_FOLDS, MIN_PER_FOLD, Goal, RuleScore, ThresholdChoice
 from moa.logs import get_logger
+from moa.settings import Settings, load_settings
 from moa.workflow.catalog import agent_catalog
 
 log = get_logger(__name__)
@@ -194,7 +197,7 @@ async def acalibrate_thresholds(
     *,
     ctx: RunContext,
     cascade: Sequence[str],
-    goal: Goal,
+    goal: Goal | str = "accuracy",
     folds: int | None = None,
     limit: int | None = None,
     seed: int = 0,
@@ -207,6 +210,7 @@ async def acalibrate_thresholds(
     """Run every step of ``cascade`` on every item of ``data`` (kept in ``out`` when given, so a
     second call with another goal calls no model), choose the thresholds and store them for the
     agent, its task and the cascade. Returns the choice and where it is stored."""
+    goal = goal if isinstance(goal, Goal) else Goal.parse(goal)
     found = agent_catalog(agents).get(agent)
     if isinstance(found, ModelAgent) and cascade:
         merged = found.with_policy(cascade=list(cascade)).policy(ctx).steps
@@ -237,3 +241,21 @@ async def acalibrate_thresholds(
     path = thresholds_path(ctx.settings, agent, key, steps)
     choice.save(path)
     return choice, path
+
+
+def calibrate_thresholds(
+    agent: str, data: str | Path, *, cascade: Sequence[str], goal: Goal | str = "accuracy", settings: Settings | None = None, **options: Any
+) -> tuple[ThresholdChoice, Path]:
+    """Synchronous :func:`acalibrate_thresholds` in a run context of its own (``settings``, else the
+    loaded ones); ``options`` go to it (``folds``, ``limit``, ``seed``, ``options``, ``label_map``,
+    ``out``, ``agents``). Refuses to run inside an event loop."""
+    check_no_running_loop("moa.eval.calibrate_thresholds", "moa.eval.acalibrate_thresholds")
+
+    async def go() -> tuple[ThresholdChoice, Path]:
+        ctx = RunContext.create(settings or load_settings())
+        try:
+            return await acalibrate_thresholds(agent, data, ctx=ctx, cascade=cascade, goal=goal, **options)
+        finally:
+            await ctx.aclose()
+
+    return asyncio.run(go())

@@ -148,7 +148,9 @@ def test_goals() -> None:
 
 
 def choice(thresholds: dict[str, float], steps: tuple[str, ...] = ("slm", "llm"), key: str = KEY, **kw: object) -> ThresholdChoice:
-    return ThresholdChoice.model_validate({"agent": "sentiment", "key": key, "steps": list(steps), "thresholds": thresholds, "goal": "accuracy", "folds": 5, "n": 100, **kw})
+    return ThresholdChoice.model_validate(
+        {"agent": "sentiment", "key": key, "steps": list(steps), "thresholds": thresholds, "goal": "accuracy", "folds": 5, "n": 100, **kw}
+    )
 
 
 def test_stored_thresholds_round_trip_per_task_and_cascade(tmp_path: Path) -> None:
@@ -294,7 +296,9 @@ def labelled(path: Path, n: int) -> Path:
 def test_calibrate_cascade_chooses_stores_and_a_run_uses_it(tmp_path: Path, two_models: tuple[FakeModel, FakeModel]) -> None:
     data = labelled(tmp_path / "d.tsv", 100)
     out = tmp_path / "answers"
-    result = runner.invoke(app, ["calibrate", "sentiment", str(data), "--cascade", "slm,llm", "--option", "labels=positive,negative", "--out", str(out), "--json"])
+    result = runner.invoke(
+        app, ["calibrate", "sentiment", str(data), "--cascade", "slm,llm", "--option", "labels=positive,negative", "--out", str(out), "--json"]
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["thresholds"] == {"slm": 0.6} and body["steps"] == ["slm", "llm"] and body["key"] == "labels=negative,positive"
@@ -305,7 +309,9 @@ def test_calibrate_cascade_chooses_stores_and_a_run_uses_it(tmp_path: Path, two_
     # choosing again with another goal answers from the kept answers: no model call
     slm, llm = two_models
     calls = len(slm.requests) + len(llm.requests)
-    again = runner.invoke(app, ["calibrate", "sentiment", str(data), "--cascade", "slm,llm", "--option", "labels=positive,negative", "--out", str(out), "--goal", "within=0.3"])
+    again = runner.invoke(
+        app, ["calibrate", "sentiment", str(data), "--cascade", "slm,llm", "--option", "labels=positive,negative", "--out", str(out), "--goal", "within=0.3"]
+    )
     assert again.exit_code == 0, again.output
     assert len(slm.requests) + len(llm.requests) == calls
     assert "chose slm 0 → llm" in again.stdout  # within 0.3 of the best, never escalating is cheapest
@@ -313,7 +319,19 @@ def test_calibrate_cascade_chooses_stores_and_a_run_uses_it(tmp_path: Path, two_
     (tmp_path / "plan.json").write_text(json.dumps(PLAN))
     (tmp_path / "items.txt").write_text("a bad close film\n")
     ran = runner.invoke(
-        app, ["run", "t", "--plan", str(tmp_path / "plan.json"), "--input", str(tmp_path / "items.txt"), "--labels", "positive,negative", "--no-store-examples", "--json"]
+        app,
+        [
+            "run",
+            "t",
+            "--plan",
+            str(tmp_path / "plan.json"),
+            "--input",
+            str(tmp_path / "items.txt"),
+            "--labels",
+            "positive,negative",
+            "--no-store-examples",
+            "--json",
+        ],
     )
     assert ran.exit_code == 0, ran.output
     record = json.loads(ran.stdout)

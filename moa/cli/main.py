@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from moa.agent.context import Event, RunContext
+from moa.agent.model import ModelAgent
 from moa.cli import eval as cli_eval
 from moa.cli import examples as cli_examples
 from moa.cli import learn as cli_learn
@@ -23,7 +24,6 @@ from moa.cli import serve as cli_serve
 from moa.cli.approvals import Answers, render_handoff, render_pending
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
-from moa.agent.model import ModelAgent
 from moa.learning.store import learned_summary, thresholds_summary
 from moa.logs import configure_logging
 from moa.models.registry import Models

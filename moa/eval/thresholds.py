@@ -105,7 +105,15 @@ def stratified_folds(gold: Sequence[Any], folds: int, seed: int) -> npt.NDArray[
     return fold
 
 
-def _score(name: str, steps: Sequence[str], thresholds: Sequence[float], correct: npt.NDArray[np.bool_], climbs: npt.NDArray[np.int_], tokens: npt.NDArray[np.float64], cost: npt.NDArray[np.float64]) -> RuleScore:
+def _score(
+    name: str,
+    steps: Sequence[str],
+    thresholds: Sequence[float],
+    correct: npt.NDArray[np.bool_],
+    climbs: npt.NDArray[np.int_],
+    tokens: npt.NDArray[np.float64],
+    cost: npt.NDArray[np.float64],
+) -> RuleScore:
     n = max(len(correct), 1)
     return RuleScore(
         name=name,
@@ -156,7 +164,10 @@ def choose_thresholds(
     """Per-step thresholds for the cascade ``steps`` chosen from ``records`` (every step answered
     every item) by k-fold cross-validation (see the module docstring)."""
     if len(steps) < 2:
-        raise UserError(ErrorCode.BAD_CONFIG, f"a cascade of one step ({', '.join(steps)}) has no threshold to choose; give two steps or more, e.g. --cascade specialist,slm")
+        raise UserError(
+            ErrorCode.BAD_CONFIG,
+            f"a cascade of one step ({', '.join(steps)}) has no threshold to choose; give two steps or more, e.g. --cascade specialist,slm",
+        )
     k = folds_for(len(records), folds)
     candidates: list[tuple[float | None, ...]] = list(itertools.product(grid, repeat=len(steps) - 1))
     rules = _replay_all(records, len(steps), candidates)
@@ -173,7 +184,10 @@ def choose_thresholds(
         fold_thresholds.append(dict(zip(steps[:-1], rules.thresholds[chosen], strict=True)))
     final = rules.thresholds[pick(rules, np.ones(n, dtype=bool), goal)]
     scores = [_score("chosen", steps, final, correct, climbs, tokens, cost)]
-    fixed: list[tuple[str, tuple[float | None, ...]]] = [(f"default ({default:g})" if default is not None else "default (none)", (default,) * (len(steps) - 1)), ("never escalate", (0.0,) * (len(steps) - 1))]
+    fixed: list[tuple[str, tuple[float | None, ...]]] = [
+        (f"default ({default:g})" if default is not None else "default (none)", (default,) * (len(steps) - 1)),
+        ("never escalate", (0.0,) * (len(steps) - 1)),
+    ]
     for name, thresholds in fixed:
         rule = _replay_all(records, len(steps), [thresholds])
         scores.append(_score(name, steps, rule.thresholds[0], rule.correct[0], rule.climbs[0], rule.tokens[0], rule.cost[0]))
@@ -223,7 +237,9 @@ async def acalibrate_thresholds(
     prepared = prepare(agent, data, ctx=ctx, limit=limit, seed=seed, options=options, label_map=label_map, cascade=list(cascade), sweep=True, agents=agents)
     target = prepared.target
     if not isinstance(target, AgentTarget) or not isinstance(target.agent, ModelAgent) or prepared.dataset.kind != "classification":
-        raise UserError(ErrorCode.INVALID_INPUT, f"thresholds are chosen for a classification agent on labelled data; {agent!r} on {prepared.dataset.name} is not")
+        raise UserError(
+            ErrorCode.INVALID_INPUT, f"thresholds are chosen for a classification agent on labelled data; {agent!r} on {prepared.dataset.name} is not"
+        )
     folds_for(len(prepared.examples), folds)  # too little data: say so before any model runs
     steps = [s.name for s in target.steps]
     key = target.agent.specialist_key(target.agent.make_input("x", target.options)) or ""

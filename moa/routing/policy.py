@@ -17,13 +17,14 @@ The default cascade is ``specialist → slm → llm``; steps that resolve to the
 step before are merged (with the default ``embedded:`` for both tiers, there is one model step).
 
 An answer escalates to the next step when it is *weak*: its confidence is below the agent's
-threshold, it failed validation after the repair, or its model failed. The threshold may differ per
-step: thresholds chosen from the user's labelled data (``moa calibrate AGENT DATA --cascade ...``,
-:mod:`moa.learning.thresholds`) give each step its own, used when the run sets none explicitly
-(:func:`explicit_threshold`). The stronger answer is
+threshold, it failed validation after the repair, or its model failed. The stronger answer is
 kept; when no stronger answer can be had (no step left, the next model is down, or the budget
 would be exceeded), the weak answer is kept and marked *unverified* with the reason. Every
 attempt stays in the run record with its cost.
+
+The threshold may differ per step (:attr:`Policy.step_thresholds`): thresholds chosen from the
+user's labelled data (``moa calibrate AGENT DATA --cascade ...``, :mod:`moa.learning.thresholds`)
+give each step its own, used when the run sets none explicitly (:func:`explicit_threshold`).
 """
 
 from __future__ import annotations

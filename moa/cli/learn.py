@@ -20,7 +20,7 @@ from moa.eval.thresholds import acalibrate_thresholds
 from moa.learning.labelled import parse_label_map
 from moa.learning.store import describe_key
 from moa.learning.thresholds import Goal, ThresholdChoice
-from moa.routing.policy import Step
+from moa.routing.policy import Step, explicit_threshold
 from moa.settings import load_settings
 from moa.workflow.catalog import agent_catalog, get_agent
 
@@ -68,9 +68,10 @@ def register(app: typer.Typer) -> None:
         this label set (later runs of the same label set report calibrated confidences: a threshold
         of 0.8 means ~80% precision).
 
-        With --cascade: run every step of the cascade on every item once, choose each step's
-        escalation threshold for --goal by cross-validation, and store it for this agent, label set
-        and cascade; later runs of them use it unless they set a threshold."""
+        With --cascade: run every step of the cascade on every item once,
+        choose each step's escalation threshold for --goal by cross-validation,
+        and store it for this agent, label set and cascade; later runs of them
+        use it unless they set a threshold themselves."""
         if cascade is not None:
             if model is not None:
                 fail(UserError(ErrorCode.BAD_CONFIG, "give --model (calibrate one model's confidences) or --cascade (choose the cascade's thresholds), not both"), as_json)
@@ -138,6 +139,13 @@ def register(app: typer.Typer) -> None:
             choice, path = asyncio.run(go())
         except MoaError as exc:
             fail(exc, as_json)
+        if explicit_threshold(ctx.settings, found.name):
+            err.print(
+                f"[yellow]warning[/] your settings set {found.name}'s threshold (threshold / thresholds in moa.toml, MOA_THRESHOLD), "
+                "which wins over the thresholds chosen here: remove it for runs to use them",
+                highlight=False,
+                soft_wrap=True,
+            )
         usage = (
             f"used by {found.name} runs that ask for ({describe_key(choice.key)}) with the cascade {' → '.join(choice.steps)} and set no threshold "
             f"(--threshold, threshold/thresholds in moa.toml, a plan's): {found.how_to_ask(choice.key)}"

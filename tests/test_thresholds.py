@@ -218,7 +218,7 @@ async def test_thresholds_of_another_task_cascade_or_model_are_not_used_and_the_
     other_model = await run(s)
     assert other_model.results["s"].items[0].answered_by == "llm"
     (warning,) = other_model.warnings
-    assert "the models changed (slm = ollama:qwen2.5:7b then, fake:small now)" in warning and "choose them again" in warning
+    assert "its steps changed (slm ollama:qwen2.5:7b then, fake:small now)" in warning and "choose them again" in warning
     choice({"specialist": 0.5, "slm": 0.55}, ("specialist", "slm", "llm")).save(thresholds_path(s, "sentiment", KEY, ["specialist", "slm", "llm"]))
     thresholds_path(s, "sentiment", KEY, ["slm", "llm"]).unlink()
     other_cascade = await run(s)
@@ -389,3 +389,34 @@ async def test_the_synchronous_wrapper_refuses_to_run_inside_an_event_loop(tmp_p
     with pytest.raises(UserError) as info:
         calibrate_thresholds("sentiment", labelled(tmp_path / "d.tsv", 100), cascade=["slm", "llm"])
     assert info.value.code == ErrorCode.NESTED_EVENT_LOOP and "acalibrate_thresholds" in info.value.message
+
+
+async def test_thresholds_chosen_for_a_specialist_since_retrained_are_not_used(tmp_path: Path) -> None:
+    from moa.agent.cascade import cascade_steps
+    from moa.agent.learn import task_for, train_agent
+    from moa.learning.labelled import LabelledSet
+    from moa.testing import FakeEmbedder
+
+    s = settings(tmp_path, cascade=["specialist", "slm"])
+    agent = builtin_agents()["sentiment"]
+    ctx = moa.RunContext.create(s, models=moa.Models(s, slm=slm_at(0.6), llm=LLM), embedder=FakeEmbedder())
+    texts = [f"an awful dull film number {i}" for i in range(10)] + [f"a great lovely film number {i}" for i in range(10)]
+    data = LabelledSet(texts=texts, labels=["negative"] * 10 + ["positive"] * 10, source="test")
+    task = task_for(agent, {}, data.classes)
+    await train_agent(ctx, agent, task, data)
+    item = agent.make_input("a great film", task.options)
+    steps = cascade_steps(agent, ctx, item)
+    assert [x.name for x in steps] == ["specialist", "slm"]
+    models = agent.step_models(ctx, item, steps)
+    assert models["slm"] == "fake:small" and models["specialist"].startswith("trained 20")
+    path = thresholds_path(s, "sentiment", task.key, ["specialist", "slm"])
+    choice({"specialist": 0.5}, ("specialist", "slm"), key=task.key, models=models).save(path)
+    assert agent.chosen_thresholds(ctx, item, steps) is not None and agent.threshold_warning(ctx, item) is None
+    stale = {**models, "specialist": "trained 2000-01-01T00:00:00+00:00"}
+    choice({"specialist": 0.5}, ("specialist", "slm"), key=task.key, models=stale).save(path)
+    fresh = moa.RunContext.create(s, models=moa.Models(s, slm=slm_at(0.6), llm=LLM), embedder=FakeEmbedder())
+    assert agent.chosen_thresholds(fresh, item, steps) is None
+    warning = agent.threshold_warning(fresh, item)
+    assert warning is not None and "its steps changed (specialist trained 2000-01-01T00:00:00+00:00 then, trained 20" in warning
+    await ctx.aclose()
+    await fresh.aclose()

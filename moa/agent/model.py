@@ -247,7 +247,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         ``threshold`` / ``thresholds`` in the settings, :meth:`with_policy`, a plan's) and the steps
         run on the models they were chosen with."""
         choice = self._stored_thresholds(ctx, data, steps)
-        return choice if choice is not None and not self._other_models(ctx, choice, steps) else None
+        return choice if choice is not None and not self._other_models(ctx, choice, data, steps) else None
 
     def _stored_thresholds(self, ctx: RunContext, data: InputT, steps: Sequence[Step]) -> ThresholdChoice | None:
         if len(steps) < 2 or self._own_threshold is not None or explicit_threshold(ctx.settings, self.name):
@@ -255,11 +255,18 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         key = self.specialist_key(data)
         return None if key is None else ctx.thresholds(self.name, key, [s.name for s in steps])
 
-    @staticmethod
-    def _other_models(ctx: RunContext, choice: ThresholdChoice, steps: Sequence[Step]) -> list[str]:
-        """The steps that run on another model than when ``choice`` was made, in words."""
-        now = {s.name: ctx.backend_for(s).spec for s in steps if s.spec is not None}
-        return [f"{name} = {choice.models[name]} then, {spec} now" for name, spec in now.items() if name in choice.models and choice.models[name] != spec]
+    def step_models(self, ctx: RunContext, data: InputT, steps: Sequence[Step]) -> dict[str, str]:
+        """What answers on each step for the task of ``data``: a model step's model spec, the
+        specialist's training time (thresholds chosen from data are tied to both)."""
+        models = {s.name: ctx.backend_for(s).spec for s in steps if s.spec is not None}
+        if any(s.name == SPECIALIST for s in steps) and (specialist := self.specialist_for(ctx, data)) is not None:
+            models[SPECIALIST] = f"trained {specialist.created}"
+        return models
+
+    def _other_models(self, ctx: RunContext, choice: ThresholdChoice, data: InputT, steps: Sequence[Step]) -> list[str]:
+        """The steps that run on another model (or a retrained specialist) than when ``choice`` was made, in words."""
+        now = self.step_models(ctx, data, steps)
+        return [f"{name} {choice.models[name]} then, {spec} now" for name, spec in now.items() if name in choice.models and choice.models[name] != spec]
 
     def calibrate_command(self, key: str, steps: Sequence[str]) -> str:
         """The ``moa calibrate`` command that chooses thresholds for the task ``key`` and cascade ``steps``."""
@@ -286,11 +293,11 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         command = self.calibrate_command(key, names)
         choice = self._stored_thresholds(ctx, data, steps)
         if choice is not None:
-            changed = self._other_models(ctx, choice, steps)
+            changed = self._other_models(ctx, choice, data, steps)
             if not changed:
                 return None
             return (
-                f"{task}: the thresholds chosen from your data for the cascade {' → '.join(names)} are not used, the models changed "
+                f"{task}: the thresholds chosen from your data for the cascade {' → '.join(names)} are not used, its steps changed "
                 f"({'; '.join(changed)}); using {using}; run `{command}` to choose them again"
             )
         others = [i for i in ctx.learned(self.name) if i.kind == "thresholds" and i.key == key]

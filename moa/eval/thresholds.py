@@ -250,7 +250,7 @@ async def acalibrate_thresholds(
         records = [r for r in {r.id: r for r in ResultStore(folder).read()}.values() if r.id in wanted]
     chosen = choose_thresholds(records, steps, goal=goal, folds=folds, seed=seed, default=target.threshold)
     choice = ThresholdChoice(
-        agent=agent, key=key, steps=steps, models={s.name: ctx.backend_for(s).spec for s in target.steps if s.spec is not None}, thresholds=chosen.thresholds,
+        agent=agent, key=key, steps=steps, models=target.agent.step_models(ctx, target.agent.make_input("x", target.options), target.steps), thresholds=chosen.thresholds,
         goal=str(goal), folds=chosen.folds, n=len(records), data=prepared.config.data, seed=seed, held_out=chosen.held_out,
         fold_thresholds=chosen.fold_thresholds,
     )  # fmt: skip

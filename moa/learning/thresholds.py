@@ -87,7 +87,8 @@ class ThresholdChoice(BaseModel):
     steps: list[str]
     """The cascade they were chosen for, in order (e.g. ``["specialist", "slm"]``)."""
     models: dict[str, str] = Field(default_factory=dict)
-    """The model spec of each model step when they were chosen; a run on other models does not use them."""
+    """What answered on each step when they were chosen: a model step's model spec, the
+    specialist's training time (``trained <date>``). A run whose steps differ does not use them."""
     thresholds: dict[str, float]
     """Threshold per step but the last: an answer of that step below it escalates (0: only failures do)."""
     goal: str

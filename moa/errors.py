@@ -68,6 +68,8 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     BAD_DATA = "bad_data"
     NOT_TRAINED = "not_trained"
+    TOO_FEW_ITEMS = "too_few_items"
+    """Too few labelled items for what was asked (e.g. choosing thresholds by cross-validation)."""
     STEP_LIMIT = "step_limit"
     RUN_EXISTS = "run_exists"
     UNKNOWN_RUN = "unknown_run"

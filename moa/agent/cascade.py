@@ -1,6 +1,8 @@
 """Running one item through an agent's cascade (the policy is in :mod:`moa.routing.policy`).
 
-Each step is tried in order until an answer is strong enough. The answer of the highest step that
+Each step is tried in order until an answer is strong enough: its confidence reaches the step's
+threshold (the agent's, or the step's own when thresholds were chosen from the user's data for this
+task and cascade, :meth:`moa.agent.model.ModelAgent.chosen_thresholds`). The answer of the highest step that
 produced one is kept; a weak answer that could not be checked by a stronger step is kept and
 marked *unverified* with the reason (``denied: llm escalation`` when a person refused the step).
 Escalated items that a higher step answered confidently go to the agent's example store
@@ -10,6 +12,7 @@ and few-shot prompts are drawn.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from moa.agent.results import AgentRun, Attempt, Escalation, WeakReason
@@ -41,7 +44,9 @@ def weakness(attempt: Attempt, threshold: float | None) -> WeakReason | None:
     return None
 
 
-def _steps(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: BaseModel) -> list[Step]:
+def cascade_steps(agent: ModelAgent[Any, Any, Any], ctx: RunContext, data: BaseModel) -> list[Step]:
+    """The steps ``data`` may climb in ``ctx``'s run: the agent's cascade without a specialist step
+    when none is trained for the task (only the first step when escalation is off)."""
     policy = agent.policy(ctx)
     if agent.tier == "llm":  # an agent that needs the large model starts there
         return [Step("llm", ctx.settings.llm)]
@@ -72,7 +77,9 @@ async def run_cascade(
     carries ``waiting`` and everything so far. ``prior`` is such a parked run, answered since; the
     cascade goes on from the step that waited."""
     policy = agent.policy(ctx)
-    full = _steps(agent, ctx, data)
+    full = cascade_steps(agent, ctx, data)
+    if (chosen := agent.chosen_thresholds(ctx, data, full)) is not None:  # chosen from the user's data
+        policy = dataclasses.replace(policy, step_thresholds=chosen.thresholds)
     text = str(getattr(data, agent.text_field, ""))
     routed = route_up_front(ctx.settings, text) if prior is None or prior.routed is not None else None
     steps = full
@@ -116,7 +123,7 @@ async def run_cascade(
                 escalations.append(Escalation(from_step=steps[index - 1].name, to_step=step.name, reason=weak or "low_confidence"))
                 log.info("escalated", agent=agent.name, subtask=subtask, to=step.name, reason=weak)
                 ctx.emit("escalated", subtask, agent=agent.name, from_step=steps[index - 1].name, to_step=step.name, reason=weak or "low_confidence")
-            attempt.weak = weak = weakness(attempt, policy.threshold)
+            attempt.weak = weak = weakness(attempt, policy.threshold_of(step.name))
             attempts.append(attempt)
             if weak is None:
                 break

@@ -26,7 +26,7 @@ from moa.agent.calls import CallScope, Purpose
 from moa.agent.ledger import Ledger
 from moa.agent.results import AgentRun
 from moa.errors import MoaError
-from moa.learning.store import ExampleStore, Learned, calibration_path, learned_files, specialist_path
+from moa.learning.store import ExampleStore, Learned, calibration_path, learned_files, specialist_path, thresholds_path
 from moa.logs import enabled, get_logger
 from moa.models.base import GenerateRequest, Generation, ModelBackend
 from moa.models.registry import Models
@@ -38,6 +38,7 @@ from moa.settings import Settings
 if TYPE_CHECKING:
     from moa.learning.calibration import Calibration
     from moa.learning.specialist import Specialist
+    from moa.learning.thresholds import ThresholdChoice
     from moa.memory.chroma import Memory
     from moa.models.embeddings import Embedder
 
@@ -278,6 +279,14 @@ class RunContext:
 
         found = self._load_once(("calibration", agent, model, key), lambda: calibration_path(self.settings, agent, model, key), Calibration.load)
         return found if found is not None and found.key == key and found.model == model else None  # type: ignore[no-any-return]
+
+    def thresholds(self, agent: str, key: str, steps: Sequence[str]) -> ThresholdChoice | None:
+        """The thresholds chosen from data for ``agent`` on the task ``key`` and the cascade ``steps``
+        (``moa calibrate --cascade``), if there are (loaded once a run)."""
+        from moa.learning.thresholds import ThresholdChoice
+
+        found = self._load_once(("thresholds", agent, key, *steps), lambda: thresholds_path(self.settings, agent, key, steps), ThresholdChoice.load)
+        return found if found is not None and found.key == key and found.steps == list(steps) else None  # type: ignore[no-any-return]
 
     def learned(self, agent: str) -> list[Learned]:
         """Every specialist and calibration file of ``agent``, whatever its task (read once a run)."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from moa.agent.base import Agent, InputT, OutputT
 from moa.agent.calls import current_scope
-from moa.agent.cascade import run_cascade
+from moa.agent.cascade import cascade_steps, run_cascade
 from moa.agent.confidence import calibrate, choice_probs
 from moa.agent.context import RunContext
 from moa.agent.results import AgentRun, Attempt
@@ -30,9 +30,10 @@ from moa.agent.structured import generate_structured, output_token_limit, schema
 from moa.agent.tools import Tool, run_tool_loop
 from moa.errors import ApprovalDenied, ErrorCode, InvalidOutput, MoaError, UserError
 from moa.learning.store import Example, describe_key
+from moa.learning.thresholds import ThresholdChoice
 from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend
-from moa.routing.policy import SPECIALIST, Policy, Step, routing_text
+from moa.routing.policy import SPECIALIST, Policy, Step, explicit_threshold, routing_text
 from moa.usage import Usage
 
 log = get_logger(__name__)
@@ -240,16 +241,81 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         wording = self.task_wording(options)
         return f"a run asks for it with {flags}" + (f", or when the task says {wording!r}" if wording else "")
 
+    def chosen_thresholds(self, ctx: RunContext, data: InputT, steps: Sequence[Step]) -> ThresholdChoice | None:
+        """The thresholds chosen from data (``moa calibrate --cascade``) for the task of ``data`` and
+        the cascade ``steps``, when the run uses them: it sets no threshold of its own (``--threshold``,
+        ``threshold`` / ``thresholds`` in the settings, :meth:`with_policy`, a plan's) and the steps
+        run on the models they were chosen with."""
+        choice = self._stored_thresholds(ctx, data, steps)
+        return choice if choice is not None and not self._other_models(ctx, choice, data, steps) else None
+
+    def _stored_thresholds(self, ctx: RunContext, data: InputT, steps: Sequence[Step]) -> ThresholdChoice | None:
+        if len(steps) < 2 or self._own_threshold is not None or explicit_threshold(ctx.settings, self.name):
+            return None
+        key = self.specialist_key(data)
+        return None if key is None else ctx.thresholds(self.name, key, [s.name for s in steps])
+
+    def step_models(self, ctx: RunContext, data: InputT, steps: Sequence[Step]) -> dict[str, str]:
+        """What answers on each step for the task of ``data``: a model step's model spec, the
+        specialist's training time (thresholds chosen from data are tied to both)."""
+        models = {s.name: ctx.backend_for(s).spec for s in steps if s.spec is not None}
+        if any(s.name == SPECIALIST for s in steps) and (specialist := self.specialist_for(ctx, data)) is not None:
+            models[SPECIALIST] = f"trained {specialist.created}"
+        return models
+
+    def _other_models(self, ctx: RunContext, choice: ThresholdChoice, data: InputT, steps: Sequence[Step]) -> list[str]:
+        """The steps that run on another model (or a retrained specialist) than when ``choice`` was made, in words."""
+        now = self.step_models(ctx, data, steps)
+        return [f"{name} {choice.models[name]} then, {spec} now" for name, spec in now.items() if name in choice.models and choice.models[name] != spec]
+
+    def calibrate_command(self, key: str, steps: Sequence[str]) -> str:
+        """The ``moa calibrate`` command that chooses thresholds for the task ``key`` and cascade ``steps``."""
+        try:
+            default = self.specialist_key(self.make_input("x", {}))
+        except MoaError:
+            default = None
+        options = {} if default == key else self.options_for_key(key)
+        flags = "".join(f" --option {k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in options.items())
+        return f"moa calibrate {self.name} DATA --cascade {','.join(steps)}{flags}"
+
+    def threshold_warning(self, ctx: RunContext, data: InputT) -> str | None:
+        """What the run's record says when the cascade of ``data`` escalates on a threshold not chosen
+        from the user's data (none stored for the task and cascade, or chosen on other models);
+        ``None`` when it is, when the run sets a threshold, or when there is nothing to choose (one step)."""
+        key = self.specialist_key(data)
+        policy = self.policy(ctx)
+        steps = cascade_steps(self, ctx, data)
+        if key is None or len(steps) < 2 or self._own_threshold is not None or explicit_threshold(ctx.settings, self.name):
+            return None
+        names = [s.name for s in steps]
+        using = "no threshold (only failed answers escalate)" if policy.threshold is None else f"{policy.threshold:g}"
+        task = f"{self.name} ({describe_key(key)})"
+        command = self.calibrate_command(key, names)
+        choice = self._stored_thresholds(ctx, data, steps)
+        if choice is not None:
+            changed = self._other_models(ctx, choice, data, steps)
+            if not changed:
+                return None
+            return (
+                f"{task}: the thresholds chosen from your data for the cascade {' → '.join(names)} are not used, its steps changed "
+                f"({'; '.join(changed)}); using {using}; run `{command}` to choose them again"
+            )
+        others = [i for i in ctx.learned(self.name) if i.kind == "thresholds" and i.key == key]
+        elsewhere = f" (thresholds are stored for another cascade: {'; '.join(i.detail for i in others)})" if others else ""
+        return f"{task}: no calibrated threshold for the cascade {' → '.join(names)}{elsewhere}, using {using}; run `{command}` to choose one from your data"
+
     def learned_warnings(self, ctx: RunContext, data: InputT) -> list[str]:
         """What was trained or calibrated for this agent but does not fit the task of ``data``
-        (another label set), in words for the run's record: it is not used."""
+        (another label set), in words for the run's record: it is not used. And whether the
+        cascade escalates on a threshold chosen from data (:meth:`threshold_warning`)."""
+        threshold = self.threshold_warning(ctx, data)
+        warnings = [threshold] if threshold else []
         key = self.specialist_key(data)
         learned = ctx.learned(self.name) if key is not None else []
         if key is None or not learned:
-            return []
+            return warnings
         wanted = describe_key(key)
         steps = self.policy(ctx).steps
-        warnings = []
         if self.tier != "llm" and any(s.name == SPECIALIST for s in steps) and ctx.specialist(self.name, key) is None:
             for item in (i for i in learned if i.kind == "specialist" and i.key != key):
                 warnings.append(

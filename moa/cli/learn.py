@@ -1,4 +1,5 @@
-"""``moa calibrate`` and ``moa train``: the CLI of :mod:`moa.agent.learn`."""
+"""``moa calibrate`` and ``moa train``: the CLI of :mod:`moa.agent.learn` and, with ``--cascade``,
+of :mod:`moa.eval.thresholds` (thresholds chosen from data)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from moa.agent.context import RunContext
 from moa.agent.learn import calibrate_agent, classifier, load_for, task_for, train_agent, used_by
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
+from moa.eval.thresholds import acalibrate_thresholds
 from moa.learning.labelled import parse_label_map
-from moa.routing.policy import Step
+from moa.learning.store import describe_key
+from moa.learning.thresholds import Goal, ThresholdChoice
+from moa.routing.policy import Step, explicit_threshold
 from moa.settings import load_settings
 from moa.workflow.catalog import agent_catalog, get_agent
 
@@ -51,14 +55,29 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Argument(help="Labelled file: TSV/CSV (text and label columns) or JSONL.")],
         option: OptionList = None,
         label_map: LabelMap = None,
-        model: Annotated[str, typer.Option(help="Tier (slm, llm) or model spec to calibrate.")] = "slm",
+        model: Annotated[Optional[str], typer.Option(help="Tier (slm, llm) or model spec to calibrate (default slm).")] = None,
+        cascade: Annotated[Optional[str], typer.Option(help="Choose the escalation thresholds of this cascade instead, e.g. specialist,slm or specialist,slm,llm.")] = None,
+        goal: Annotated[str, typer.Option(help="With --cascade: 'accuracy' (the best held-out accuracy) or 'within=0.01' (the cheapest thresholds within 0.01 of the best).")] = "accuracy",
+        folds: Annotated[Optional[int], typer.Option(help="With --cascade: folds of the cross-validation (default up to 5, 20+ items each).")] = None,
+        out_dir: Annotated[Optional[Path], typer.Option("--out", help="With --cascade: keep every step's answers here (resumable; choosing again with another goal calls no model).")] = None,
         limit: Annotated[Optional[int], typer.Option(help="Use a stratified sample of this many items.")] = None,
-        seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+        seed: Annotated[int, typer.Option(help="Seed of the sample (and of the folds).")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Measure how often AGENT is right at each confidence on DATA, and store the calibration for
         this label set (later runs of the same label set report calibrated confidences: a threshold
-        of 0.8 means ~80% precision)."""
+        of 0.8 means ~80% precision).
+
+        With --cascade: run every step of the cascade on every item once,
+        choose each step's escalation threshold for --goal by cross-validation,
+        and store it for this agent, label set and cascade; later runs of them
+        use it unless they set a threshold themselves."""
+        if cascade is not None:
+            if model is not None:
+                fail(UserError(ErrorCode.BAD_CONFIG, "give --model (calibrate one model's confidences) or --cascade (choose the cascade's thresholds), not both"), as_json)
+            _choose(agent, data, cascade, goal, folds, out_dir, option, label_map, limit, seed, as_json)
+            return
+        model = model or "slm"
         try:
             settings = load_settings(escalate=False)
             found = classifier(get_agent(agent_catalog(), agent))
@@ -93,6 +112,56 @@ def register(app: typer.Typer) -> None:
         out.print(table)
         held_out = "" if calibration.ece_held_out is None else f", {calibration.ece_held_out:.3f} on answers left out of the fit (5-fold)"
         out.print(f"ECE {calibration.ece_raw:.3f} → {calibration.ece:.3f} on the fitting answers{held_out} · stored in {path}", highlight=False)
+        out.print(usage, highlight=False, markup=False)
+
+    def _choose(
+        agent: str, data: Path, cascade: str, goal: str, folds: int | None, out_dir: Path | None, option: list[str] | None,
+        label_map: str | None, limit: int | None, seed: int, as_json: bool,
+    ) -> None:
+        try:
+            wanted = Goal.parse(goal)
+            steps = [s.strip() for s in cascade.split(",")]
+            found = classifier(get_agent(agent_catalog(), agent))
+            ctx = RunContext.create(load_settings())
+
+            async def go() -> tuple[ThresholdChoice, Path]:
+                try:
+                    with Progress(TextColumn("answering on every step"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+                        job = bar.add_task("items", total=None)
+                        return await acalibrate_thresholds(
+                            agent, data, ctx=ctx, cascade=steps, goal=wanted, folds=folds, limit=limit, seed=seed, options=parse_options(option),
+                            label_map=parse_label_map(label_map) if label_map else None, out=out_dir,
+                            on_progress=lambda done, total: bar.update(job, completed=done, total=total),
+                        )  # fmt: skip
+                finally:
+                    await ctx.aclose()
+
+            choice, path = asyncio.run(go())
+        except MoaError as exc:
+            fail(exc, as_json)
+        if explicit_threshold(ctx.settings, found.name):
+            err.print(
+                f"[yellow]warning[/] your settings set {found.name}'s threshold (threshold / thresholds in moa.toml, MOA_THRESHOLD), "
+                "which wins over the thresholds chosen here: remove it for runs to use them",
+                highlight=False,
+                soft_wrap=True,
+            )
+        usage = (
+            f"used by {found.name} runs that ask for ({describe_key(choice.key)}) with the cascade {' → '.join(choice.steps)} and set no threshold "
+            f"(--threshold, threshold/thresholds in moa.toml, a plan's): {found.how_to_ask(choice.key)}"
+        )
+        if as_json:
+            out.print_json(json.dumps({"path": str(path), "used_by": usage, **choice.model_dump()}))
+            return
+        table = Table(title=f"{found.name} ({describe_key(choice.key)}): {choice.n} items, {choice.folds}-fold held-out", title_justify="left")
+        for col in ("rule", "thresholds", "accuracy", "escalated", "tokens/item"):
+            table.add_column(col)
+        for row in choice.held_out:
+            thresholds = ", ".join(f"{s} {t:g}" for s, t in row.thresholds.items()) or "-"
+            table.add_row(row.name, thresholds, f"{row.accuracy:.3f}", f"{row.escalated:.0%}", f"{row.tokens_per_item:.0f}")
+        out.print(table)
+        spread = "; ".join(", ".join(f"{t:g}" for t in f.values()) for f in choice.fold_thresholds)
+        out.print(f"chose {choice.describe()} (goal {choice.goal}; the folds chose {spread}) · stored in {path}", highlight=False, markup=False)
         out.print(usage, highlight=False, markup=False)
 
     @app.command()

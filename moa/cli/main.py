@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from moa.agent.context import Event, RunContext
+from moa.agent.model import ModelAgent
 from moa.cli import eval as cli_eval
 from moa.cli import examples as cli_examples
 from moa.cli import learn as cli_learn
@@ -23,10 +24,10 @@ from moa.cli import serve as cli_serve
 from moa.cli.approvals import Answers, render_handoff, render_pending
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
-from moa.learning.store import learned_summary
+from moa.learning.store import learned_summary, thresholds_summary
 from moa.logs import configure_logging
 from moa.models.registry import Models
-from moa.routing.policy import plan_models, threshold_for
+from moa.routing.policy import explicit_threshold, plan_models, threshold_for
 from moa.settings import Settings, load_settings
 from moa.workflow.catalog import agent_catalog, builtin_graphs, get_graph
 from moa.workflow.driver import apending, aresume, aresume_settings, arun
@@ -375,12 +376,25 @@ def agents() -> None:
     table = Table(title="Agents")
     for col in ("name", "tier", "threshold", "learned", "input", "output", "description"):
         table.add_column(col, overflow="fold")
+    chosen: list[str] = []
     for name, a in sorted(agent_catalog().items()):
         threshold = threshold_for(settings, name, getattr(a, "threshold", None))
-        table.add_row(
-            name, a.tier, "-" if threshold is None else f"{threshold:g}", learned_summary(settings, name), a.input_type.__name__, a.output_type.__name__, a.description
-        )
+        table.add_row(name, a.tier, "-" if threshold is None else f"{threshold:g}", learned_summary(settings, name), a.input_type.__name__, a.output_type.__name__, a.description)
+        if _classifier(a):
+            lines = thresholds_summary(settings, name)
+            unused = f" — not used: the settings set {name}'s threshold" if lines and explicit_threshold(settings, name) else ""
+            chosen += [f"  {name} {line}{unused}" for line in lines] or [f"  {name}: none (runs use {'-' if threshold is None else f'{threshold:g}'})"]
     out.print(table)
+    out.print("Thresholds chosen from data (moa calibrate AGENT DATA --cascade ...):", highlight=False, markup=False)
+    out.print("\n".join(chosen), highlight=False, markup=False, soft_wrap=True)
+
+
+def _classifier(agent: object) -> bool:
+    """Whether ``agent`` is a classification agent with a cascade (its thresholds can be chosen from data)."""
+    try:
+        return isinstance(agent, ModelAgent) and agent.tier != "llm" and agent.choices(agent.make_input("x", {})) is not None
+    except MoaError:
+        return False
 
 
 @app.command()

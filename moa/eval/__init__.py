@@ -12,6 +12,8 @@
 * :mod:`moa.eval.runner` — the resumable run (``results.jsonl``, one line per item);
 * :mod:`moa.eval.shots` — worked examples for the agent drawn from the items the eval leaves out;
 * :mod:`moa.eval.sweep` — configurations, the threshold sweep and reliability, replayed from records;
+* :mod:`moa.eval.thresholds` — :func:`acalibrate_thresholds` / :func:`calibrate_thresholds`: each
+  cascade step's threshold chosen from labelled data by cross-validation, stored for later runs;
 * :mod:`moa.eval.report`, :mod:`moa.eval.compare`, :mod:`moa.eval.plots` — Markdown, JSON, PNG.
 """
 
@@ -20,6 +22,7 @@ from moa.eval.evaluate import aevaluate_path, evaluate_path
 from moa.eval.records import EvalConfig, ItemRecord, Meta, StepRecord
 from moa.eval.report import Report, build_report, rerender, write_report
 from moa.eval.runner import Prepared, aevaluate, prepare
+from moa.eval.thresholds import acalibrate_thresholds, calibrate_thresholds, choose_thresholds
 
 __all__ = [
     "PRESETS",
@@ -31,9 +34,12 @@ __all__ = [
     "Prepared",
     "Report",
     "StepRecord",
+    "acalibrate_thresholds",
     "aevaluate",
     "aevaluate_path",
     "build_report",
+    "calibrate_thresholds",
+    "choose_thresholds",
     "evaluate_path",
     "load_eval_set",
     "prepare",

@@ -83,6 +83,8 @@ class Meta(BaseModel):
     """The cascade steps the agent used (after merging steps on the same model)."""
     threshold: float | None = None
     """The agent's effective escalation threshold."""
+    step_thresholds: dict[str, float] = Field(default_factory=dict)
+    """Thresholds chosen from data (``moa calibrate --cascade``) the cascade used, by step, over :attr:`threshold`."""
     labels: list[str] = Field(default_factory=list)
     models: dict[str, str] = Field(default_factory=dict)
     """Model spec per tier / step."""

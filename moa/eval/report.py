@@ -92,7 +92,11 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
     if config.kind == "classification" and meta.steps:
         configs = step_alone(records, meta.steps, labels)
         if len(meta.steps) > 1:
-            configs.append(cascade_at(records, meta.steps, meta.threshold, labels))
+            rule = tuple(meta.step_thresholds.get(s, meta.threshold) for s in meta.steps) if meta.step_thresholds else meta.threshold
+            configs.append(cascade_at(records, meta.steps, rule, labels))
+            if meta.step_thresholds:
+                chosen = ", ".join(f"{s} {t:g}" for s, t in meta.step_thresholds.items())
+                notes.append(f"The cascade escalated on the thresholds chosen from data for this task and cascade ({chosen}; `moa agents`), not on {meta.threshold}.")
             sweep = threshold_sweep(records, meta.steps, labels)
             if not config.sweep:
                 notes.append(

@@ -151,13 +151,14 @@ def _agent_target(agent: Agent[Any, Any], dataset: EvalSet, ctx: RunContext, opt
     sample = {**(dataset.examples[0].options if dataset.examples else {}), **task_options}
     steps = resolve_steps(agent, ctx, sample, cascade)
     threshold = agent.policy(ctx).threshold
+    chosen = agent.chosen_thresholds(ctx, agent.make_input("x", sample), steps) if dataset.kind == "classification" else None
     if sweep and (dataset.kind != "classification" or len(steps) < 2):
         raise UserError(
             ErrorCode.INVALID_INPUT,
             f"--sweep needs a classification agent with at least two cascade steps (here: {dataset.kind}, steps {', '.join(s.name for s in steps)}); "
             "e.g. --cascade specialist,slm after `moa train`",
         )
-    return AgentTarget(agent, dataset.kind, task_options, steps, threshold, sweep)
+    return AgentTarget(agent, dataset.kind, task_options, steps, threshold, sweep, step_thresholds=dict(chosen.thresholds) if chosen else {})
 
 
 def _meta(prepared: Prepared, ctx: RunContext) -> Meta:
@@ -171,6 +172,7 @@ def _meta(prepared: Prepared, ctx: RunContext) -> Meta:
         config=prepared.config,
         steps=steps,
         threshold=target.threshold if isinstance(target, AgentTarget) else None,
+        step_thresholds=target.step_thresholds if isinstance(target, AgentTarget) else {},
         labels=prepared.dataset.labels,
         models=models,
         machine=machine(),

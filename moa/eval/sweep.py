@@ -29,6 +29,23 @@ from moa.usage import Usage
 
 SWEEP_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0001, 0.05))
 
+Thresholds = float | None | Sequence[float | None]
+"""One threshold for every step, or one per step (the last step's only marks an answer unverified)."""
+
+
+def threshold_at(thresholds: Thresholds, index: int) -> float | None:
+    """The threshold of step ``index`` (a step past the given ones takes the last one given)."""
+    if thresholds is None or isinstance(thresholds, (int, float)):
+        return thresholds
+    return thresholds[min(index, len(thresholds) - 1)] if thresholds else None
+
+
+def describe_thresholds(thresholds: Thresholds) -> str:
+    """``0.7``, or ``0.55,0.8`` for one threshold per step (``-`` for none)."""
+    if thresholds is None or isinstance(thresholds, (int, float)):
+        return "-" if thresholds is None else f"{thresholds:g}"
+    return ",".join("-" if t is None else f"{t:g}" for t in thresholds)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -42,27 +59,28 @@ def _weak(attempt: StepRecord, threshold: float | None) -> bool:
     return weakness(Attempt(step=attempt.step, model=attempt.model, error=attempt.error, confidence=attempt.confidence), threshold) is not None
 
 
-def replay(attempts: Sequence[StepRecord], n_steps: int, threshold: float | None) -> Outcome | None:
-    """The cascade's choice among ``attempts`` at ``threshold``; ``None`` when it needs a step not recorded."""
+def replay(attempts: Sequence[StepRecord], n_steps: int, threshold: Thresholds) -> Outcome | None:
+    """The cascade's choice among ``attempts`` at ``threshold`` (one, or one per step); ``None``
+    when it needs a step not recorded."""
     kept: int | None = None
     for index, attempt in enumerate(attempts):
         if attempt.error is None:
             kept = index
-        if not _weak(attempt, threshold):
+        if not _weak(attempt, threshold_at(threshold, index)):
             return Outcome(kept, index + 1)
     if len(attempts) < n_steps:
         return None
     return Outcome(kept, len(attempts))
 
 
-def settle(record: ItemRecord, n_steps: int, threshold: float | None) -> ItemRecord:
+def settle(record: ItemRecord, n_steps: int, threshold: Thresholds) -> ItemRecord:
     """``record`` with the answer, usage and ``used`` flags of its cascade at ``threshold`` (every step recorded)."""
     outcome = replay(record.attempts, n_steps, threshold) or Outcome(None, len(record.attempts))
     attempts = [a.model_copy(update={"used": i < outcome.tried}) for i, a in enumerate(record.attempts)]
     kept = attempts[outcome.kept] if outcome.kept is not None else None
     error = None if kept is not None else next((a.error for a in reversed(attempts[: outcome.tried]) if a.error), None)
     unverified = None
-    if kept is not None and _weak(kept, threshold):
+    if kept is not None and outcome.kept is not None and _weak(kept, threshold_at(threshold, outcome.kept)):
         unverified = "no higher step" if outcome.kept == outcome.tried - 1 else f"{attempts[outcome.tried - 1].step} failed"
     return record.model_copy(
         update={
@@ -137,13 +155,14 @@ def step_alone(records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequ
     return rows
 
 
-def cascade_at(records: Sequence[ItemRecord], steps: Sequence[str], threshold: float | None, labels: Sequence[str]) -> SweepPoint:
-    """The cascade replayed at ``threshold`` over the items it is determined for."""
+def cascade_at(records: Sequence[ItemRecord], steps: Sequence[str], threshold: Thresholds, labels: Sequence[str]) -> SweepPoint:
+    """The cascade replayed at ``threshold`` (one, or one per step) over the items it is determined for."""
     settled = [settle(r, len(steps), threshold) for r in records if replay(r.attempts, len(steps), threshold) is not None]
     top = sum(1 for r in settled if r.answered_by == steps[-1]) if steps else 0
-    name = "→".join(steps) + (f" @{threshold:g}" if threshold is not None else "")
+    name = "→".join(steps) + (f" @{describe_thresholds(threshold)}" if threshold is not None else "")
     predicted = [r.prediction for r in settled]
-    row = _row(name, [r.usage for r in settled], predicted, [r.gold for r in settled], labels, top, threshold, [r.confidence for r in settled])
+    single = threshold if threshold is None or isinstance(threshold, (int, float)) else None
+    row = _row(name, [r.usage for r in settled], predicted, [r.gold for r in settled], labels, top, single, [r.confidence for r in settled])
     return SweepPoint.model_validate({**row, "known": len(settled)})
 
 

@@ -110,6 +110,12 @@ class AgentTarget:
     demonstrations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Worked examples drawn from the data set, by group of item options (:mod:`moa.eval.shots`);
     they follow any ``examples`` given in :attr:`options`."""
+    step_thresholds: dict[str, float] = field(default_factory=dict)
+    """The thresholds chosen from data that the agent's cascade uses for this task (by step; over :attr:`threshold`)."""
+
+    def rule(self) -> tuple[float | None, ...] | float | None:
+        """The threshold of each step the cascade escalates on (one for all when none was chosen from data)."""
+        return tuple(self.step_thresholds.get(s.name, self.threshold) for s in self.steps) if self.step_thresholds else self.threshold
 
     def drawn_for(self, example: Example) -> list[dict[str, Any]]:
         return self.demonstrations.get(group_of(example.options), [])
@@ -131,7 +137,7 @@ class AgentTarget:
                     attempt = await self.agent.attempt(ctx, step, data)
                 attempts.append(_step_record(self.kind, self.agent, data, attempt, scope.usage))
             record = ItemRecord(id=example.id, gold=example.gold, attempts=attempts, shots=len(self.drawn_for(example)))
-            return settle(record, len(self.steps), self.threshold).model_copy(update={"seconds": round(time.perf_counter() - started, 4)})
+            return settle(record, len(self.steps), self.rule()).model_copy(update={"seconds": round(time.perf_counter() - started, 4)})
         run = await self.agent.run(ctx, data)
         seconds = round(time.perf_counter() - started, 4)
         attempts = [_step_record(self.kind, self.agent, data, a, [u for u in run.usage if u.tier == a.step]) for a in run.attempts]

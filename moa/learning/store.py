@@ -2,11 +2,12 @@
 
     agents/<agent>/specialist-<key>.npz            trained specialist (``moa train``)
     agents/<agent>/calibration-<model>-<key>.json  confidence calibration (``moa calibrate``)
+    agents/<agent>/thresholds-<cascade>-<key>.json thresholds chosen from data (``moa calibrate --cascade``)
     examples/                                      Chroma: answers of higher steps, one collection per agent task
 
 A *key* names an agent's task: its label set (``labels=negative,positive``) or filter criterion
-(``criterion=spam``). Specialists and calibrations are kept per agent and key, and a run uses them
-only for the same key. Calibrations made before they were kept per key
+(``criterion=spam``). Specialists, calibrations and thresholds are kept per agent and key, and a run
+uses them only for the same key (thresholds: and the same cascade). Calibrations made before they were kept per key
 (``calibration-<model>.json``, no key inside) are never applied.
 
 :class:`ExampleStore` keeps every escalated item that a higher step answered confidently (text,
@@ -55,6 +56,11 @@ def calibration_path(settings: Settings, agent: str, model: str, key: str) -> Pa
     return agent_dir(settings, agent) / f"calibration-{_slug(model)}-{_slug(key)}.json"
 
 
+def thresholds_path(settings: Settings, agent: str, key: str, steps: Sequence[str]) -> Path:
+    """Where the thresholds chosen for ``agent`` on the task ``key`` and the cascade ``steps`` are kept."""
+    return agent_dir(settings, agent) / f"thresholds-{_slug(','.join(steps))}-{_slug(key)}.json"
+
+
 def describe_key(key: str) -> str:
     """A task key in words: ``labels=negative,positive`` → ``negative, positive``; ``criterion=spam``
     → ``criterion spam``."""
@@ -67,12 +73,14 @@ def describe_key(key: str) -> str:
 class Learned(BaseModel):
     """A specialist or calibration file of an agent, and the task it was made for."""
 
-    kind: Literal["specialist", "calibration"]
+    kind: Literal["specialist", "calibration", "thresholds"]
     key: str
     """The task (``labels=...``, ``criterion=...``); empty for a calibration made before moa kept
     calibrations per label set (it is never applied)."""
     model: str | None = None
     """The model a calibration is for."""
+    detail: str = ""
+    """Thresholds: the chosen thresholds per step in words (``specialist 0.55 → slm``)."""
     path: Path
 
 
@@ -84,6 +92,7 @@ def learned_files(settings: Settings, agent: str) -> list[Learned]:
         return []
     from moa.learning.calibration import Calibration
     from moa.learning.specialist import Specialist
+    from moa.learning.thresholds import ThresholdChoice
 
     found: list[Learned] = []
     for path in sorted(folder.glob("specialist-*.npz")):
@@ -97,17 +106,29 @@ def learned_files(settings: Settings, agent: str) -> list[Learned]:
         except MoaError:
             continue
         found.append(Learned(kind="calibration", key=calibration.key, model=calibration.model, path=path))
+    for path in sorted(folder.glob("thresholds-*.json")):
+        try:
+            choice = ThresholdChoice.load(path)
+        except MoaError:
+            continue
+        found.append(Learned(kind="thresholds", key=choice.key, detail=f"{choice.describe()} (goal {choice.goal}, {choice.n} items)", path=path))
     return found
 
 
 def learned_summary(settings: Settings, agent: str) -> str:
     """What is stored for ``agent``, in words (for ``moa agents``): each specialist's and
-    calibration's task."""
+    calibration's task (thresholds: :func:`thresholds_summary`)."""
     parts = []
     for item in learned_files(settings, agent):
         task = f"({describe_key(item.key)})" if item.key else "(no label set: fit it again)"
-        parts.append(f"specialist {task}" if item.kind == "specialist" else f"calibration on {item.model} {task}")
+        if item.kind != "thresholds":
+            parts.append(f"specialist {task}" if item.kind == "specialist" else f"calibration on {item.model} {task}")
     return "; ".join(parts) or "-"
+
+
+def thresholds_summary(settings: Settings, agent: str) -> list[str]:
+    """The thresholds chosen from data for ``agent``, one line per task and cascade (for ``moa agents``)."""
+    return [f"({describe_key(i.key)}) {i.detail}" for i in learned_files(settings, agent) if i.kind == "thresholds"]
 
 
 class Example(BaseModel):

@@ -21,13 +21,17 @@ threshold, it failed validation after the repair, or its model failed. The stron
 kept; when no stronger answer can be had (no step left, the next model is down, or the budget
 would be exceeded), the weak answer is kept and marked *unverified* with the reason. Every
 attempt stays in the run record with its cost.
+
+The threshold may differ per step (:attr:`Policy.step_thresholds`): thresholds chosen from the
+user's labelled data (``moa calibrate AGENT DATA --cascade ...``, :mod:`moa.learning.thresholds`)
+give each step its own, used when the run sets none explicitly (:func:`explicit_threshold`).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from moa.errors import ErrorCode, UserError
 from moa.models.registry import create_backend
@@ -56,10 +60,16 @@ class Policy:
     threshold: float | None
     """Answers with a confidence below this escalate (``None``: confidence never escalates)."""
     escalate: bool = True
+    step_thresholds: Mapping[str, float] = field(default_factory=dict)
+    """Thresholds of single steps, by step name, over :attr:`threshold` (chosen from data)."""
 
     @property
     def model_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.spec is not None)
+
+    def threshold_of(self, step: str) -> float | None:
+        """The threshold an answer of ``step`` must reach not to escalate."""
+        return self.step_thresholds.get(step, self.threshold)
 
 
 def step_of(settings: Settings, entry: str) -> Step:
@@ -133,6 +143,12 @@ def route_up_front(settings: Settings, text: str) -> tuple[str, str] | None:
     if settings.route_non_latin is not None and (share := non_latin_share(text)) > settings.route_non_latin:
         return "llm", f"non-Latin script ({share:.0%} of letters)"
     return None
+
+
+def explicit_threshold(settings: Settings, agent: str) -> bool:
+    """Whether the settings set ``agent``'s threshold (``thresholds[agent]`` or ``threshold``):
+    then thresholds chosen from data are not used."""
+    return agent in settings.thresholds or settings.threshold is not None
 
 
 def threshold_for(settings: Settings, agent: str, default: float | None) -> float | None:

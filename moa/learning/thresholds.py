@@ -1,0 +1,130 @@
+"""Escalation thresholds chosen from a user's labelled data (``moa calibrate AGENT DATA --cascade ...``).
+
+The same threshold gains on one domain and loses on another (tweets: 0.5-0.55 best for
+specialist → slm; SST-2: 0.8; SMS: never escalate). A :class:`ThresholdChoice` is the per-step
+thresholds chosen for one agent, task (its key: label set or criterion) and cascade, with its
+provenance: the data, the goal, the folds, the date and the held-out numbers of the chosen rule
+and of the rules it was compared with. It is kept as JSON next to the agent's specialists and
+calibrations (:func:`moa.learning.store.thresholds_path`); a run of the same agent, task and
+cascade uses it unless a threshold is set explicitly (``--threshold``, ``threshold`` /
+``thresholds`` in the settings, a plan's or the code's own).
+
+A :class:`Goal` says what "best" means: ``accuracy`` (the highest accuracy; the cheapest such rule
+on ties) or ``within=X`` (the cheapest rule whose accuracy is within ``X`` of the best). *Cheapest*
+is the fewest escalations (an item climbing two steps counts two), then the fewest tokens.
+The choosing itself (k-fold cross-validation over replayed answers) is in
+:mod:`moa.eval.thresholds`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from moa.errors import ErrorCode, UserError
+from moa.files import atomic_write
+
+#: Fewest labelled items in each held-out fold.
+MIN_PER_FOLD = 20
+#: Folds used when none are asked for (fewer when the data is small: at least :data:`MIN_PER_FOLD` items each).
+DEFAULT_FOLDS = 5
+
+_WITHIN = re.compile(r"within\s*=\s*([0-9]*\.?[0-9]+)")
+
+
+class Goal(BaseModel):
+    """What the chosen thresholds optimise: ``accuracy``, or the cheapest within ``within`` of the best."""
+
+    kind: Literal["accuracy", "within"]
+    within: float = 0.0
+    """Accuracy (0..1) the cheaper rule may give up against the best one (``within`` goals)."""
+
+    @classmethod
+    def parse(cls, text: str) -> Goal:
+        """``accuracy`` or ``within=0.01`` (a :class:`UserError` that lists both otherwise)."""
+        clean = text.strip().lower()
+        if clean in ("accuracy", "best", "best-accuracy"):
+            return cls(kind="accuracy")
+        if (match := _WITHIN.fullmatch(clean)) is not None:
+            within = float(match.group(1))
+            if within < 1:
+                return cls(kind="within", within=within)
+        raise UserError(
+            ErrorCode.BAD_CONFIG,
+            f"unknown goal {text!r}; use --goal accuracy (the best held-out accuracy) or --goal within=0.01 "
+            "(the cheapest thresholds whose accuracy is within 0.01 of the best; a number below 1)",
+        )
+
+    def __str__(self) -> str:
+        return "accuracy" if self.kind == "accuracy" else f"within={self.within:g}"
+
+
+class RuleScore(BaseModel):
+    """How one escalation rule did on the calibration data (held-out folds for the chosen rule)."""
+
+    name: str
+    """``chosen``, ``default``, ``never escalate`` or ``always <top step>``."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Threshold per step (empty for ``always <top step>``)."""
+    accuracy: float
+    escalated: float
+    """Share of items that went past the first step."""
+    tokens_per_item: float
+    cost: float
+    """$ of every call the rule makes, over the items."""
+
+
+class ThresholdChoice(BaseModel):
+    """The thresholds chosen for one agent, task and cascade, and how they were chosen."""
+
+    agent: str
+    key: str
+    """The task (``labels=negative,neutral,positive``, ``criterion=spam``)."""
+    steps: list[str]
+    """The cascade they were chosen for, in order (e.g. ``["specialist", "slm"]``)."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """What answered on each step when they were chosen: a model step's model spec, the
+    specialist's training time (``trained <date>``). A run whose steps differ does not use them."""
+    thresholds: dict[str, float]
+    """Threshold per step but the last: an answer of that step below it escalates (0: only failures do)."""
+    goal: str
+    folds: int
+    n: int
+    """Labelled items the choice was made on."""
+    data: str = ""
+    seed: int = 0
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    held_out: list[RuleScore] = Field(default_factory=list)
+    """The chosen rule scored on held-out folds (chosen on the other folds each time), then the
+    rules it is compared with: the agent's default threshold, never escalating, always the top step."""
+    fold_thresholds: list[dict[str, float]] = Field(default_factory=list)
+    """What each fold's training part chose (their spread says how settled the choice is)."""
+
+    def describe(self) -> str:
+        """The thresholds in words: ``specialist 0.55 → slm``."""
+        parts = [f"{step} {self.thresholds[step]:g}" if step in self.thresholds else step for step in self.steps]
+        return " → ".join(parts)
+
+    def score(self, name: str) -> RuleScore | None:
+        return next((s for s in self.held_out if s.name == name), None)
+
+    def save(self, path: Path) -> None:
+        """Write as JSON (atomically: a temporary file, then a rename)."""
+        atomic_write(path, lambda f: f.write((self.model_dump_json(indent=2) + "\n").encode()), "the thresholds")
+
+    @classmethod
+    def load(cls, path: Path) -> ThresholdChoice:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        again = "re-run `moa calibrate AGENT DATA --cascade ...` to choose them again"
+        if not path.is_file():
+            raise UserError(ErrorCode.INPUT_FILE, f"no thresholds at {path}; {again}")
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else f"{exc.error_count()} invalid field(s)"
+            raise UserError(ErrorCode.INPUT_FILE, f"the thresholds file {path} is unreadable or corrupt ({detail}); {again}") from exc

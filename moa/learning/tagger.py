@@ -21,8 +21,8 @@ A :class:`Tagger` finds entity mentions in a text with exact character spans:
   marginal probability of being outside is below ``min_outside`` takes its most probable entity
   label (recall: the CRF alone finds few of the new entities tweets are full of).
 * Confidence: how sure the tagger is of its least sure decision, over the tokens: whether the token
-  is in an entity (``max(P(O), 1 - P(O))``) and, for an entity token, its label given that it is in
-  one. An item below the agent's threshold escalates.
+  is in an entity (``max(P(O), 1 - P(O))``) and, for an entity token, its type given that it is in
+  one (``P(B-type) + P(I-type)`` over ``1 - P(O)``). An item below the agent's threshold escalates.
 
 A tagger is trained for a set of entity types (after an optional label map, e.g.
 ``corporation=organization``) and serves a request whose types are all among them (and ``date``,
@@ -337,15 +337,22 @@ class Tagger:
         min_outside = float(self.params.get("min_outside", 1.0))
         tags: list[str] = []
         sure: list[float] = []
+        promoted = False  # the previous token was taken into an entity by the recall rule
         for i, label in enumerate(best):
             outside = crf.marginal("O", i) if has_outside else 0.0
             if label == "O" and outside < min_outside and entity_labels:
                 kind = max(entity_labels, key=lambda candidate: crf.marginal(candidate, i))[2:]
                 label = ("I-" if tags and tags[-1][2:] == kind else "B-") + kind
+                promoted = True
+            else:
+                if promoted and label.startswith("B-") and tags[-1][2:] == label[2:]:
+                    label = "I-" + label[2:]  # the best path's entity starts one token earlier: "Barack Obama", not two names
+                promoted = False
             tags.append(label)
             sure.append(max(outside, 1.0 - outside))  # how sure it is whether the token is in an entity
-            if label != "O":
-                sure.append(crf.marginal(label, i) / max(1.0 - outside, 1e-9))  # ... and of its label, given it is
+            if label != "O":  # ... and of its type, given it is in one
+                typed = sum(crf.marginal(f"{p}-{label[2:]}", i) for p in "BI" if f"{p}-{label[2:]}" in self._labels)
+                sure.append(typed / max(1.0 - outside, 1e-9))
         return Tagged(entities=spans_of(tokens, tags), confidence=round(min(1.0, float(min(sure))), 4))
 
     # --- persistence -----------------------------------------------------------------------------

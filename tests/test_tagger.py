@@ -182,3 +182,11 @@ def test_dates_found(text: str, dates: list[str]) -> None:
 )
 def test_no_date_in_words_that_only_look_like_one(text: str) -> None:
     assert find_dates(text) == []
+
+
+def test_closed_class_words_are_trimmed_from_entity_edges() -> None:
+    from moa.learning.tagger import _trimmed
+
+    text = "The Sony headphones of my"
+    tokens = tokenize(text)
+    assert _trimmed(tokens, [("product", 0, len(text)), ("person", 20, 25)]) == [("product", 4, 19)]

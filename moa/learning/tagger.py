@@ -19,7 +19,8 @@ A :class:`Tagger` finds entity mentions in a text with exact character spans:
   model stays small). Training is deterministic for the same data and parameters.
 * Decoding: the best (Viterbi) path, except that a token it leaves outside every entity whose
   marginal probability of being outside is below ``min_outside`` takes its most probable entity
-  label (recall: the CRF alone finds few of the new entities tweets are full of).
+  label (recall: the CRF alone finds few of the new entities tweets are full of); closed-class words
+  (``the``, ``my``, ``of``, ...) at the edges of an entity are left out of it.
 * Confidence: how sure the tagger is of its least sure decision, over the tokens: whether the token
   is in an entity (``max(P(O), 1 - P(O))``) and, for an entity token, its type given that it is in
   one (``P(B-type) + P(I-type)`` over ``1 - P(O)``). An item below the agent's threshold escalates.
@@ -353,7 +354,7 @@ class Tagger:
             if label != "O":  # ... and of its type, given it is in one
                 typed = sum(crf.marginal(f"{p}-{label[2:]}", i) for p in "BI" if f"{p}-{label[2:]}" in self._labels)
                 sure.append(typed / max(1.0 - outside, 1e-9))
-        return Tagged(entities=spans_of(tokens, tags), confidence=round(min(1.0, float(min(sure))), 4))
+        return Tagged(entities=_trimmed(tokens, spans_of(tokens, tags)), confidence=round(min(1.0, float(min(sure))), 4))
 
     # --- persistence -----------------------------------------------------------------------------
 
@@ -392,6 +393,28 @@ class Tagger:
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
             raise UserError(ErrorCode.INPUT_FILE, f"the entity tagger file {path} is corrupt or from another moa version ({exc}); {retrain}") from exc
+
+
+#: English closed-class words (articles, pronouns, prepositions, conjunctions, auxiliaries): an
+#: entity neither starts nor ends with one ("The Sony headphones" → "Sony headphones").
+CLOSED_CLASS = frozenset(
+    "a an the this that these those my your his her its our their i you he she it we they me him us them "
+    "of in on at to for from with by and or but is are was were be been am do does did not no".split()
+)
+
+
+def _trimmed(tokens: Sequence[Token], spans: list[Span]) -> list[Span]:
+    """``spans`` without closed-class words at their edges (a span of only such words is dropped)."""
+    out: list[Span] = []
+    for kind, start, end in spans:
+        inside = [t for t in tokens if t.start >= start and t.end <= end]
+        while inside and inside[0].text.lower() in CLOSED_CLASS:
+            inside.pop(0)
+        while inside and inside[-1].text.lower() in CLOSED_CLASS:
+            inside.pop()
+        if inside:
+            out.append((kind, inside[0].start, inside[-1].end))
+    return out
 
 
 def _or_none(cluster: int | None) -> int:

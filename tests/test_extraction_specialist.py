@@ -139,3 +139,21 @@ def test_cli_trains_a_tagger_with_a_label_map(tmp_path: Path, monkeypatch: pytes
     assert "--option extraction.types=location,organization" in report["used_by"] and Path(report["path"]).is_file()
     wrong = CliRunner().invoke(app, ["train", "extraction", str(tmp_path / "x.tsv")])
     assert wrong.exit_code != 0 and "CoNLL" in wrong.output
+
+
+async def test_a_tagger_that_cannot_embed_passes_the_item_to_the_slm(tmp_path: Path) -> None:
+    from moa.errors import ErrorCode, UserError
+
+    await trained(tmp_path)
+
+    class Broken(FakeEmbedder):
+        async def aembed(self, texts: Any) -> list[list[float]]:
+            raise UserError(ErrorCode.EMBEDDER_UNAVAILABLE, "the embedder is not installed")
+
+    chosen = moa.load_settings(state_dir=tmp_path / "state")
+    fake = FakeModel([SLM_ANSWER])
+    ctx = moa.RunContext.create(chosen, models=moa.Models(chosen, slm=fake, llm=fake), embedder=Broken())
+    run = await extraction.run(ctx, item(["person", "location"], "we met Zoran near Oslo today"))
+    assert [a.step for a in run.attempts] == ["specialist", "slm"] and run.answered_by == "slm"
+    assert run.attempts[0].error is not None and run.attempts[0].error.code == ErrorCode.EMBEDDER_UNAVAILABLE
+    await ctx.aclose()

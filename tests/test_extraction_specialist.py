@@ -157,3 +157,26 @@ async def test_a_tagger_that_cannot_embed_passes_the_item_to_the_slm(tmp_path: P
     assert [a.step for a in run.attempts] == ["specialist", "slm"] and run.answered_by == "slm"
     assert run.attempts[0].error is not None and run.attempts[0].error.code == ErrorCode.EMBEDDER_UNAVAILABLE
     await ctx.aclose()
+
+
+async def test_eval_scores_the_tagger_alone_and_with_escalation(tmp_path: Path) -> None:
+    from moa.eval import aevaluate, prepare
+
+    await trained(tmp_path)
+    data = tmp_path / "dev.conll"
+    rows = []
+    for text, spans in corpus()[:8]:
+        starts = {s: str(k) for k, s, _ in spans}
+        offset = 0
+        for token in text.split(" "):
+            rows.append(f"{token}\t{'B-' + starts[offset] if offset in starts else 'O'}")
+            offset += len(token) + 1
+        rows.append("")
+    data.write_text("\n".join(rows))
+    slm = FakeModel([json.dumps({"entities": []})])
+    ctx = context(tmp_path, slm=slm, confidence="self", durable=False)
+    alone = await aevaluate(prepare("extraction", data, ctx=ctx, cascade=["specialist"]), tmp_path / "ev1", ctx=ctx)
+    assert alone.metrics["f1"] > 0.9 and slm.requests == []  # its own training sentences: nearly all right
+    both = await aevaluate(prepare("extraction", data, ctx=ctx, cascade=["specialist", "slm"], threshold=1.0), tmp_path / "ev2", ctx=ctx)
+    assert len(slm.requests) == 8 and both.metrics["f1"] == 0.0  # every item escalated to an slm that finds nothing
+    await ctx.aclose()

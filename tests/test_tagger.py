@@ -16,6 +16,7 @@ from moa.errors import ErrorCode, UserError
 from moa.learning.dates import find_dates
 from moa.learning.tagger import (
     Tagger,
+    _crf_items,
     bio_tags,
     cluster_word,
     features,
@@ -190,3 +191,18 @@ def test_closed_class_words_are_trimmed_from_entity_edges() -> None:
     text = "The Sony headphones of my"
     tokens = tokenize(text)
     assert _trimmed(tokens, [("product", 0, len(text)), ("person", 20, 25)]) == [("product", 4, 19)]
+
+
+def test_min_outside_zero_is_the_best_path_and_higher_values_add_entity_tokens() -> None:
+    tagger, _ = fit_tagger(corpus(), params={"max_iterations": 30, "min_outside": 0.0})
+    text = "we met Zelda near Quito today and Bob said Lima is lovely"
+    tokens = tokenize(text)
+    tagger._crf.set(_crf_items(features([t.text for t in tokens])))
+    best = spans_of(tokens, tagger._crf.tag())
+    assert tagger.tag(text).entities == best
+
+    def covered(spans: list[tuple[str, int, int]]) -> int:
+        return sum(e - s for _, s, e in spans)
+
+    tagger.params["min_outside"] = 0.999
+    assert covered(tagger.tag(text).entities) > covered(best)

@@ -335,7 +335,7 @@ class Tagger:
         best = crf.tag()
         entity_labels = [label for label in self._labels if label != "O"]
         has_outside = "O" in self._labels
-        min_outside = float(self.params.get("min_outside", 1.0))
+        min_outside = float(self.params.get("min_outside", 0.0))  # 0: the best path as it is
         tags: list[str] = []
         sure: list[float] = []
         promoted = False  # the previous token was taken into an entity by the recall rule

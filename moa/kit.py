@@ -37,7 +37,9 @@ from moa.errors import (
     ToolRefused,
     UserError,
 )
+from moa.learning.dates import DATE, find_dates
 from moa.learning.store import Example
+from moa.learning.tagger import Tagged, Tagger, types_key
 from moa.memory import Passage
 from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend, TokenLogprob, ToolCall, ToolSpec
 from moa.routing.approvals import AwaitingApproval
@@ -53,6 +55,7 @@ from moa.workflow.scheduler import execute
 from moa.workflow.state import RunDeps, RunGraph, RunState
 
 __all__ = [
+    "DATE",
     "INPUT",
     "Agent",
     "AgentRun",
@@ -93,6 +96,8 @@ __all__ = [
     "Structured",
     "Subtask",
     "SubtaskResult",
+    "Tagged",
+    "Tagger",
     "Tier",
     "TokenLogprob",
     "Tool",
@@ -108,6 +113,7 @@ __all__ = [
     "choice_confidence",
     "compile_plan_execute",
     "execute",
+    "find_dates",
     "generate_structured",
     "given_plan",
     "make_plan_node",
@@ -118,4 +124,5 @@ __all__ = [
     "synthesize",
     "to_markdown",
     "tool",
+    "types_key",
 ]

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     shots_from_examples: int = Field(4, ge=0, le=16)
     """How many stored examples (answers of a higher tier) join an agent's few-shot prompt
     (0: the run never reads the example store)."""
+    shipped_specialists: bool = True
+    """Use the specialists shipped with moa when none is trained for a task (the extraction agent's
+    entity tagger, trained on WNUT-17 with MiniLM word clusters: it needs the ``minilm`` embedder).
+    Off: only what ``moa train`` stored is used."""
     store_examples: bool = True
     """Store escalated items that a higher step answered confidently (the item's text verbatim, the
     label, and the run, model and time) in the example store under ``state_dir/examples``, for

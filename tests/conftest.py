@@ -45,11 +45,13 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _empty_config: Pa
 
 
 @pytest.fixture(autouse=True)
-def _no_real_models(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Unit tests (not marked ``real``) cannot use a real model, the MiniLM embedder or Chroma."""
+def _no_real_models(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Unit tests (not marked ``real``) cannot use a real model, the MiniLM embedder or Chroma (so
+    not the shipped entity tagger either: its word clusters need MiniLM)."""
     if request.node.get_closest_marker("real") is not None:
         yield
         return
+    monkeypatch.setenv("MOA_SHIPPED_SPECIALISTS", "false")
     with block_real_models():
         yield
 

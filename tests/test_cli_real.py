@@ -33,7 +33,9 @@ def test_triage_run_json(tmp_path: Path) -> None:
     filt = next(r for r in result["results"].values() if r["agent"] == "filtering")
     assert len(filt["items"]) == 3
     assert result["summary"]["calls"] > 0 and result["summary"]["slm_call_share"] == 1.0
-    assert all(u["model"] == "embedded:" and u["cost"] == 0 for u in result["usage"])
+    assert all(u["model"] in ("embedded:", "specialist:extraction") and u["cost"] == 0 for u in result["usage"])
+    entities = next(r for r in result["results"].values() if r["agent"] == "extraction")
+    assert entities["items"] and all(i["run"]["answered_by"] == "specialist" for i in entities["items"])  # the shipped entity tagger
 
 
 def test_memory_add_and_query(tmp_path: Path) -> None:

@@ -39,9 +39,11 @@ def test_train_needs_data_or_escalations() -> None:
 def test_train_and_calibrate_refuse_non_classification_agents(tmp_path: Path) -> None:
     data = tmp_path / "d.tsv"
     data.write_text("text\tlabel\na\tx\nb\ty\n")
-    for command in ("train", "calibrate"):
-        result = runner.invoke(app, [command, "extraction", str(data)])
+    for command, agent in (("train", "retrieval"), ("calibrate", "retrieval"), ("calibrate", "extraction")):
+        result = runner.invoke(app, [command, agent, str(data)])
         assert result.exit_code == 2 and "not a classification agent" in result.stderr
+    tagger = runner.invoke(app, ["train", "extraction", str(data)])  # extraction trains an entity tagger, on CoNLL data
+    assert tagger.exit_code == 2 and "CoNLL" in tagger.stderr
 
 
 def test_train_reports_unknown_labels_with_a_label_map_hint(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ def test_conll_bio_spans_in_character_offsets(tmp_path: Path) -> None:
     assert first.text[7:15] == "New York" and first.text[20:25] == "Apple"
     assert (second.text, second.gold) == ("fine", [])
     assert loaded.labels == ["corporation", "location"] and first.options == {"types": ["corporation", "location"]}
+    mapped = load_eval_set(tmp_path / "d.conll", label_map={"corporation": "organization", "location": "O"})
+    assert mapped.examples[0].gold == [["organization", 20, 25]] and mapped.labels == ["organization"]  # renamed; mapped to O: dropped
 
 
 def test_conll_errors_name_the_lines(tmp_path: Path) -> None:

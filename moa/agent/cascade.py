@@ -36,6 +36,8 @@ def weakness(attempt: Attempt, threshold: float | None) -> WeakReason | None:
     """Why an attempt's answer should escalate (``None``: it is good enough)."""
     if attempt.error is not None:
         family = type(attempt.error.error())
+        if attempt.step == SPECIALIST and not issubclass(family, _ESCALATING):
+            return "model_error"  # a specialist that cannot answer (e.g. its embedder is unavailable) passes the item on
         if not issubclass(family, _ESCALATING):
             return None
         return "invalid_output" if family is InvalidOutput else "model_error"

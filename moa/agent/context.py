@@ -38,6 +38,7 @@ from moa.settings import Settings
 if TYPE_CHECKING:
     from moa.learning.calibration import Calibration
     from moa.learning.specialist import Specialist
+    from moa.learning.tagger import Tagger
     from moa.learning.thresholds import ThresholdChoice
     from moa.memory.chroma import Memory
     from moa.models.embeddings import Embedder
@@ -271,6 +272,13 @@ class RunContext:
 
         found = self._load_once(("specialist", agent, key), lambda: specialist_path(self.settings, agent, key), Specialist.load)
         return found if found is not None and found.key == key else None  # type: ignore[no-any-return]
+
+    def tagger(self, path: Path) -> Tagger | None:
+        """The entity tagger at ``path`` (``moa train extraction``, or one shipped with an agent), if it
+        is there and readable (loaded once a run)."""
+        from moa.learning.tagger import Tagger
+
+        return self._load_once(("tagger", path.parent.name, str(path)), lambda: path, Tagger.load)  # type: ignore[no-any-return]
 
     def calibration(self, agent: str, model: str, key: str) -> Calibration | None:
         """The confidence calibration of ``agent`` on ``model`` for the task ``key`` (its label set;

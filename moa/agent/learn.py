@@ -7,6 +7,9 @@
 * :func:`train_agent` fits a specialist (:mod:`moa.learning.specialist`) on labelled data and/or on the
   examples the escalation store collected (answers of higher steps), and stores it per agent and
   label set; later runs try it first in the cascade.
+* :func:`train_tagging_agent` fits an entity tagger (:mod:`moa.learning.tagger`) on CoNLL data for an
+  agent whose task is a set of entity types (the extraction agent), and stores it per type set
+  (after the label map); later runs that ask for types it covers try it first.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from moa.errors import ErrorCode, UserError
 from moa.learning.calibration import Calibration
 from moa.learning.labelled import LabelledSet, load_labelled
 from moa.learning.specialist import Specialist, TrainReport, train_specialist
-from moa.learning.store import calibration_path, describe_key, specialist_path
+from moa.learning.store import calibration_path, describe_key, specialist_path, tagger_path
+from moa.learning.tagger import Sentence, Tagger, TagReport, load_sentences, train_tagger
 from moa.routing.policy import Step
 
 Progress = Callable[[int, int], None]
@@ -129,3 +133,37 @@ async def train_agent(
     path = specialist_path(ctx.settings, agent.name, task.key)
     specialist.save(path)
     return specialist, report, path
+
+
+def tags_entities(agent: object) -> bool:
+    """Whether ``agent``'s task is a set of entity types (its specialist is an entity tagger)."""
+    if not isinstance(agent, ModelAgent):
+        return False
+    try:
+        key = agent.specialist_key(agent.make_input("x", {}))
+    except UserError:
+        return False
+    return (key or "").startswith("types=")
+
+
+def load_tagging(path: Path, label_map: Mapping[str, str] | None = None, limit: int | None = None, seed: int = 0) -> list[Sentence]:
+    """Sentences of a CoNLL file for :func:`train_tagging_agent` (a random sample of ``limit``)."""
+    if path.suffix.lower() not in (".conll", ".bio", ".iob"):
+        raise UserError(ErrorCode.INPUT_FILE, f"{path.name}: an entity tagger trains on CoNLL data (token<TAB>BIO-tag lines, .conll/.bio/.iob)")
+    sentences = load_sentences(path, label_map)
+    if limit is not None and limit < len(sentences):
+        import numpy as np
+
+        picked = sorted(np.random.default_rng(seed).permutation(len(sentences))[:limit].tolist())
+        sentences = [sentences[i] for i in picked]
+    return sentences
+
+
+async def train_tagging_agent(
+    ctx: RunContext, agent: ModelAgent[Any, Any, Any], sentences: list[Sentence], *, source: str, label_map: Mapping[str, str] | None = None
+) -> tuple[Tagger, TagReport, Path]:
+    """Fit and store the entity tagger of ``agent`` on ``sentences`` (keyed by their entity types)."""
+    tagger, report = await train_tagger(ctx.embedder(), sentences, label_map=label_map, source=source)
+    path = tagger_path(ctx.settings, agent.name, tagger.key)
+    tagger.save(path)
+    return tagger, report, path

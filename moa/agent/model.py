@@ -316,8 +316,9 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             return warnings
         wanted = describe_key(key)
         steps = self.policy(ctx).steps
-        if self.tier != "llm" and any(s.name == SPECIALIST for s in steps) and ctx.specialist(self.name, key) is None:
-            for item in (i for i in learned if i.kind == "specialist" and i.key != key):
+        specialists = [i for i in learned if i.kind == "specialist"]
+        if self.tier != "llm" and any(s.name == SPECIALIST for s in steps) and not any(self.serves_key(i.key, data) for i in specialists):
+            for item in specialists:
                 warnings.append(
                     f"a specialist for {self.name} ({describe_key(item.key)}) exists but this task asks for ({wanted}), so it is not used; "
                     f"{self.how_to_ask(item.key)}"
@@ -339,8 +340,23 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         return warnings
 
     def specialist_for(self, ctx: RunContext, data: InputT) -> Any:
+        """The trained specialist that answers ``data``'s task, if there is one (``None``: the
+        cascade has no specialist step for it)."""
         key = self.specialist_key(data)
         return None if key is None else ctx.specialist(self.name, key)
+
+    def serves_key(self, key: str, data: InputT) -> bool:
+        """Whether a specialist trained for the task ``key`` answers ``data``'s task (default: the
+        same key; the extraction agent: a type set that covers the requested types)."""
+        return key == self.specialist_key(data)
+
+    async def specialist_answer(self, ctx: RunContext, specialist: Any, data: InputT) -> tuple[OutputT, float | None]:
+        """The output of ``specialist`` (from :meth:`specialist_for`) for ``data`` and its confidence.
+        The default (classifiers): embed the text, predict a label, :meth:`from_label`."""
+        vectors = await ctx.embedder().aembed([str(getattr(data, self.text_field))])
+        label, probability = specialist.predict(np.asarray(vectors, dtype=np.float32))[0]
+        output = self.from_label(data, label, round(float(probability), 4))
+        return output, self.confidence_of(output)
 
     def completion_prompt_with(self, data: InputT, examples: Sequence[Example]) -> str:
         """:meth:`completion_prompt` with extra demonstrations (stored examples) before the item.
@@ -474,16 +490,13 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             ).info()
             return Attempt(step=SPECIALIST, model=model, error=error)
         started = time.perf_counter()
-        text = str(getattr(data, self.text_field))
         try:
-            vectors = await ctx.embedder().aembed([text])
+            output, confidence = await self.specialist_answer(ctx, specialist, data)
         except MoaError as exc:
             return Attempt(step=SPECIALIST, model=model, error=exc.info())
-        label, probability = specialist.predict(np.asarray(vectors, dtype=np.float32))[0]
-        output = self.from_label(data, label, round(float(probability), 4))
         scope = current_scope()
         usage = Usage(model=model, tier=SPECIALIST, latency_s=round(time.perf_counter() - started, 5), agent=self.name, subtask=scope and scope.subtask)
         ctx.budget.add((usage,))  # a local model: no tokens, no cost, but a call of the run
         if scope is not None:
             scope.usage.append(usage)
-        return Attempt.priced(SPECIALIST, model, [usage], output=output, confidence=self.confidence_of(output))
+        return Attempt.priced(SPECIALIST, model, [usage], output=output, confidence=confidence)

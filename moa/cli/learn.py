@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from moa.agent.context import RunContext
-from moa.agent.learn import calibrate_agent, classifier, load_for, task_for, train_agent, used_by
+from moa.agent.learn import Task, calibrate_agent, classifier, load_for, load_tagging, tags_entities, task_for, train_agent, train_tagging_agent, used_by
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.eval.thresholds import acalibrate_thresholds
@@ -166,8 +166,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        agent: Annotated[str, typer.Argument(help="A classification agent (sentiment, filtering, ...).")],
-        data: Annotated[Optional[Path], typer.Argument(help="Labelled file: TSV/CSV or JSONL (optional with --from-escalations).")] = None,
+        agent: Annotated[str, typer.Argument(help="A classification agent (sentiment, filtering, ...) or extraction.")],
+        data: Annotated[Optional[Path], typer.Argument(help="Labelled file: TSV/CSV or JSONL (optional with --from-escalations); CoNLL for extraction.")] = None,
         from_escalations: Annotated[bool, typer.Option("--from-escalations", help="Also learn from the answers higher steps gave to escalated items.")] = False,
         option: OptionList = None,
         label_map: LabelMap = None,
@@ -176,11 +176,16 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Fit a specialist for AGENT (logistic regression on the shared embeddings, milliseconds per
-        item); later runs try it first and escalate what it is unsure of."""
+        item; for extraction, an entity tagger on CoNLL data); later runs try it first and escalate
+        what it is unsure of."""
         try:
+            found_agent = get_agent(agent_catalog(), agent)
+            if tags_entities(found_agent):
+                _train_tagger(found_agent, data, from_escalations, label_map, limit, seed, as_json)
+                return
             if data is None and not from_escalations:
                 raise UserError(ErrorCode.INVALID_INPUT, "give a labelled DATA file, or --from-escalations to learn from stored escalations")
-            found = classifier(get_agent(agent_catalog(), agent))
+            found = classifier(found_agent)
             options = parse_options(option)
             labelled = None
             task = task_for(found, options)
@@ -210,3 +215,34 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         out.print(usage, highlight=False, markup=False)
+
+
+def _train_tagger(agent: Any, data: Path | None, from_escalations: bool, label_map: str | None, limit: int | None, seed: int, as_json: bool) -> None:
+    """``moa train extraction DATA.conll``: fit and store an entity tagger."""
+    try:
+        if data is None or from_escalations:
+            raise UserError(ErrorCode.INVALID_INPUT, f"{agent.name} learns from a CoNLL file (token<TAB>BIO-tag): moa train {agent.name} DATA.conll [--label-map corporation=organization]")
+        mapping = parse_label_map(label_map) if label_map else None
+        sentences = load_tagging(data, mapping, limit, seed)
+        ctx = RunContext.create(load_settings())
+
+        async def go() -> Any:
+            try:
+                return await train_tagging_agent(ctx, agent, sentences, source=str(data), label_map=mapping)
+            finally:
+                await ctx.aclose()
+
+        _, report, path = asyncio.run(go())
+    except MoaError as exc:
+        fail(exc, as_json)
+    usage = used_by(agent, Task(options={"types": report.types}, labels=report.types, key=report.key))
+    usage += " (a request is served when its types are among these, or date)"
+    if as_json:
+        out.print_json(json.dumps({"path": str(path), "used_by": usage, **report.model_dump()}))
+        return
+    out.print(
+        f"trained {agent.name} entity tagger ({report.key}) on {report.sentences} sentences {report.entities}: "
+        f"{report.clusters} word clusters, embed {report.embed_seconds:.1f}s, fit {report.fit_seconds:.1f}s · stored in {path}",
+        highlight=False,
+    )
+    out.print(usage, highlight=False, markup=False)

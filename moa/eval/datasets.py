@@ -39,6 +39,7 @@ from moa.errors import ErrorCode, UserError
 from moa.eval import formats
 from moa.eval.formats import Doc
 from moa.learning.labelled import load_labelled
+from moa.learning.tagger import load_sentences
 
 Kind = Literal["classification", "entities", "slots", "retrieval", "qa"]
 Format = Literal["tsv", "csv", "jsonl", "conll", "snips", "cranfield", "qa"]
@@ -190,7 +191,8 @@ def load_eval_set(
 
     Args:
         format: one of :data:`FORMATS` (default: detected).
-        label_map: raw label → label (classification; a preset's map is the default).
+        label_map: raw label → label (classification; a preset's map is the default), or entity
+            type → type (CoNLL, e.g. ``corporation=organization``; a type mapped to ``O`` is dropped).
         allowed: the labels an agent knows (classification): others are an error listing them.
         max_docs: retrieval: index only the first ``max_docs`` documents (judgements on others are dropped).
     """
@@ -201,6 +203,8 @@ def load_eval_set(
     name = next((n for n, p in PRESETS.items() if p is preset), path.stem or path.name)
     if fmt in ("tsv", "csv", "jsonl"):
         loaded = _classification(path, fmt, label_map if label_map is not None else (preset.label_map if preset else None), allowed)
+    elif fmt == "conll":
+        loaded = _conll(path, label_map)
     else:
         loaded = _LOADERS[fmt](path, max_docs)
     if not loaded.examples:
@@ -219,8 +223,8 @@ def _classification(path: Path, fmt: str, label_map: Mapping[str, str] | None, a
     return EvalSet(name="", kind="classification", format=fmt, source=str(path), examples=examples, labels=data.classes)
 
 
-def _conll(path: Path, _: int | None) -> EvalSet:
-    sentences = formats.parse_conll(path)
+def _conll(path: Path, label_map: Mapping[str, str] | None) -> EvalSet:
+    sentences = load_sentences(path, label_map)  # entity types renamed by the map (one mapped to O is dropped)
     types = sorted({span[0] for _, spans in sentences for span in spans})
     examples = [Example(id=str(i), text=text, gold=spans, options={"types": types}) for i, (text, spans) in enumerate(sentences)]
     return EvalSet(name="", kind="entities", format="conll", source=str(path), examples=examples, labels=types)
@@ -268,4 +272,4 @@ def _qa(path: Path, _: int | None) -> EvalSet:
     return EvalSet(name="", kind="qa", format="qa", source=str(path), examples=examples)
 
 
-_LOADERS = {"conll": _conll, "snips": _snips, "cranfield": _cranfield, "qa": _qa}
+_LOADERS = {"snips": _snips, "cranfield": _cranfield, "qa": _qa}

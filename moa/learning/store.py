@@ -1,13 +1,15 @@
 """What moa learns, and where it keeps it (under ``settings.state_dir``)::
 
     agents/<agent>/specialist-<key>.npz            trained specialist (``moa train``)
+    agents/<agent>/tagger-<key>.npz                trained entity tagger (``moa train extraction DATA.conll``)
     agents/<agent>/calibration-<model>-<key>.json  confidence calibration (``moa calibrate``)
     agents/<agent>/thresholds-<cascade>-<key>.json thresholds chosen from data (``moa calibrate --cascade``)
     examples/                                      Chroma: answers of higher steps, one collection per agent task
 
-A *key* names an agent's task: its label set (``labels=negative,positive``) or filter criterion
-(``criterion=spam``). Specialists, calibrations and thresholds are kept per agent and key, and a run
-uses them only for the same key (thresholds: and the same cascade). Calibrations made before they were kept per key
+A *key* names an agent's task: its label set (``labels=negative,positive``), filter criterion
+(``criterion=spam``) or entity types (``types=location,person``). Specialists, calibrations and
+thresholds are kept per agent and key, and a run uses them only for the same key (thresholds: and
+the same cascade; an entity tagger: for any subset of its types). Calibrations made before they were kept per key
 (``calibration-<model>.json``, no key inside) are never applied.
 
 :class:`ExampleStore` keeps every escalated item that a higher step answered confidently (text,
@@ -51,6 +53,11 @@ def specialist_path(settings: Settings, agent: str, key: str) -> Path:
     return agent_dir(settings, agent) / f"specialist-{_slug(key)}.npz"
 
 
+def tagger_path(settings: Settings, agent: str, key: str) -> Path:
+    """Where the entity tagger of ``agent`` for the type set ``key`` (``types=...``) is kept."""
+    return agent_dir(settings, agent) / f"tagger-{_slug(key)}.npz"
+
+
 def calibration_path(settings: Settings, agent: str, model: str, key: str) -> Path:
     """Where the calibration of ``agent`` on ``model`` for the task ``key`` (its label set) is kept."""
     return agent_dir(settings, agent) / f"calibration-{_slug(model)}-{_slug(key)}.json"
@@ -65,8 +72,8 @@ def describe_key(key: str) -> str:
     """A task key in words: ``labels=negative,positive`` → ``negative, positive``; ``criterion=spam``
     → ``criterion spam``."""
     name, _, value = key.partition("=")
-    if name == "labels":
-        return ", ".join(value.split(","))
+    if name in ("labels", "types"):
+        return ("types " if name == "types" else "") + ", ".join(value.split(","))
     return f"{name} {value}" if value else key
 
 
@@ -92,14 +99,16 @@ def learned_files(settings: Settings, agent: str) -> list[Learned]:
         return []
     from moa.learning.calibration import Calibration
     from moa.learning.specialist import Specialist
+    from moa.learning.tagger import Tagger
     from moa.learning.thresholds import ThresholdChoice
 
     found: list[Learned] = []
-    for path in sorted(folder.glob("specialist-*.npz")):
-        try:
-            found.append(Learned(kind="specialist", key=Specialist.load(path).key, path=path))
-        except MoaError:
-            continue
+    for pattern, load in (("specialist-*.npz", Specialist.load), ("tagger-*.npz", Tagger.load)):
+        for path in sorted(folder.glob(pattern)):
+            try:
+                found.append(Learned(kind="specialist", key=load(path).key, path=path))  # type: ignore[operator]
+            except MoaError:
+                continue
     for path in sorted(folder.glob("calibration-*.json")):
         try:
             calibration = Calibration.load(path)

@@ -281,14 +281,15 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
     def threshold_warning(self, ctx: RunContext, data: InputT) -> str | None:
         """What the run's record says when the cascade of ``data`` escalates on a threshold not chosen
         from the user's data (none stored for the task and cascade, or chosen on other models);
-        ``None`` when it is, when the run sets a threshold, or when there is nothing to choose (one step)."""
+        ``None`` when it is, when the run sets a threshold, or when there is nothing to choose (one
+        step, or an agent that escalates only failed answers, e.g. extraction's entity tagger)."""
         key = self.specialist_key(data)
         policy = self.policy(ctx)
         steps = cascade_steps(self, ctx, data)
-        if key is None or len(steps) < 2 or self._own_threshold is not None or explicit_threshold(ctx.settings, self.name):
+        if key is None or len(steps) < 2 or policy.threshold is None or self._own_threshold is not None or explicit_threshold(ctx.settings, self.name):
             return None
         names = [s.name for s in steps]
-        using = "no threshold (only failed answers escalate)" if policy.threshold is None else f"{policy.threshold:g}"
+        using = f"{policy.threshold:g}"
         task = f"{self.name} ({describe_key(key)})"
         command = self.calibrate_command(key, names)
         choice = self._stored_thresholds(ctx, data, steps)

@@ -43,6 +43,20 @@ async def trained(tmp_path: Path, label_map: dict[str, str] | None = None) -> Ta
     return tagger
 
 
+def conll(path: Path, sentences: list[tuple[str, list[list[object]]]], rename: dict[str, str] | None = None) -> Path:
+    """Write ``(text, [(type, start, end)])`` sentences as CoNLL (one-token entities: each gets ``B-``), types renamed."""
+    lines = []
+    for text, spans in sentences:
+        starts = {start: (rename or {}).get(str(kind), str(kind)) for kind, start, _ in spans}
+        offset = 0
+        for token in text.split(" "):
+            lines.append(f"{token}\t{'B-' + starts[offset] if offset in starts else 'O'}")
+            offset += len(token) + 1
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
 def item(types: list[str], text: str = "yesterday Zelda flew to Perth again") -> ExtractionInput:
     return extraction.make_input(text, {"types": types})
 
@@ -118,18 +132,7 @@ def test_the_shipped_tagger_is_small_and_documented() -> None:
 
 
 def test_cli_trains_a_tagger_with_a_label_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = tmp_path / "d.conll"
-    lines = []
-    for text, spans in corpus():
-        tags = {}
-        for kind, s, e in spans:
-            tags[s] = f"B-{'corporation' if kind == 'person' else kind}"
-        offset = 0
-        for token in text.split(" "):
-            lines.append(f"{token}\t{tags.get(offset, 'O')}")
-            offset += len(token) + 1
-        lines.append("")
-    data.write_text("\n".join(lines))
+    data = conll(tmp_path / "d.conll", corpus(), rename={"person": "corporation"})
     create = moa.RunContext.create
     monkeypatch.setattr(moa.RunContext, "create", lambda settings, **kw: create(settings, embedder=FakeEmbedder(), **kw))
     result = CliRunner().invoke(app, ["train", "extraction", str(data), "--label-map", "corporation=organization", "--json"])
@@ -163,16 +166,7 @@ async def test_eval_scores_the_tagger_alone_and_with_escalation(tmp_path: Path) 
     from moa.eval import aevaluate, prepare
 
     await trained(tmp_path)
-    data = tmp_path / "dev.conll"
-    rows = []
-    for text, spans in corpus()[:8]:
-        starts = {s: str(k) for k, s, _ in spans}
-        offset = 0
-        for token in text.split(" "):
-            rows.append(f"{token}\t{'B-' + starts[offset] if offset in starts else 'O'}")
-            offset += len(token) + 1
-        rows.append("")
-    data.write_text("\n".join(rows))
+    data = conll(tmp_path / "dev.conll", corpus()[:8])
     slm = FakeModel([json.dumps({"entities": []})])
     ctx = context(tmp_path, slm=slm, confidence="self", durable=False)
     alone = await aevaluate(prepare("extraction", data, ctx=ctx, cascade=["specialist"]), tmp_path / "ev1", ctx=ctx)

@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from moa.errors import ErrorCode, UserError
-from moa.files import atomic_write
+from moa.files import JsonFile
 from moa.logs import get_logger
 
 log = get_logger(__name__)
@@ -65,8 +65,11 @@ class Bin(BaseModel):
     count: int
 
 
-class Calibration(BaseModel):
+class Calibration(JsonFile):
     """A fitted map from raw confidence to probability of being correct, for one agent, model and task."""
+
+    what: ClassVar[str] = "the calibration"
+    again: ClassVar[str] = "re-run `moa calibrate` to fit it again"
 
     xs: list[float]
     ys: list[float]
@@ -156,22 +159,6 @@ class Calibration(BaseModel):
                 return row.threshold
         return None
 
-    def save(self, path: Path) -> None:
-        """Write as JSON (atomically: a temporary file, then a rename)."""
-        atomic_write(path, lambda f: f.write((self.model_dump_json(indent=2) + "\n").encode()), "the calibration")
-
-    @classmethod
-    def load(cls, path: Path) -> Calibration:
-        """Read a file written by :meth:`save`."""
-        path = Path(path)
-        again = "re-run `moa calibrate` to fit it again"
-        if not path.is_file():
-            raise UserError(ErrorCode.INPUT_FILE, f"no calibration at {path}; {again}")
-        try:
-            return cls.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError) as exc:
-            detail = exc.strerror if isinstance(exc, OSError) else f"{exc.error_count()} invalid field(s)"
-            raise UserError(ErrorCode.INPUT_FILE, f"the calibration file {path} is unreadable or corrupt ({detail}); {again}") from exc
 
 
 def _check_points(

@@ -29,7 +29,6 @@ import asyncio
 import functools
 import json
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy.typing as npt
 from pydantic import BaseModel
 
 from moa.errors import ErrorCode, UserError
-from moa.files import atomic_write
+from moa.files import atomic_write, load_npz
 from moa.logs import get_logger
 
 if TYPE_CHECKING:
@@ -230,20 +229,12 @@ class Specialist:
     @classmethod
     def load(cls, path: Path) -> Specialist:
         """Read a file written by :meth:`save`."""
-        path = Path(path)
-        retrain = "re-run `moa train` to train it again"
-        if not path.is_file():
-            raise UserError(ErrorCode.INPUT_FILE, f"no specialist at {path}; {retrain}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                weights, bias, meta_text = data["weights"], data["bias"], str(data["meta"])
-            meta = json.loads(meta_text)
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-                raise ValueError(f"unknown format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+
+        def build(data: Any, meta: dict[str, Any]) -> Specialist:
             return cls(
                 classes=[str(c) for c in meta["classes"]],
-                weights=weights,
-                bias=bias,
+                weights=data["weights"],
+                bias=data["bias"],
                 temperature=float(meta["temperature"]),
                 embedder=str(meta["embedder"]),
                 trained_on=int(meta["trained_on"]),
@@ -254,10 +245,8 @@ class Specialist:
                 holdout_n=int(meta.get("holdout_n", 0)),
                 key=str(meta["key"]),
             )
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-            raise UserError(
-                ErrorCode.INPUT_FILE, f"the specialist file {path} is corrupt or from another moa version ({exc}); {retrain}"
-            ) from exc
+
+        return load_npz(path, "specialist", "re-run `moa train` to train it again", build, FORMAT_VERSION)
 
 
 async def train_specialist(

@@ -41,7 +41,6 @@ import json
 import re
 import tempfile
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,7 +53,7 @@ import pycrfsuite
 from pydantic import BaseModel
 
 from moa.errors import ErrorCode, UserError
-from moa.files import atomic_write
+from moa.files import atomic_write, load_npz
 from moa.learning.conll import parse_conll
 from moa.logs import get_logger
 
@@ -376,30 +375,23 @@ class Tagger:
     @classmethod
     def load(cls, path: Path) -> Tagger:
         """Read a file written by :meth:`save`."""
-        path = Path(path)
-        retrain = "re-run `moa train extraction DATA.conll` to train it again"
-        if not path.is_file():
-            raise UserError(ErrorCode.INPUT_FILE, f"no entity tagger at {path}; {retrain}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                model, meta = data["model"].tobytes(), json.loads(str(data["meta"]))
-                centroids = data["centroids"].astype(np.float32) if "centroids" in data.files else None
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or meta.get("kind") != KIND:
-                raise ValueError(f"unknown format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+
+        def build(data: Any, meta: dict[str, Any]) -> Tagger:
+            centroids = data["centroids"].astype(np.float32) if "centroids" in data.files else None
             return cls(
-                model, types=[str(t) for t in meta["types"]], key=str(meta["key"]), label_map={str(k): str(v) for k, v in meta["label_map"].items()},
-                source=str(meta["source"]), trained_on=int(meta["trained_on"]), params=meta["params"], created=str(meta["created"]),
-                centroids=centroids, vocabulary={str(k): int(v) for k, v in meta["vocabulary"].items()}, embedder=str(meta["embedder"]),
+                data["model"].tobytes(), types=[str(t) for t in meta["types"]], key=str(meta["key"]),
+                label_map={str(k): str(v) for k, v in meta["label_map"].items()}, source=str(meta["source"]),
+                trained_on=int(meta["trained_on"]), params=meta["params"], created=str(meta["created"]), centroids=centroids,
+                vocabulary={str(k): int(v) for k, v in meta["vocabulary"].items()}, embedder=str(meta["embedder"]),
             )  # fmt: skip
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
-            raise UserError(ErrorCode.INPUT_FILE, f"the entity tagger file {path} is corrupt or from another moa version ({exc}); {retrain}") from exc
+
+        return load_npz(path, "entity tagger", "re-run `moa train extraction DATA.conll` to train it again", build, FORMAT_VERSION, KIND)
 
 
 #: English closed-class words (articles, pronouns, prepositions, conjunctions, auxiliaries): an
 #: entity neither starts nor ends with one ("The Sony headphones" → "Sony headphones").
 CLOSED_CLASS = frozenset(
-    "a an the this that these those my your his her its our their i you he she it we they me him us them "
-    "of in on at to for from with by and or but is are was were be been am do does did not no".split()
+    ["a", "an", "the", "this", "that", "these", "those", "my", "your", "his", "her", "its", "our", "their", "i", "you", "he", "she", "it", "we", "they", "me", "him", "us", "them", "of", "in", "on", "at", "to", "for", "from", "with", "by", "and", "or", "but", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "not", "no"]
 )
 
 

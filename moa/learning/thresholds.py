@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, UserError
-from moa.files import atomic_write
+from moa.files import JsonFile
 
 #: Fewest labelled items in each held-out fold.
 MIN_PER_FOLD = 20
@@ -78,8 +77,11 @@ class RuleScore(BaseModel):
     """$ of every call the rule makes, over the items."""
 
 
-class ThresholdChoice(BaseModel):
+class ThresholdChoice(JsonFile):
     """The thresholds chosen for one agent, task and cascade, and how they were chosen."""
+
+    what: ClassVar[str] = "the thresholds"
+    again: ClassVar[str] = "re-run `moa calibrate AGENT DATA --cascade ...` to choose them again"
 
     agent: str
     key: str
@@ -112,19 +114,3 @@ class ThresholdChoice(BaseModel):
     def score(self, name: str) -> RuleScore | None:
         return next((s for s in self.held_out if s.name == name), None)
 
-    def save(self, path: Path) -> None:
-        """Write as JSON (atomically: a temporary file, then a rename)."""
-        atomic_write(path, lambda f: f.write((self.model_dump_json(indent=2) + "\n").encode()), "the thresholds")
-
-    @classmethod
-    def load(cls, path: Path) -> ThresholdChoice:
-        """Read a file written by :meth:`save`."""
-        path = Path(path)
-        again = "re-run `moa calibrate AGENT DATA --cascade ...` to choose them again"
-        if not path.is_file():
-            raise UserError(ErrorCode.INPUT_FILE, f"no thresholds at {path}; {again}")
-        try:
-            return cls.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError) as exc:
-            detail = exc.strerror if isinstance(exc, OSError) else f"{exc.error_count()} invalid field(s)"
-            raise UserError(ErrorCode.INPUT_FILE, f"the thresholds file {path} is unreadable or corrupt ({detail}); {again}") from exc

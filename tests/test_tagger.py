@@ -14,6 +14,7 @@ import pytest
 
 from moa.errors import ErrorCode, UserError
 from moa.learning.dates import find_dates
+from moa.learning.specialist import Specialist
 from moa.learning.tagger import (
     Tagger,
     _crf_items,
@@ -118,6 +119,41 @@ def test_save_load_round_trip_keeps_model_clusters_and_answers(tmp_path: Path) -
     assert loaded.unknown_words(text) == ["zoran"]
     assert asyncio.run(loaded.atag(text, embedder)) == asyncio.run(tagger.atag(text, embedder))
     assert loaded.unknown_words(text) == []  # the new word's cluster is remembered
+
+
+def test_the_span_typer_is_trained_saved_and_loaded(tmp_path: Path) -> None:
+    embedder = FakeEmbedder()
+    tagger, report = asyncio.run(train_tagger(embedder, corpus(), params={"max_iterations": 40}, clusters=4))
+    assert tagger.typer is not None and tagger.typer.classes == ["location", "person"] and tagger.typer.embedder == "hash64"
+    assert report.typer_spans == 2 * len(corpus()) and report.typer_holdout_accuracy is not None
+    path = tmp_path / "tagger.npz"
+    tagger.save(path)
+    loaded = Tagger.load(path)
+    assert loaded.typer is not None and loaded.typer.classes == tagger.typer.classes
+    assert np.array_equal(loaded.typer.weights, tagger.typer.weights) and np.array_equal(loaded.typer.bias, tagger.typer.bias)
+    assert loaded.typer.temperature == tagger.typer.temperature and loaded.typer.trained_on == tagger.typer.trained_on
+    for text in ("we met Zoran near Oslo today", "Hiro said Lima is lovely"):
+        assert asyncio.run(loaded.atag(text, embedder)) == asyncio.run(tagger.atag(text, embedder))
+    untyped, report = asyncio.run(train_tagger(embedder, corpus(), params={"max_iterations": 10}, clusters=4, typer=False))
+    assert untyped.typer is None and report.typer_spans == 0
+    untyped.save(path)
+    assert Tagger.load(path).typer is None
+
+
+def test_the_span_typer_changes_types_never_spans() -> None:
+    embedder = FakeEmbedder()
+    tagger, _ = asyncio.run(train_tagger(embedder, corpus(), params={"max_iterations": 40}, clusters=4))
+    texts = ["we met Zoran near Oslo today", "yesterday Greta flew to Quito again", "Bob lives in Hanoi ."]
+    for text in texts:
+        crf, typed = tagger.tag(text), asyncio.run(tagger.atag(text, embedder))
+        assert [e[1:] for e in typed.entities] == [e[1:] for e in crf.entities] and crf.entities
+    # a typer sure that everything is a location overrules the CRF's types, and keeps its spans
+    tagger.typer = Specialist(classes=["location", "person"], weights=np.zeros((64, 2)), bias=np.array([40.0, 0.0]), embedder="hash64")
+    for text in texts:
+        crf, typed = tagger.tag(text), asyncio.run(tagger.atag(text, embedder))
+        assert typed.entities == [("location", s, e) for _, s, e in crf.entities]
+    with pytest.raises(ValueError, match="not among"):
+        Tagger(tagger.model, types=tagger.types, typer=Specialist(classes=["person", "product"], weights=np.zeros((64, 2)), bias=np.zeros(2)))
 
 
 def test_a_tagger_refuses_words_embedded_by_another_embedder() -> None:

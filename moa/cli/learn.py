@@ -242,7 +242,9 @@ def _train_tagger(agent: Any, data: Path | None, from_escalations: bool, label_m
         return
     out.print(
         f"trained {agent.name} entity tagger ({report.key}) on {report.sentences} sentences {report.entities}: "
-        f"{report.clusters} word clusters, embed {report.embed_seconds:.1f}s, fit {report.fit_seconds:.1f}s · stored in {path}",
+        f"{report.clusters} word clusters, "
+        + (f"span typer on {report.typer_spans} spans, " if report.typer_spans else "")
+        + f"embed {report.embed_seconds:.1f}s, fit {report.fit_seconds:.1f}s · stored in {path}",
         highlight=False,
     )
     out.print(usage, highlight=False, markup=False)

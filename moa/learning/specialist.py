@@ -227,24 +227,29 @@ class Specialist:
         log.debug("specialist_saved", path=str(path), key=self.key, classes=self.classes)
 
     @classmethod
+    def from_arrays(cls, meta: dict[str, Any], weights: FloatArray, bias: FloatArray) -> Specialist:
+        """A specialist from the metadata :meth:`metadata` wrote and its weights (what a file holds)."""
+        return cls(
+            classes=[str(c) for c in meta["classes"]],
+            weights=weights,
+            bias=bias,
+            temperature=float(meta["temperature"]),
+            embedder=str(meta["embedder"]),
+            trained_on=int(meta["trained_on"]),
+            created=str(meta["created"]),
+            source=str(meta["source"]),
+            holdout_accuracy=_optional_float(meta.get("holdout_accuracy")),
+            holdout_macro_f1=_optional_float(meta.get("holdout_macro_f1")),
+            holdout_n=int(meta.get("holdout_n", 0)),
+            key=str(meta["key"]),
+        )
+
+    @classmethod
     def load(cls, path: Path) -> Specialist:
         """Read a file written by :meth:`save`."""
 
         def build(data: Any, meta: dict[str, Any]) -> Specialist:
-            return cls(
-                classes=[str(c) for c in meta["classes"]],
-                weights=data["weights"],
-                bias=data["bias"],
-                temperature=float(meta["temperature"]),
-                embedder=str(meta["embedder"]),
-                trained_on=int(meta["trained_on"]),
-                created=str(meta["created"]),
-                source=str(meta["source"]),
-                holdout_accuracy=_optional_float(meta.get("holdout_accuracy")),
-                holdout_macro_f1=_optional_float(meta.get("holdout_macro_f1")),
-                holdout_n=int(meta.get("holdout_n", 0)),
-                key=str(meta["key"]),
-            )
+            return cls.from_arrays(meta, data["weights"], data["bias"])
 
         return load_npz(path, "specialist", "re-run `moa train` to train it again", build, FORMAT_VERSION)
 

@@ -123,6 +123,16 @@ async def test_an_exactly_keyed_tagger_comes_before_a_wider_one(tmp_path: Path) 
     await ctx.aclose()
 
 
+def test_moa_agents_names_the_shipped_tagger_unless_it_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOA_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MOA_SHIPPED_SPECIALISTS", "1")
+    shown = CliRunner().invoke(app, ["agents"])
+    assert shown.exit_code == 0, shown.output
+    assert "shipped entity tagger (types creative-work, location" in shown.output and "date by rules)" in shown.output
+    monkeypatch.setenv("MOA_SHIPPED_SPECIALISTS", "0")
+    assert "shipped entity tagger" not in CliRunner().invoke(app, ["agents"]).output
+
+
 def test_the_shipped_tagger_is_small_and_documented() -> None:
     assert SHIPPED_TAGGER.is_file() and SHIPPED_TAGGER.stat().st_size < 5_000_000
     provenance = json.loads(SHIPPED_TAGGER.with_suffix(".json").read_text())

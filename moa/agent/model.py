@@ -34,6 +34,7 @@ from moa.learning.thresholds import ThresholdChoice
 from moa.logs import get_logger
 from moa.models.base import Capabilities, GenerateRequest, Generation, Message, ModelBackend
 from moa.routing.policy import SPECIALIST, Policy, Step, explicit_threshold, routing_text
+from moa.settings import Settings
 from moa.usage import Usage
 
 log = get_logger(__name__)
@@ -227,6 +228,11 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
             labels = value.split(",")
             return self.options_for_labels(labels) or {"labels": labels}
         return {name: value} if value else {}
+
+    def shipped_learned(self, settings: Settings) -> str | None:
+        """What moa itself ships trained for this agent (and uses unless ``shipped_specialists``
+        is off), in words for ``moa agents``; ``None``: nothing."""
+        return None
 
     def how_to_ask(self, key: str) -> str:
         """How a ``moa run`` asks this agent for the task ``key``, in words."""

@@ -47,7 +47,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from moa.kit import (
-    DATE, Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, Tagger, Tier, find_dates, generate_structured,
+    DATE, Capabilities, GenerateRequest, Generation, Message, ModelAgent, RunContext, Settings, Tagger, Tier, find_dates, generate_structured,
     output_token_limit, schema_of, types_key,
 )  # fmt: skip
 from moa.logs import get_logger
@@ -171,6 +171,12 @@ class ExtractionAgent(ModelAgent[ExtractionInput, Entities, BaseModel]):
     def serves_key(self, key: str, data: ExtractionInput) -> bool:
         name, _, value = key.partition("=")
         return name == "types" and set(data.types) <= set(value.split(",")) | set(RECOGNISED)
+
+    def shipped_learned(self, settings: Settings) -> str | None:
+        if not settings.shipped_specialists:
+            return None
+        about = json.loads(SHIPPED_TAGGER.with_suffix(".json").read_text())
+        return f"shipped entity tagger (types {', '.join(about['types'])}; {DATE} by rules)"
 
     def specialist_for(self, ctx: RunContext, data: ExtractionInput) -> Tagger | None:
         key = self.specialist_key(data)

@@ -379,7 +379,9 @@ def agents() -> None:
     chosen: list[str] = []
     for name, a in sorted(agent_catalog().items()):
         threshold = threshold_for(settings, name, getattr(a, "threshold", None))
-        table.add_row(name, a.tier, "-" if threshold is None else f"{threshold:g}", learned_summary(settings, name), a.input_type.__name__, a.output_type.__name__, a.description)
+        shipped = a.shipped_learned(settings) if isinstance(a, ModelAgent) else None
+        learned = "; ".join(x for x in (learned_summary(settings, name), shipped) if x and x != "-") or "-"
+        table.add_row(name, a.tier, "-" if threshold is None else f"{threshold:g}", learned, a.input_type.__name__, a.output_type.__name__, a.description)
         if _classifier(a):
             lines = thresholds_summary(settings, name)
             unused = f" — not used: the settings set {name}'s threshold" if lines and explicit_threshold(settings, name) else ""

@@ -160,17 +160,20 @@ def specs(server: FaultServer, protocol: Protocol, tier: str, mode: str) -> dict
 
 
 def settings_of(server: FaultServer, protocol: Protocol, tier: str, mode: str, home: Path, **overrides: Any) -> Settings:
+    """The settings of a case. The shipped entity tagger is off: it would answer the extraction
+    items before the faulty model is called (the matrix injects faults into model calls)."""
     tiers = specs(server, protocol, tier, mode)
     return load_settings(
         slm=tiers["slm"], llm=tiers["llm"], planner="llm", timeout=TIMEOUT, escalate=TIERS[tier].escalate,
-        state_dir=home / "state", memory_dir=home / "memory", **overrides,
+        state_dir=home / "state", memory_dir=home / "memory", shipped_specialists=False, **overrides,
     )  # fmt: skip
 
 
 def healthy_settings(server: FaultServer, protocol: Protocol, home: Path) -> Settings:
     """The same folders with both tiers healthy: what a resume after the fault runs with."""
     return load_settings(
-        slm=server.spec(protocol), llm=server.spec(protocol), planner="llm", timeout=TIMEOUT, state_dir=home / "state", memory_dir=home / "memory"
+        slm=server.spec(protocol), llm=server.spec(protocol), planner="llm", timeout=TIMEOUT, state_dir=home / "state", memory_dir=home / "memory",
+        shipped_specialists=False,
     )
 
 
@@ -311,6 +314,7 @@ def moa_env(server: FaultServer, protocol: Protocol, tier: str, mode: str, home:
         "MOA_LLM": tiers["llm"],
         "MOA_PLANNER": "llm",
         "MOA_TIMEOUT": str(TIMEOUT),
+        "MOA_SHIPPED_SPECIALISTS": "false",
     }
 
 

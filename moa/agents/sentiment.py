@@ -19,8 +19,9 @@ from moa.kit import Capabilities, Example, Generation, Message, ModelAgent
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
 _LABEL_WORDS = re.compile(rf"\b({'|'.join(DEFAULT_LABELS)})\b", re.IGNORECASE)
-_WORD_LIST = re.compile(r"\b[a-z]+(?:\s*,\s*[a-z]+)*\s*,?\s+(?:or|and)\s+[a-z]+\b|\b[a-z]+(?:\s*/\s*[a-z]+)+\b", re.IGNORECASE)
-"""A list of single words: "positive, negative or mixed", "positive/negative/neutral"."""
+_WORD_LIST = re.compile(r"\b[a-z]+(?:\s*,\s*[a-z]+){0,6}\s*,?\s+(?:or|and)\s+[a-z]+\b|\b[a-z]+(?:\s*/\s*[a-z]+){1,7}\b", re.IGNORECASE)
+"""A list of single words: "positive, negative or mixed", "positive/negative/neutral". The
+repeats are bounded (a list of labels is short), so a long task is read in linear time."""
 _LIST_SEPARATOR = re.compile(r"\s*(?:,|/|\bor\b|\band\b)\s*", re.IGNORECASE)
 MAX_NAMED_LABELS = 6
 
@@ -118,7 +119,8 @@ class SentimentAgent(ModelAgent[SentimentInput, Sentiment, BaseModel]):
         for found in _WORD_LIST.finditer(task):
             words = [w.lower() for w in _LIST_SEPARATOR.split(found.group()) if w]
             modifies = _LABEL_WORDS.match(task[found.end() :].lstrip())  # "... or very positive": not a list of labels
-            if not modifies and len(set(words) & named) >= 2 and len(words) == len(set(words)) <= MAX_NAMED_LABELS:
+            longer = task[: found.start()].rstrip().endswith((",", "/"))  # the tail of a list too long to be labels
+            if not modifies and not longer and len(set(words) & named) >= 2 and len(words) == len(set(words)) <= MAX_NAMED_LABELS:
                 named |= set(words)
         return self.options_for_labels(sorted(named))
 

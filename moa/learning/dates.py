@@ -17,6 +17,7 @@ Matches never overlap: the longest match wins, then the leftmost.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 DATE = "date"
@@ -57,8 +58,9 @@ def find_dates(text: str) -> list[tuple[int, int]]:
     candidates: list[tuple[int, int]] = []
     for pattern in _COMPILED:
         candidates += [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
-    chosen: list[tuple[int, int]] = []
+    chosen: list[tuple[int, int]] = []  # sorted, non-overlapping: a candidate can only overlap its neighbours
     for start, end in sorted(candidates, key=lambda s: (s[0] - s[1], s[0])):  # longest first, then leftmost
-        if all(end <= s or start >= e for s, e in chosen):
-            chosen.append((start, end))
-    return sorted(chosen)
+        at = bisect.bisect_left(chosen, (start, end))
+        if (at == 0 or chosen[at - 1][1] <= start) and (at == len(chosen) or chosen[at][0] >= end):
+            chosen.insert(at, (start, end))
+    return chosen

@@ -127,10 +127,28 @@ async def test_filtering_on_a_chat_model_is_never_cut_short(road: str, tmp_path:
     asked = [r for r in requests if r.json_schema is not None and r.json_schema.get("title") == "FilterAnswer"]
     assert len(asked) >= len(MIXED)
     for request in asked:
-        assert "reason" in request.json_schema["properties"]  # type: ignore[index]  # the chat answer: reason first
-        reason_first = _answer(("spam", "ham"), "confidence" not in request.json_schema["properties"], True)  # type: ignore[index]
-        assert request.max_tokens >= output_token_limit(reason_first) > 16
+        # every road gives logprobs, so the answer is the label alone (its token's probability is the confidence)
+        assert list(request.json_schema["properties"]) == ["label"]  # type: ignore[index]
+        assert request.max_tokens >= output_token_limit(_answer(("spam", "ham"), True, True))
+    reason_first = _answer(("spam", "ham"), False, True)  # a chat model without logprobs: a reason, the label, a score
+    assert list(reason_first.model_fields) == ["reason", "label", "confidence"] and output_token_limit(reason_first) > 16
     _accounted(result, road)
+
+
+async def test_chat_confidence_is_the_label_tokens_probability(road: str, tmp_path: Path) -> None:
+    """The finding: llama.cpp's chat endpoint can generate a ```` ```json ```` fence and return the
+    message without it, so the label's position in the text was not its position in the tokens;
+    no label token was found and every chat answer of a classifier got the 0.5 fallback (filtering
+    and sentiment on Qwen2.5-Coder 1.5B: confidence 0.5 on 20 of 20 tweets). Now each confidence
+    is the probability the model gave its label, so it is not the fallback and varies."""
+    settings = _settings(road, tmp_path, planner="router")
+    texts = [*MIXED, *REVIEWS, "you are a stupid idiot and everyone hates you", "See you at the meeting tomorrow."]
+    result = await moa.arun("Drop the messages that contain offensive language.", input=texts, settings=settings)
+    sub = _only_subtask(result, "filtering")
+    _all_answered(sub)
+    confidences = [i.output.confidence for i in sub.items]  # type: ignore[union-attr]
+    assert all(0.5 <= c <= 1 for c in confidences)  # the probability of the more probable of two labels
+    assert 0.5 not in confidences and len(set(confidences)) >= 2, confidences  # a sure model gives 1.0 to many, not to all
 
 
 async def test_extraction_on_a_chat_model(road: str, tmp_path: Path) -> None:

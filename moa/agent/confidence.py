@@ -15,19 +15,35 @@ SMS: accuracy 0.23 → 0.91.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 from moa.models.base import Generation
 
 
-def choice_probs(gen: Generation, choices: Sequence[str], chosen: str) -> dict[str, float] | None:
-    """P(label) over ``choices`` at the token where ``chosen`` starts in ``gen.text``.
+def answer_start(text: str, chosen: str, field: str | None = None) -> int:
+    """Where the answer ``chosen`` starts in ``text``: after ``"field":"`` when ``field`` is given
+    and found (a word of the label earlier in the text, such as "no" in a reason's "not", is not
+    the answer), else its first occurrence; -1 when it is not there."""
+    if field is not None:
+        for key in re.finditer(rf'"{re.escape(field)}"\s*:\s*"', text):
+            if text.startswith(chosen, key.end()):
+                return key.end()
+    return text.find(chosen)
 
-    Returns ``None`` when the backend gave no logprobs or the label is not found.
+
+def choice_probs(gen: Generation, choices: Sequence[str], chosen: str, field: str | None = None) -> dict[str, float] | None:
+    """P(label) over ``choices`` at the token where the answer ``chosen`` starts (the value of
+    ``field`` in a JSON answer, see :func:`answer_start`).
+
+    The position is found in the generated tokens, not in ``gen.text``: a chat server may return
+    the message with its wrapping removed (llama.cpp drops a ```` ```json ```` fence it generated),
+    so positions in the text do not match the tokens. Returns ``None`` when the backend gave no
+    logprobs or the label is not found.
     """
     if not gen.logprobs:
         return None
-    start = gen.text.find(chosen)
+    start = answer_start("".join(token.token for token in gen.logprobs), chosen, field)
     if start < 0:
         return None
     offset = 0
@@ -41,7 +57,7 @@ def choice_probs(gen: Generation, choices: Sequence[str], chosen: str) -> dict[s
                 if not piece:
                     continue
                 for choice in choices:
-                    if choice.lower().startswith(piece) or piece.startswith(choice.lower()):
+                    if _same_start(piece, choice.lower()):
                         mass[choice] += math.exp(logprob)
                         break
             total = sum(mass.values())
@@ -50,9 +66,15 @@ def choice_probs(gen: Generation, choices: Sequence[str], chosen: str) -> dict[s
     return None
 
 
-def choice_confidence(gen: Generation, choices: Sequence[str], chosen: str) -> float | None:
+def _same_start(piece: str, choice: str) -> bool:
+    """A token piece that begins ``choice`` ("neg" of "negative"), or is ``choice`` followed by
+    punctuation (``no"``); a longer word ("not" for "no") is another answer."""
+    return choice.startswith(piece) or (piece.startswith(choice) and not piece[len(choice)].isalnum())
+
+
+def choice_confidence(gen: Generation, choices: Sequence[str], chosen: str, field: str | None = None) -> float | None:
     """P(chosen) among ``choices`` (see :func:`choice_probs`); ``None`` when unknown or zero."""
-    probs = choice_probs(gen, choices, chosen)
+    probs = choice_probs(gen, choices, chosen, field)
     if probs is None or probs[chosen] <= 0:
         return None
     return probs[chosen]

@@ -145,7 +145,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
         choices = self.choices(data)
         if not choices or not caps.logprobs:
             return None
-        probs = choice_probs(gen, choices, str(getattr(decoded, self.choice_field)))
+        probs = choice_probs(gen, choices, str(getattr(decoded, self.choice_field)), self.choice_field)
         if probs is None or caps.chat or not self.calibration_inputs:
             return probs
         free = data.model_copy(update={self.text_field: "N/A"})
@@ -163,7 +163,7 @@ class ModelAgent(Agent[InputT, OutputT], Generic[InputT, OutputT, DecodeT]):
                 result = await generate_structured(ctx, step, self.request(free, caps), self.decode_type(free, caps), purpose="calibrate")
             except MoaError:
                 continue
-            probs = choice_probs(result.generation, choices, str(getattr(result.value, self.choice_field)))
+            probs = choice_probs(result.generation, choices, str(getattr(result.value, self.choice_field)), self.choice_field)
             if probs:
                 priors.append(probs)
         if not priors:

@@ -62,7 +62,7 @@ class FilterDecision(BaseModel):
     matches: bool
     """True when the text matches the criterion."""
     reason: str
-    """Why (the model's reason for chat models; the decision and its confidence otherwise)."""
+    """Why (the model's reason for chat models without token probabilities; the decision and its confidence otherwise)."""
     confidence: float = Field(ge=0, le=1)
     """How sure the model is of ``matches``."""
     unsure: bool = False
@@ -124,7 +124,7 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
             Message(
                 role="system",
                 content=f"Decide whether the user's message matches this criterion: {data.criterion}. "
-                f"Reply with JSON: a one-sentence reason, then the label '{first}' if it matches, '{second}' if not.",
+                f"Answer '{first}' if it matches, '{second}' if not, in the JSON format asked for.",
             ),
             Message(role="user", content=data.text),
         ]
@@ -156,10 +156,17 @@ class FilteringAgent(ModelAgent[FilterInput, FilterDecision, BaseModel]):
 def _answer(choices: tuple[str, ...], logprobs: bool, chat: bool) -> type[BaseModel]:
     """The decode model for one pair of choices, built once (pydantic classes are costly to create)."""
     label = (Literal[choices], ...)  # type: ignore[valid-type]
-    score = {} if logprobs else {"confidence": (float, Field(ge=0, le=1))}
+    if logprobs:
+        # The label comes first and alone: its token's probabilities then depend on the message only.
+        # A reason written before it decides the label in the reason's words, and the label token is
+        # then near-certain whatever the message (Qwen2.5-Coder 1.5B, 100 offensive-val tweets: AUC
+        # 0.54 with the reason first, 0.77 with the label alone).
+        return create_model("FilterAnswer", label=label)  # type: ignore[call-overload]
     if chat:
-        return create_model("FilterAnswer", reason=(str, Field(max_length=300)), label=label, **score)  # type: ignore[call-overload]
-    return create_model("FilterAnswer", label=label, **score)  # type: ignore[call-overload]
+        return create_model(  # type: ignore[call-overload]
+            "FilterAnswer", reason=(str, Field(max_length=300)), label=label, confidence=(float, Field(ge=0, le=1))
+        )
+    return create_model("FilterAnswer", label=label, confidence=(float, Field(ge=0, le=1)))  # type: ignore[call-overload]
 
 
 agent = FilteringAgent()

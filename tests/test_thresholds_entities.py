@@ -4,6 +4,7 @@ stored choice keyed by the entity types (runs and ``moa agents`` find it) — fa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,35 @@ def test_moa_agents_lists_thresholds_chosen_for_extraction() -> None:
     stored(moa.load_settings(), ["specialist", "slm"])
     listed = runner.invoke(app, ["agents"])
     assert "extraction (types creative-work, location, organization, person, product) specialist 0.55 → slm (goal f1, 100 items)" in listed.stdout
+
+
+# --- moa eval extraction --sweep ----------------------------------------------------------------
+
+CONLL = "Alice\tB-person\nwent\tO\nto\tO\nParis\tB-location\n\nBob\tB-person\nlikes\tO\nRome\tB-location\n"
+
+
+async def test_an_extraction_eval_with_sweep_replays_every_threshold_by_entity_f1(tmp_path: Path) -> None:
+    from moa.eval.report import to_markdown
+    from moa.eval.runner import aevaluate, prepare
+    from moa.testing import prompt_of
+
+    def small(request: Any) -> str:  # finds the person only
+        text = prompt_of(request).rsplit("Text: ", 1)[-1]
+        return '{"entities": [{"text": "%s", "type": "person"}]}' % ("Alice" if "Alice" in text else "Bob")
+
+    def big(request: Any) -> str:
+        text = prompt_of(request).rsplit("Text: ", 1)[-1]
+        found = [("Alice", "person"), ("Paris", "location")] if "Alice" in text else [("Bob", "person"), ("Rome", "location")]
+        return json.dumps({"entities": [{"text": t, "type": k} for t, k in found]})
+
+    (tmp_path / "d.conll").write_text(CONLL)
+    s = moa.load_settings(state_dir=tmp_path, confidence="self")
+    ctx = moa.RunContext.create(s, models=moa.Models(s, slm=FakeModel(small, spec="fake:small"), llm=FakeModel(big, spec="fake:big")))
+    report = await aevaluate(prepare("extraction", tmp_path / "d.conll", ctx=ctx, cascade=["slm", "llm"], sweep=True), tmp_path / "ev", ctx=ctx)
+    await ctx.aclose()
+    configs = {c.name: c for c in report.configs}
+    assert configs["slm"].metrics["f1"] == pytest.approx(2 / 3) and configs["llm"].metrics["f1"] == 1.0
+    assert len(report.sweep) == 21 and report.headline == "f1"
+    # the fake slm's entities carry no confidence, so no threshold escalates them: the slm's F1 throughout
+    assert [(p.metrics["f1"], p.top_share) for p in report.sweep] == [(pytest.approx(2 / 3), 0.0)] * 21
+    assert "| threshold | share to llm | precision | recall | F1 |" in to_markdown(report)

@@ -22,7 +22,7 @@ from moa.eval.thresholds import choose_thresholds, folds_of
 from moa.learning.store import thresholds_path
 from moa.learning.tagger import types_key
 from moa.learning.thresholds import Goal, ThresholdChoice
-from moa.testing import FakeModel
+from moa.testing import FakeModel, prompt_of
 from moa.usage import Usage
 from moa.workflow.catalog import builtin_agents
 
@@ -164,7 +164,6 @@ CONLL = "Alice\tB-person\nwent\tO\nto\tO\nParis\tB-location\n\nBob\tB-person\nli
 async def test_an_extraction_eval_with_sweep_replays_every_threshold_by_entity_f1(tmp_path: Path) -> None:
     from moa.eval.report import to_markdown
     from moa.eval.runner import aevaluate, prepare
-    from moa.testing import prompt_of
 
     def small(request: Any) -> str:  # finds the person only
         text = prompt_of(request).rsplit("Text: ", 1)[-1]
@@ -186,3 +185,31 @@ async def test_an_extraction_eval_with_sweep_replays_every_threshold_by_entity_f
     # the fake slm's entities carry no confidence, so no threshold escalates them: the slm's F1 throughout
     assert [(p.metrics["f1"], p.top_share) for p in report.sweep] == [(pytest.approx(2 / 3), 0.0)] * 21
     assert "| threshold | share to llm | precision | recall | F1 |" in to_markdown(report)
+
+
+def test_moa_calibrate_extraction_chooses_on_f1_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def small(request: Any) -> str:  # finds the person only
+        text = prompt_of(request).rsplit("Text: ", 1)[-1]
+        return json.dumps({"entities": [{"text": "Alice" if "Alice" in text else "Bob", "type": "person"}]})
+
+    slm, llm = FakeModel(small, spec="fake:small"), FakeModel(['{"entities": []}'], spec="fake:big")
+    create = moa.RunContext.create
+
+    def with_fakes(settings: moa.Settings | None = None, **kwargs: object) -> moa.RunContext:
+        settings = settings or moa.load_settings()
+        return create(settings, models=moa.Models(settings, slm=slm, llm=llm), **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
+    data = tmp_path / "d.conll"
+    data.write_text("\n".join([CONLL] * 20))  # 40 sentences: 2 folds of 20
+    runner = CliRunner()
+    result = runner.invoke(app, ["calibrate", "extraction", str(data), "--cascade", "slm,llm", "--label-map", "location=place", "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["key"] == "types=person,place" and body["metric"] == "f1" and body["goal"] == "f1" and body["n"] == 40 and body["folds"] == 2
+    scores = {s["name"]: s for s in body["held_out"]}
+    assert scores["never escalate"]["f1"] == pytest.approx(round(2 / 3, 4)) and scores["always llm"]["f1"] == 0.0
+    assert scores["chosen"]["accuracy"] is None and "--option extraction.types=person,place" in body["used_by"]
+    plain = runner.invoke(app, ["calibrate", "extraction", str(data), "--cascade", "slm,llm", "--label-map", "location=place", "--goal", "within=0.1"])
+    assert plain.exit_code == 0, plain.output
+    assert "F1" in plain.stdout and "accuracy" not in plain.stdout and "goal within=0.1" in plain.stdout

@@ -88,8 +88,7 @@ def _replay_all(records: Sequence[ItemRecord], n_steps: int, rules: Sequence[Seq
             if outcome is None:  # the item has no recorded answers (it failed before any step)
                 parts[i, j] = missing[j]
                 continue
-            kept = record.attempts[outcome.kept].prediction if outcome.kept is not None else None
-            parts[i, j] = components(kind, kept, record.gold) if outcome.kept is not None else missing[j]
+            parts[i, j] = components(kind, record.attempts[outcome.kept].prediction, record.gold) if outcome.kept is not None else missing[j]
             climbs[i, j] = max(outcome.tried - 1, 0)
             tokens[i, j] = sum(step_tokens[j][: outcome.tried])
             cost[i, j] = sum(step_cost[j][: outcome.tried])

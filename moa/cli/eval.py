@@ -69,8 +69,10 @@ def _render(report: Report, folder: Path) -> None:
         highlight=False,
     )
     if report.sweep:
-        best = max(report.sweep, key=lambda p: p.metrics["accuracy"])
-        out.print(f"sweep: {len(report.sweep)} thresholds; best accuracy {best.metrics['accuracy']:.3f} at t={best.threshold:.2f} ({best.top_share:.0%} to {report.steps[-1]})", highlight=False)
+        metric = report.headline
+        best = max(report.sweep, key=lambda p: p.metrics[metric])
+        shown = "F1" if metric == "f1" else metric
+        out.print(f"sweep: {len(report.sweep)} thresholds; best {shown} {best.metrics[metric]:.3f} at t={best.threshold:.2f} ({best.top_share:.0%} to {report.steps[-1]})", highlight=False)
     for note in report.notes:
         err.print(f"[yellow]note[/] {escape(note)}", highlight=False)
     out.print(f"report: {escape(str(folder / 'report.md'))}", highlight=False)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from moa.agent.context import RunContext
 from moa.agent.learn import Task, calibrate_agent, classifier, load_for, load_tagging, tags_entities, task_for, train_agent, train_tagging_agent, used_by
+from moa.agent.model import ModelAgent
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.eval.thresholds import acalibrate_thresholds
@@ -51,13 +52,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def calibrate(
-        agent: Annotated[str, typer.Argument(help="A classification agent (sentiment, filtering, ...).")],
-        data: Annotated[Path, typer.Argument(help="Labelled file: TSV/CSV (text and label columns) or JSONL.")],
+        agent: Annotated[str, typer.Argument(help="A classification agent (sentiment, filtering, ...); with --cascade, also extraction.")],
+        data: Annotated[Path, typer.Argument(help="Labelled file: TSV/CSV (text and label columns) or JSONL; CoNLL for extraction.")],
         option: OptionList = None,
         label_map: LabelMap = None,
         model: Annotated[Optional[str], typer.Option(help="Tier (slm, llm) or model spec to calibrate (default slm).")] = None,
         cascade: Annotated[Optional[str], typer.Option(help="Choose the escalation thresholds of this cascade instead, e.g. specialist,slm or specialist,slm,llm.")] = None,
-        goal: Annotated[str, typer.Option(help="With --cascade: 'accuracy' (the best held-out accuracy) or 'within=0.01' (the cheapest thresholds within 0.01 of the best).")] = "accuracy",
+        goal: Annotated[str, typer.Option(help="With --cascade: 'accuracy' (the best held-out accuracy; entity F1 for extraction) or 'within=0.01' (the cheapest thresholds within 0.01 of the best).")] = "accuracy",
         folds: Annotated[Optional[int], typer.Option(help="With --cascade: folds of the cross-validation (default up to 5, 20+ items each).")] = None,
         out_dir: Annotated[Optional[Path], typer.Option("--out", help="With --cascade: keep every step's answers here (resumable; choosing again with another goal calls no model).")] = None,
         limit: Annotated[Optional[int], typer.Option(help="Use a stratified sample of this many items.")] = None,
@@ -71,7 +72,9 @@ def register(app: typer.Typer) -> None:
         With --cascade: run every step of the cascade on every item once,
         choose each step's escalation threshold for --goal by cross-validation,
         and store it for this agent, label set and cascade; later runs of them
-        use it unless they set a threshold themselves."""
+        use it unless they set a threshold themselves. For extraction (CoNLL
+        data; --label-map renames entity types) the quality is micro entity F1
+        and the thresholds are stored for the data's entity types."""
         if cascade is not None:
             if model is not None:
                 fail(UserError(ErrorCode.BAD_CONFIG, "give --model (calibrate one model's confidences) or --cascade (choose the cascade's thresholds), not both"), as_json)
@@ -121,7 +124,8 @@ def register(app: typer.Typer) -> None:
         try:
             wanted = Goal.parse(goal)
             steps = [s.strip() for s in cascade.split(",")]
-            found = classifier(get_agent(agent_catalog(), agent))
+            named = get_agent(agent_catalog(), agent)
+            found = named if isinstance(named, ModelAgent) and tags_entities(named) else classifier(named)  # classification (accuracy) or extraction (entity F1)
             ctx = RunContext.create(load_settings())
 
             async def go() -> tuple[ThresholdChoice, Path]:
@@ -154,11 +158,11 @@ def register(app: typer.Typer) -> None:
             out.print_json(json.dumps({"path": str(path), "used_by": usage, **choice.model_dump()}))
             return
         table = Table(title=f"{found.name} ({describe_key(choice.key)}): {choice.n} items, {choice.folds}-fold held-out", title_justify="left")
-        for col in ("rule", "thresholds", "accuracy", "escalated", "tokens/item"):
+        for col in ("rule", "thresholds", "F1" if choice.metric == "f1" else "accuracy", "escalated", "tokens/item"):
             table.add_column(col)
         for row in choice.held_out:
             thresholds = ", ".join(f"{s} {t:g}" for s, t in row.thresholds.items()) or "-"
-            table.add_row(row.name, thresholds, f"{row.accuracy:.3f}", f"{row.escalated:.0%}", f"{row.tokens_per_item:.0f}")
+            table.add_row(row.name, thresholds, f"{row.quality:.3f}", f"{row.escalated:.0%}", f"{row.tokens_per_item:.0f}")
         out.print(table)
         spread = "; ".join(", ".join(f"{t:g}" for t in f.values()) for f in choice.fold_thresholds)
         out.print(f"chose {choice.describe()} (goal {choice.goal}; the folds chose {spread}) · stored in {path}", highlight=False, markup=False)

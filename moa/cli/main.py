@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from moa.agent.context import Event, RunContext
+from moa.agent.learn import tags_entities
 from moa.agent.model import ModelAgent
 from moa.cli import eval as cli_eval
 from moa.cli import examples as cli_examples
@@ -382,7 +383,7 @@ def agents() -> None:
         shipped = a.shipped_learned(settings) if isinstance(a, ModelAgent) else None
         learned = "; ".join(x for x in (learned_summary(settings, name), shipped) if x and x != "-") or "-"
         table.add_row(name, a.tier, "-" if threshold is None else f"{threshold:g}", learned, a.input_type.__name__, a.output_type.__name__, a.description)
-        if _classifier(a):
+        if _classifier(a) or tags_entities(a):
             lines = thresholds_summary(settings, name)
             unused = f" — not used: the settings set {name}'s threshold" if lines and explicit_threshold(settings, name) else ""
             chosen += [f"  {name} {line}{unused}" for line in lines] or [f"  {name}: none (runs use {'-' if threshold is None else f'{threshold:g}'})"]

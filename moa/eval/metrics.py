@@ -71,11 +71,26 @@ def _micro(pairs: Iterable[tuple[Counter[Any], Counter[Any]]]) -> dict[str, floa
     return _prf(tp, n_pred, n_gold)
 
 
+def _spans(entities: Sequence[Sequence[Any]] | None) -> Counter[Any]:
+    return Counter(tuple(s[:3]) for s in entities or [])
+
+
+def entity_counts(predicted: Sequence[Sequence[Any]] | None, gold: Sequence[Sequence[Any]]) -> tuple[int, int, int]:
+    """One item's true positives, false positives and false negatives over exact ``(type, start, end)``
+    spans (summed over items, they give :func:`entity_prf`)."""
+    p, g = _spans(predicted), _spans(gold)
+    tp = sum((p & g).values())
+    return tp, sum(p.values()) - tp, sum(g.values()) - tp
+
+
+def f1_of_counts(tp: float, fp: float, fn: float) -> float:
+    """Micro F1 of summed counts: ``2tp / (2tp + fp + fn)`` (0 without a true positive), as :func:`entity_prf`."""
+    return _prf(tp, tp + fp, tp + fn)["f1"]
+
+
 def entity_prf(predicted: Sequence[Sequence[Sequence[Any]] | None], gold: Sequence[Sequence[Sequence[Any]]]) -> dict[str, float]:
     """Micro precision/recall/F1 over exact ``(type, start, end)`` spans, per item then summed."""
-    return _micro(
-        (Counter(tuple(s[:3]) for s in p or []), Counter(tuple(s[:3]) for s in g)) for p, g in zip(predicted, gold, strict=True)
-    )
+    return _micro((_spans(p), _spans(g)) for p, g in zip(predicted, gold, strict=True))
 
 
 def _value(text: Any) -> str:

@@ -70,7 +70,7 @@ def eval_plots(out: Path, report: Report) -> tuple[list[str], str | None]:
     if plt is None:
         return [], NO_MATPLOTLIB if wanted else None
     names: list[str] = []
-    metric = "accuracy"
+    metric = report.headline if report.headline in ("accuracy", "f1") else "accuracy"
     if report.configs:
         per_item = [r.cost / max(r.items, 1) for r in report.configs]
         xs, xlabel = cost_axis(per_item, [r.model_seconds_per_item for r in report.configs])

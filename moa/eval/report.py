@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, UserError
 from moa.eval.metrics import HEADLINE, constant_baselines, per_class, score
+from moa.eval.quality import METRIC as REPLAYED
 from moa.eval.records import EvalConfig, ItemRecord, Meta, ResultStore
 from moa.eval.sweep import ConfigRow, Reliability, SweepPoint, cascade_at, reliability_of, step_alone, threshold_sweep
 from moa.files import atomic_write
@@ -89,15 +90,15 @@ def build_report(meta: Meta, records: list[ItemRecord]) -> Report:
     notes: list[str] = []
     configs: list[ConfigRow] = []
     sweep: list[SweepPoint] = []
-    if config.kind == "classification" and meta.steps:
-        configs = step_alone(records, meta.steps, labels)
+    if config.kind in REPLAYED and meta.steps:
+        configs = step_alone(records, meta.steps, labels, config.kind)
         if len(meta.steps) > 1:
             rule = tuple(meta.step_thresholds.get(s, meta.threshold) for s in meta.steps) if meta.step_thresholds else meta.threshold
-            configs.append(cascade_at(records, meta.steps, rule, labels))
+            configs.append(cascade_at(records, meta.steps, rule, labels, config.kind))
             if meta.step_thresholds:
                 chosen = ", ".join(f"{s} {t:g}" for s, t in meta.step_thresholds.items())
                 notes.append(f"The cascade escalated on the thresholds chosen from data for this task and cascade ({chosen}; `moa agents`), not on {meta.threshold}.")
-            sweep = threshold_sweep(records, meta.steps, labels)
+            sweep = threshold_sweep(records, meta.steps, labels, kind=config.kind)
             if not config.sweep:
                 notes.append(
                     "The sweep is replayed from the steps the cascade tried, so it covers thresholds up to the eval's own "
@@ -152,6 +153,13 @@ def _shots_line(report: Report) -> list[str]:
         f"drawn from {report.demonstration_items} items of the data set outside the eval (ids in meta.json).",
         "",
     ]
+
+
+_QUALITY = {
+    "classification": {"accuracy": "accuracy", "macro_f1": "macro-F1", "auc": "AUC"},
+    "entities": {"precision": "precision", "recall": "recall", "f1": "F1"},
+}
+"""The quality columns of the replayed configurations and the sweep, by data kind."""
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -212,19 +220,20 @@ def to_markdown(report: Report) -> str:
         + (" · unverified: " + ", ".join(f"{k} {v}" for k, v in report.unverified.items()) if report.unverified else ""),
         "",
     ]
+    names = _QUALITY.get(report.config.kind, _QUALITY["classification"])
     if report.configs:
         lines += ["## Configurations (replayed from the per-item records)", ""]
         rows = [
-            [r.name, _f(r.metrics["accuracy"]), _f(r.metrics["macro_f1"]), _f(r.metrics.get("auc")), f"{r.cost:.4f}", str(r.tokens),
-             f"{r.model_seconds_per_item:.3f}", f"{r.top_share:.0%}"]
+            [r.name, *(_f(r.metrics.get(m)) for m in names), f"{r.cost:.4f}", str(r.tokens), f"{r.model_seconds_per_item:.3f}", f"{r.top_share:.0%}"]
             for r in report.configs
         ]
-        header = ["configuration", "accuracy", "macro-F1", "AUC", "cost $", "tokens", "model s/item", f"answered by {report.steps[-1]}"]
+        header = ["configuration", *names.values(), "cost $", "tokens", "model s/item", f"answered by {report.steps[-1]}"]
         lines += _table(header, rows)
     if report.sweep:
         lines += [f"## Threshold sweep ({' → '.join(report.steps)}, no model calls)", ""]
-        rows = [[f"{p.threshold:.2f}", f"{p.top_share:.1%}", _f(p.metrics["accuracy"]), _f(p.metrics["macro_f1"]), f"{p.model_seconds_per_item:.3f}"] for p in report.sweep]
-        lines += _table(["threshold", f"share to {report.steps[-1]}", "accuracy", "macro-F1", "model s/item"], rows)
+        shown = list(names)[:2] if report.config.kind == "classification" else list(names)
+        rows = [[f"{p.threshold:.2f}", f"{p.top_share:.1%}", *(_f(p.metrics.get(m)) for m in shown), f"{p.model_seconds_per_item:.3f}"] for p in report.sweep]
+        lines += _table(["threshold", f"share to {report.steps[-1]}", *(names[m] for m in shown), "model s/item"], rows)
     if report.reliability.items:
         lines += [f"## Reliability of the confidence (ECE {report.reliability.ece:.3f} over {report.reliability.items} items)", ""]
         rows = [[f"{b.lo:.1f}–{b.hi:.1f}", _f(b.confidence), _f(b.accuracy), str(b.count)] for b in report.reliability.bins if b.count]

@@ -26,6 +26,7 @@ from moa.agent.model import ModelAgent
 from moa.errors import ErrorCode, ErrorInfo, MoaError, RunError, UserError
 from moa.eval import shots as demos
 from moa.eval.datasets import EvalSet, Example, detect_format, load_eval_set, resolve
+from moa.eval.quality import METRIC as REPLAYED
 from moa.eval.records import Demonstrations, EvalConfig, ItemRecord, Meta, ResultStore, Session, machine
 from moa.eval.report import Report, write_report
 from moa.eval.targets import AgentTarget, GraphTarget, check_fits, is_graph, resolve_steps
@@ -151,11 +152,11 @@ def _agent_target(agent: Agent[Any, Any], dataset: EvalSet, ctx: RunContext, opt
     sample = {**(dataset.examples[0].options if dataset.examples else {}), **task_options}
     steps = resolve_steps(agent, ctx, sample, cascade)
     threshold = agent.policy(ctx).threshold
-    chosen = agent.chosen_thresholds(ctx, agent.make_input("x", sample), steps) if dataset.kind == "classification" else None
-    if sweep and (dataset.kind != "classification" or len(steps) < 2):
+    chosen = agent.chosen_thresholds(ctx, agent.make_input("x", sample), steps) if dataset.kind in REPLAYED else None
+    if sweep and (dataset.kind not in REPLAYED or len(steps) < 2):
         raise UserError(
             ErrorCode.INVALID_INPUT,
-            f"--sweep needs a classification agent with at least two cascade steps (here: {dataset.kind}, steps {', '.join(s.name for s in steps)}); "
+            f"--sweep needs a classification or extraction agent with at least two cascade steps (here: {dataset.kind}, steps {', '.join(s.name for s in steps)}); "
             "e.g. --cascade specialist,slm after `moa train`",
         )
     return AgentTarget(agent, dataset.kind, task_options, steps, threshold, sweep, step_thresholds=dict(chosen.thresholds) if chosen else {})

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from moa.agent.cascade import weakness
 from moa.agent.results import Attempt
-from moa.eval.metrics import classification_scores
+from moa.eval.metrics import score
 from moa.eval.records import ItemRecord, StepRecord
 from moa.learning.calibration import Bin, expected_calibration_error, reliability
 from moa.usage import Usage
@@ -125,13 +125,14 @@ def _row(
     top: int,
     threshold: float | None = None,
     confidence: list[float | None] | None = None,
+    kind: str = "classification",
 ) -> dict[str, object]:
     n = max(len(gold), 1)
     flat = [u for us in usage for u in us]
     return {
         "name": name,
         "items": len(gold),
-        "metrics": classification_scores(predicted, gold, labels, confidence),
+        "metrics": score(kind, predicted, gold, labels, confidence if kind == "classification" else None),
         "cost": sum(u.cost for u in flat),
         "tokens": sum(u.tokens for u in flat),
         "model_seconds_per_item": round(sum(u.latency_s for u in flat) / n, 5),
@@ -140,8 +141,8 @@ def _row(
     }
 
 
-def step_alone(records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequence[str]) -> list[ConfigRow]:
-    """Each step answering every item alone (the steps every record has)."""
+def step_alone(records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequence[str], kind: str = "classification") -> list[ConfigRow]:
+    """Each step answering every item alone (the steps every record has), scored by the metrics of ``kind``."""
     rows = []
     for index, step in enumerate(steps):
         if not records or not all(len(r.attempts) > index and r.attempts[index].step == step for r in records):
@@ -150,27 +151,29 @@ def step_alone(records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequ
         predicted = [a.prediction if a.error is None else None for a in attempts]
         confidence = [a.confidence if a.error is None else None for a in attempts]
         top = len(records) if index == len(steps) - 1 else 0
-        row = _row(step, [a.usage for a in attempts], predicted, [r.gold for r in records], labels, top, confidence=confidence)
+        row = _row(step, [a.usage for a in attempts], predicted, [r.gold for r in records], labels, top, confidence=confidence, kind=kind)
         rows.append(ConfigRow.model_validate(row))
     return rows
 
 
-def cascade_at(records: Sequence[ItemRecord], steps: Sequence[str], threshold: Thresholds, labels: Sequence[str]) -> SweepPoint:
+def cascade_at(records: Sequence[ItemRecord], steps: Sequence[str], threshold: Thresholds, labels: Sequence[str], kind: str = "classification") -> SweepPoint:
     """The cascade replayed at ``threshold`` (one, or one per step) over the items it is determined for."""
     settled = [settle(r, len(steps), threshold) for r in records if replay(r.attempts, len(steps), threshold) is not None]
     top = sum(1 for r in settled if r.answered_by == steps[-1]) if steps else 0
     name = "→".join(steps) + (f" @{describe_thresholds(threshold)}" if threshold is not None else "")
     predicted = [r.prediction for r in settled]
     single = threshold if threshold is None or isinstance(threshold, (int, float)) else None
-    row = _row(name, [r.usage for r in settled], predicted, [r.gold for r in settled], labels, top, single, [r.confidence for r in settled])
+    row = _row(name, [r.usage for r in settled], predicted, [r.gold for r in settled], labels, top, single, [r.confidence for r in settled], kind)
     return SweepPoint.model_validate({**row, "known": len(settled)})
 
 
-def threshold_sweep(records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequence[str], thresholds: Sequence[float] = SWEEP_THRESHOLDS) -> list[SweepPoint]:
+def threshold_sweep(
+    records: Sequence[ItemRecord], steps: Sequence[str], labels: Sequence[str], thresholds: Sequence[float] = SWEEP_THRESHOLDS, kind: str = "classification"
+) -> list[SweepPoint]:
     """:func:`cascade_at` for each threshold, keeping the points every item is determined for."""
     if len(steps) < 2:
         return []
-    points = [cascade_at(records, steps, t, labels) for t in thresholds]
+    points = [cascade_at(records, steps, t, labels, kind) for t in thresholds]
     return [p for p in points if p.known == len(records)]
 
 

@@ -4,14 +4,20 @@
 ``--sweep``, :mod:`moa.eval.runner`; resumable when given an ``out`` folder), then
 :func:`choose_thresholds` replays the cascade from those answers (:func:`moa.eval.sweep.replay`,
 no model call) at every combination of per-step thresholds on a grid (0, 0.05, ..., 1) and chooses
-one by **k-fold cross-validation**: the items are split into ``k`` folds stratified by label; for
+one by **k-fold cross-validation**: the items are split into ``k`` folds (stratified by label for
+classification; entity data has no single label per item, so its items are dealt at random); for
 each fold the rule is chosen on the other folds (by the :class:`~moa.learning.thresholds.Goal`) and
-scored on that fold, so the held-out accuracy reported is what the choosing procedure gives on
+scored on that fold, so the held-out quality reported is what the choosing procedure gives on
 items it did not see. The thresholds stored are the ones the same procedure chooses on all items.
+
+The quality is accuracy for a classification agent and micro entity F1 for the extraction agent:
+each rule × item carries score components that add over items (:mod:`moa.eval.quality`: correct
+and 1; true positives, false positives and false negatives), and a set of items' quality is that
+of their sums.
 
 The chosen rule is compared, on the same items, with the agent's default threshold, with never
 escalating (threshold 0: only failed answers climb) and with always answering on the top step.
-Those have nothing fitted, so their accuracy on all items is already a held-out number.
+Those have nothing fitted, so their quality on all items is already a held-out number.
 :func:`calibrate_thresholds` is the synchronous wrapper, with a run context of its own.
 """
 
@@ -32,6 +38,7 @@ from moa.agent.base import Agent
 from moa.agent.context import RunContext
 from moa.agent.model import ModelAgent
 from moa.errors import ErrorCode, UserError, check_no_running_loop
+from moa.eval.quality import METRIC, WIDTH, components, quality
 from moa.eval.records import ItemRecord, ResultStore
 from moa.eval.runner import aevaluate, prepare
 from moa.eval.sweep import SWEEP_THRESHOLDS, replay
@@ -51,45 +58,53 @@ Progress = Callable[[int, int], None]
 class Rules:
     """Every candidate rule replayed on every item: rows are rules, columns items."""
 
+    kind: str
+    """The data kind (``classification``, ``entities``): what the score components are (:mod:`moa.eval.quality`)."""
     thresholds: list[tuple[float, ...]]
     """Per-step thresholds of each rule (all steps but the last)."""
-    correct: npt.NDArray[np.bool_]
+    parts: npt.NDArray[np.float64]
+    """Score components of the kept answer (rules × items × components; they add over items)."""
     climbs: npt.NDArray[np.int_]
     """Steps climbed past the first."""
     tokens: npt.NDArray[np.float64]
     cost: npt.NDArray[np.float64]
 
+    def quality(self, items: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        """Each rule's quality (accuracy, F1) over the ``items`` (a mask)."""
+        return quality(self.kind, self.parts[:, items].sum(axis=1))
 
-def _replay_all(records: Sequence[ItemRecord], n_steps: int, rules: Sequence[Sequence[float | None]]) -> Rules:
+
+def _replay_all(records: Sequence[ItemRecord], n_steps: int, rules: Sequence[Sequence[float | None]], kind: str = "classification") -> Rules:
     """``rules`` (thresholds per step) replayed on ``records`` (every step recorded: ``--sweep``)."""
     shape = (len(rules), len(records))
-    correct, climbs = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.int_)
+    parts, climbs = np.zeros((*shape, WIDTH[kind])), np.zeros(shape, dtype=np.int_)
     tokens, cost = np.zeros(shape), np.zeros(shape)
     step_tokens = [[sum(u.tokens for u in a.usage) for a in r.attempts] for r in records]
     step_cost = [[sum(u.cost for u in a.usage) for a in r.attempts] for r in records]
+    missing = [components(kind, None, r.gold) for r in records]
     for i, thresholds in enumerate(rules):
         for j, record in enumerate(records):
             outcome = replay(record.attempts, n_steps, list(thresholds))
             if outcome is None:  # the item has no recorded answers (it failed before any step)
+                parts[i, j] = missing[j]
                 continue
-            if outcome.kept is not None:
-                correct[i, j] = record.attempts[outcome.kept].prediction == record.gold
+            parts[i, j] = components(kind, record.attempts[outcome.kept].prediction, record.gold) if outcome.kept is not None else missing[j]
             climbs[i, j] = max(outcome.tried - 1, 0)
             tokens[i, j] = sum(step_tokens[j][: outcome.tried])
             cost[i, j] = sum(step_cost[j][: outcome.tried])
-    return Rules([tuple(float(t) for t in r if t is not None) for r in rules], correct, climbs, tokens, cost)
+    return Rules(kind, [tuple(float(t) for t in r if t is not None) for r in rules], parts, climbs, tokens, cost)
 
 
 def pick(rules: Rules, items: npt.NDArray[np.bool_], goal: Goal) -> int:
-    """The rule ``goal`` chooses on the ``items`` (a mask): among the rules whose accuracy is within
-    ``goal.within`` of the best (the best ones for ``accuracy``), the cheapest: fewest escalations,
-    then fewest tokens, then the highest accuracy, then the lowest thresholds."""
-    accuracy = rules.correct[:, items].mean(axis=1)
+    """The rule ``goal`` chooses on the ``items`` (a mask): among the rules whose quality (accuracy,
+    F1) is within ``goal.within`` of the best (the best ones for ``accuracy``), the cheapest: fewest
+    escalations, then fewest tokens, then the highest quality, then the lowest thresholds."""
+    score = rules.quality(items)
     climbs = rules.climbs[:, items].sum(axis=1)
     tokens = rules.tokens[:, items].sum(axis=1)
-    best = float(accuracy.max())
-    candidates = np.flatnonzero(accuracy >= best - goal.within - 1e-9)
-    return int(min(candidates, key=lambda i: (int(climbs[i]), float(tokens[i]), -float(accuracy[i]), i)))
+    best = float(score.max())
+    candidates = np.flatnonzero(score >= best - goal.within - 1e-9)
+    return int(min(candidates, key=lambda i: (int(climbs[i]), float(tokens[i]), -float(score[i]), i)))
 
 
 def stratified_folds(gold: Sequence[Any], folds: int, seed: int) -> npt.NDArray[np.int_]:
@@ -105,23 +120,34 @@ def stratified_folds(gold: Sequence[Any], folds: int, seed: int) -> npt.NDArray[
     return fold
 
 
+def folds_of(kind: str, gold: Sequence[Any], folds: int, seed: int) -> npt.NDArray[np.int_]:
+    """:func:`stratified_folds` by label for classification; other kinds have no single label per
+    item, so their items are shuffled and dealt round the folds."""
+    return stratified_folds(gold if kind == "classification" else [""] * len(gold), folds, seed)
+
+
 def _score(
     name: str,
     steps: Sequence[str],
     thresholds: Sequence[float],
-    correct: npt.NDArray[np.bool_],
+    kind: str,
+    parts: npt.NDArray[np.float64],
     climbs: npt.NDArray[np.int_],
     tokens: npt.NDArray[np.float64],
     cost: npt.NDArray[np.float64],
 ) -> RuleScore:
-    n = max(len(correct), 1)
-    return RuleScore(
-        name=name,
-        thresholds={s: round(float(t), 4) for s, t in zip(steps[:-1], thresholds, strict=False)},
-        accuracy=round(float(correct.sum()) / n, 4),
-        escalated=round(float((climbs > 0).sum()) / n, 4),
-        tokens_per_item=round(float(tokens.sum()) / n, 2),
-        cost=round(float(cost.sum()), 6),
+    n = max(len(climbs), 1)
+    metric = METRIC[kind]
+    return RuleScore.model_validate(
+        {
+            "name": name,
+            "thresholds": {s: round(float(t), 4) for s, t in zip(steps[:-1], thresholds, strict=False)},
+            "metric": metric,
+            metric: round(float(quality(kind, parts.sum(axis=0))), 4),
+            "escalated": round(float((climbs > 0).sum()) / n, 4),
+            "tokens_per_item": round(float(tokens.sum()) / n, 2),
+            "cost": round(float(cost.sum()), 6),
+        }
     )
 
 
@@ -160,9 +186,15 @@ def choose_thresholds(
     seed: int = 0,
     default: float | None = 0.7,
     grid: Sequence[float] = SWEEP_THRESHOLDS,
+    kind: str = "classification",
 ) -> Chosen:
     """Per-step thresholds for the cascade ``steps`` chosen from ``records`` (every step answered
-    every item) by k-fold cross-validation (see the module docstring)."""
+    every item) by k-fold cross-validation (see the module docstring). ``kind`` is the data's:
+    ``classification`` (accuracy, folds stratified by label) or ``entities`` (micro entity F1)."""
+    if kind not in METRIC:
+        raise UserError(
+            ErrorCode.INVALID_INPUT, f"thresholds are chosen on classification or entity data, not {kind}; use a classification agent or extraction"
+        )
     if len(steps) < 2:
         raise UserError(
             ErrorCode.BAD_CONFIG,
@@ -170,38 +202,33 @@ def choose_thresholds(
         )
     k = folds_for(len(records), folds)
     candidates: list[tuple[float | None, ...]] = list(itertools.product(grid, repeat=len(steps) - 1))
-    rules = _replay_all(records, len(steps), candidates)
-    fold = stratified_folds([r.gold for r in records], k, seed)
+    rules = _replay_all(records, len(steps), candidates, kind)
+    fold = folds_of(kind, [r.gold for r in records], k, seed)
     n = len(records)
-    correct, climbs = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int_)
+    parts, climbs = np.zeros((n, rules.parts.shape[-1])), np.zeros(n, dtype=np.int_)
     tokens, cost = np.zeros(n), np.zeros(n)
     fold_thresholds = []
     for f in range(k):
         test = fold == f
         chosen = pick(rules, ~test, goal)  # chosen without the held-out fold...
-        correct[test], climbs[test] = rules.correct[chosen, test], rules.climbs[chosen, test]  # ...and scored on it
+        parts[test], climbs[test] = rules.parts[chosen, test], rules.climbs[chosen, test]  # ...and scored on it
         tokens[test], cost[test] = rules.tokens[chosen, test], rules.cost[chosen, test]
         fold_thresholds.append(dict(zip(steps[:-1], rules.thresholds[chosen], strict=True)))
     final = rules.thresholds[pick(rules, np.ones(n, dtype=bool), goal)]
-    scores = [_score("chosen", steps, final, correct, climbs, tokens, cost)]
+    scores = [_score("chosen", steps, final, kind, parts, climbs, tokens, cost)]
     fixed: list[tuple[str, tuple[float | None, ...]]] = [
         (f"default ({default:g})" if default is not None else "default (none)", (default,) * (len(steps) - 1)),
         ("never escalate", (0.0,) * (len(steps) - 1)),
     ]
     for name, thresholds in fixed:
-        rule = _replay_all(records, len(steps), [thresholds])
-        scores.append(_score(name, steps, rule.thresholds[0], rule.correct[0], rule.climbs[0], rule.tokens[0], rule.cost[0]))
+        rule = _replay_all(records, len(steps), [thresholds], kind)
+        scores.append(_score(name, steps, rule.thresholds[0], kind, rule.parts[0], rule.climbs[0], rule.tokens[0], rule.cost[0]))
     top = [r.attempts[len(steps) - 1] if len(r.attempts) >= len(steps) else None for r in records]
-    scores.append(
-        RuleScore(
-            name=f"always {steps[-1]}",
-            accuracy=round(sum(a is not None and a.error is None and a.prediction == r.gold for a, r in zip(top, records, strict=True)) / n, 4),
-            escalated=1.0,
-            tokens_per_item=round(sum(u.tokens for a in top if a is not None for u in a.usage) / n, 2),
-            cost=round(sum(u.cost for a in top if a is not None for u in a.usage), 6),
-        )
-    )
-    log.info("thresholds_chosen", steps=list(steps), thresholds=final, goal=str(goal), folds=k, items=n, held_out=scores[0].accuracy)
+    top_parts = np.array([components(kind, a.prediction if a is not None and a.error is None else None, r.gold) for a, r in zip(top, records, strict=True)])
+    top_usage = [u for a in top if a is not None for u in a.usage]
+    top_tokens, top_cost = np.array([float(sum(u.tokens for u in top_usage))]), np.array([sum(u.cost for u in top_usage)])
+    scores.append(_score(f"always {steps[-1]}", [], [], kind, top_parts, np.ones(n, dtype=np.int_), top_tokens, top_cost))
+    log.info("thresholds_chosen", steps=list(steps), thresholds=final, goal=str(goal), folds=k, items=n, held_out=scores[0].quality, metric=METRIC[kind])
     return Chosen(thresholds=dict(zip(steps[:-1], final, strict=True)), held_out=scores, fold_thresholds=fold_thresholds, folds=k)
 
 
@@ -236,22 +263,25 @@ async def acalibrate_thresholds(
             )
     prepared = prepare(agent, data, ctx=ctx, limit=limit, seed=seed, options=options, label_map=label_map, cascade=list(cascade), sweep=True, agents=agents)
     target = prepared.target
-    if not isinstance(target, AgentTarget) or not isinstance(target.agent, ModelAgent) or prepared.dataset.kind != "classification":
+    kind = prepared.dataset.kind
+    if not isinstance(target, AgentTarget) or not isinstance(target.agent, ModelAgent) or kind not in METRIC or not prepared.examples:
         raise UserError(
-            ErrorCode.INVALID_INPUT, f"thresholds are chosen for a classification agent on labelled data; {agent!r} on {prepared.dataset.name} is not"
+            ErrorCode.INVALID_INPUT,
+            f"thresholds are chosen for a classification agent on labelled data or for extraction on CoNLL data; {agent!r} on {prepared.dataset.name} is not",
         )
     folds_for(len(prepared.examples), folds)  # too little data: say so before any model runs
     steps = [s.name for s in target.steps]
-    key = target.agent.specialist_key(target.agent.make_input("x", target.options)) or ""
+    task = target.make_input(prepared.examples[0])  # the items' task (an entity file's types are in each item's options)
+    key = target.agent.specialist_key(task) or ""
     with tempfile.TemporaryDirectory(prefix="moa-thresholds-") as scratch:
         folder = out or Path(scratch)
         await aevaluate(prepared, folder, ctx=ctx, on_progress=on_progress)
         wanted = {e.id for e in prepared.examples}
         records = [r for r in {r.id: r for r in ResultStore(folder).read()}.values() if r.id in wanted]
-    chosen = choose_thresholds(records, steps, goal=goal, folds=folds, seed=seed, default=target.threshold)
+    chosen = choose_thresholds(records, steps, goal=goal, folds=folds, seed=seed, default=target.threshold, kind=kind)
     choice = ThresholdChoice(
-        agent=agent, key=key, steps=steps, models=target.agent.step_models(ctx, target.agent.make_input("x", target.options), target.steps), thresholds=chosen.thresholds,
-        goal=str(goal), folds=chosen.folds, n=len(records), data=prepared.config.data, seed=seed, held_out=chosen.held_out,
+        agent=agent, key=key, steps=steps, models=target.agent.step_models(ctx, task, target.steps), thresholds=chosen.thresholds,
+        goal=goal.label(METRIC[kind]), metric=METRIC[kind], folds=chosen.folds, n=len(records), data=prepared.config.data, seed=seed, held_out=chosen.held_out,
         fold_thresholds=chosen.fold_thresholds,
     )  # fmt: skip
     path = thresholds_path(ctx.settings, agent, key, steps)

@@ -9,9 +9,11 @@ calibrations (:func:`moa.learning.store.thresholds_path`); a run of the same age
 cascade uses it unless a threshold is set explicitly (``--threshold``, ``threshold`` /
 ``thresholds`` in the settings, a plan's or the code's own).
 
-A :class:`Goal` says what "best" means: ``accuracy`` (the highest accuracy; the cheapest such rule
-on ties) or ``within=X`` (the cheapest rule whose accuracy is within ``X`` of the best). *Cheapest*
-is the fewest escalations (an item climbing two steps counts two), then the fewest tokens.
+A :class:`Goal` says what "best" means: ``accuracy`` (the highest quality; the cheapest such rule
+on ties) or ``within=X`` (the cheapest rule whose quality is within ``X`` of the best). The quality
+is accuracy for a classification agent and micro entity F1 for the extraction agent (``--goal f1``
+is the same goal as ``accuracy``). *Cheapest* is the fewest escalations (an item climbing two steps
+counts two), then the fewest tokens.
 The choosing itself (k-fold cross-validation over replayed answers) is in
 :mod:`moa.eval.thresholds`.
 """
@@ -36,17 +38,18 @@ _WITHIN = re.compile(r"within\s*=\s*([0-9]*\.?[0-9]+)")
 
 
 class Goal(BaseModel):
-    """What the chosen thresholds optimise: ``accuracy``, or the cheapest within ``within`` of the best."""
+    """What the chosen thresholds optimise: the best quality (``accuracy``; accuracy or entity F1),
+    or the cheapest within ``within`` of the best."""
 
     kind: Literal["accuracy", "within"]
     within: float = 0.0
-    """Accuracy (0..1) the cheaper rule may give up against the best one (``within`` goals)."""
+    """Quality (accuracy or F1, 0..1) the cheaper rule may give up against the best one (``within`` goals)."""
 
     @classmethod
     def parse(cls, text: str) -> Goal:
-        """``accuracy`` or ``within=0.01`` (a :class:`UserError` that lists both otherwise)."""
+        """``accuracy`` (or ``f1``) or ``within=0.01`` (a :class:`UserError` that lists both otherwise)."""
         clean = text.strip().lower()
-        if clean in ("accuracy", "best", "best-accuracy"):
+        if clean in ("accuracy", "best", "best-accuracy", "f1", "best-f1"):
             return cls(kind="accuracy")
         if (match := _WITHIN.fullmatch(clean)) is not None:
             within = float(match.group(1))
@@ -54,12 +57,16 @@ class Goal(BaseModel):
                 return cls(kind="within", within=within)
         raise UserError(
             ErrorCode.BAD_CONFIG,
-            f"unknown goal {text!r}; use --goal accuracy (the best held-out accuracy) or --goal within=0.01 "
-            "(the cheapest thresholds whose accuracy is within 0.01 of the best; a number below 1)",
+            f"unknown goal {text!r}; use --goal accuracy (the best held-out accuracy; entity F1 for extraction, also --goal f1) or --goal within=0.01 "
+            "(the cheapest thresholds whose accuracy or F1 is within 0.01 of the best; a number below 1)",
         )
 
     def __str__(self) -> str:
         return "accuracy" if self.kind == "accuracy" else f"within={self.within:g}"
+
+    def label(self, metric: str) -> str:
+        """The goal in words for ``metric``: ``accuracy``, ``f1`` (the best of it) or ``within=0.01``."""
+        return metric if self.kind == "accuracy" else str(self)
 
 
 class RuleScore(BaseModel):
@@ -69,12 +76,23 @@ class RuleScore(BaseModel):
     """``chosen``, ``default``, ``never escalate`` or ``always <top step>``."""
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Threshold per step (empty for ``always <top step>``)."""
-    accuracy: float
+    metric: Literal["accuracy", "f1"] = "accuracy"
+    """What :attr:`quality` is: accuracy (classification) or micro entity F1 (extraction)."""
+    accuracy: float | None = None
+    """Share of items answered right (classification)."""
+    f1: float | None = None
+    """Micro entity F1 over the items (extraction)."""
     escalated: float
     """Share of items that went past the first step."""
     tokens_per_item: float
     cost: float
     """$ of every call the rule makes, over the items."""
+
+    @property
+    def quality(self) -> float:
+        """The rule's :attr:`metric`."""
+        value = self.f1 if self.metric == "f1" else self.accuracy
+        return 0.0 if value is None else value
 
 
 class ThresholdChoice(JsonFile):
@@ -94,6 +112,8 @@ class ThresholdChoice(JsonFile):
     thresholds: dict[str, float]
     """Threshold per step but the last: an answer of that step below it escalates (0: only failures do)."""
     goal: str
+    metric: Literal["accuracy", "f1"] = "accuracy"
+    """What the rules were compared on: accuracy (classification) or micro entity F1 (extraction)."""
     folds: int
     n: int
     """Labelled items the choice was made on."""

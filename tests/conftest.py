@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
+from support.tiers import fake_tiers
 
-import moa
 from moa.models.embedded import EmbeddedBackend
 from moa.testing import FakeModel, block_real_models
 
@@ -77,11 +76,5 @@ def free_port() -> int:
 def cli_model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
     """A fake model (a confident positive sentiment) on both tiers of every run context the CLI creates."""
     fake = FakeModel(['{"label":"positive","confidence":0.9}'])
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: Any) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=fake, llm=fake), **kwargs)
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
+    fake_tiers(monkeypatch, fake, fake)
     return fake

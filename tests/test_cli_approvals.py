@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tiers import fake_tiers
 from typer.testing import CliRunner
 
-import moa
 from moa.cli import approvals as cli_approvals
 from moa.cli.main import app
 from moa.testing import FakeModel
@@ -128,8 +128,7 @@ def test_contradicting_flags_exit_2(cli_model: FakeModel, plan: str) -> None:
 
 def test_a_hand_off_exits_5_and_shows_the_items(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = FakeModel(['{"label":"positive","confidence":0.2}'])
-    create = moa.RunContext.create
-    monkeypatch.setattr(moa.RunContext, "create", lambda settings=None, **kw: create(settings, models=moa.Models(settings, slm=fake, llm=fake), **kw))
+    fake_tiers(monkeypatch, fake)
     plan = tmp_path / "one.json"
     plan.write_text(json.dumps({"subtasks": [{"id": "s", "agent": "sentiment"}]}))
     result = runner.invoke(app, ["run", "rate", "--input", _reviews(), "--plan", str(plan), "--on-unsure", "needs_human", "--confidence", "self"])

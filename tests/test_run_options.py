@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tiers import fake_tiers
 from typer.testing import CliRunner
 
 import moa
@@ -156,13 +157,7 @@ def test_no_secret_is_recorded() -> None:
 def models(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeModel, FakeModel]]:
     """The fake models every run of the CLI gets (slm, llm); the llm tier runs the ``careful`` agent."""
     slm, llm = FakeModel([GOOD]), FakeModel([GOOD], spec="fake:big")
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: Any) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=slm, llm=llm), **kwargs)
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
+    fake_tiers(monkeypatch, slm, llm)
     monkeypatch.setattr("moa.workflow.catalog.builtin_agents", lambda: {**builtin_agents(), "careful": Careful()})
     yield slm, llm
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.tiers import fake_tiers
 from typer.testing import CliRunner
 
 import moa
@@ -275,13 +276,7 @@ def two_models(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeModel, FakeModel]:
         return json.dumps({"label": other(gold) if wrong else gold, "confidence": 0.9})
 
     slm, llm = FakeModel(small, spec="fake:small"), FakeModel(big, spec="fake:big")
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: object) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=slm, llm=llm), **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
+    fake_tiers(monkeypatch, slm, llm)
     monkeypatch.setenv("MOA_CONFIDENCE", "self")
     return slm, llm
 

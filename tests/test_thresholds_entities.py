@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.tiers import fake_tiers
 from typer.testing import CliRunner
 
 import moa
@@ -193,13 +194,7 @@ def test_moa_calibrate_extraction_chooses_on_f1_and_says_so(tmp_path: Path, monk
         return json.dumps({"entities": [{"text": "Alice" if "Alice" in text else "Bob", "type": "person"}]})
 
     slm, llm = FakeModel(small, spec="fake:small"), FakeModel(['{"entities": []}'], spec="fake:big")
-    create = moa.RunContext.create
-
-    def with_fakes(settings: moa.Settings | None = None, **kwargs: object) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=slm, llm=llm), **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(moa.RunContext, "create", with_fakes)
+    fake_tiers(monkeypatch, slm, llm)
     data = tmp_path / "d.conll"
     data.write_text("\n".join([CONLL] * 20))  # 40 sentences: 2 folds of 20
     runner = CliRunner()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from support.eval_data import EVAL, needs_eval
+from support.tiers import fake_tiers
 
 import moa
 from moa.agent.cascade import cascade_steps
@@ -47,13 +48,7 @@ def oracle(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModel]:
         return json.dumps({"entities": gold.get(_flat(text), [])})
 
     slm = FakeModel(answer, spec="fake:oracle")
-    create = moa.RunContext.create
-
-    def with_oracle(settings: moa.Settings | None = None, **kwargs: object) -> moa.RunContext:
-        settings = settings or moa.load_settings()
-        return create(settings, models=moa.Models(settings, slm=slm, llm=slm), **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(moa.RunContext, "create", with_oracle)
+    fake_tiers(monkeypatch, slm, slm)
     monkeypatch.setenv("MOA_TIMEOUT", "600")
     yield slm
 

@@ -19,6 +19,7 @@ from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
 from moa.eval.compare import compare, compare_markdown
 from moa.eval.datasets import FORMATS, PRESETS
+from moa.eval.metrics import metric_name
 from moa.eval.report import USAGE_HEADER, Report, rerender, usage_rows
 from moa.eval.runner import Prepared, aevaluate, prepare
 from moa.learning.labelled import parse_label_map
@@ -71,7 +72,7 @@ def _render(report: Report, folder: Path) -> None:
     if report.sweep:
         metric = report.headline
         best = max(report.sweep, key=lambda p: p.metrics[metric])
-        shown = "F1" if metric == "f1" else metric
+        shown = metric_name(metric)
         out.print(f"sweep: {len(report.sweep)} thresholds; best {shown} {best.metrics[metric]:.3f} at t={best.threshold:.2f} ({best.top_share:.0%} to {report.steps[-1]})", highlight=False)
     for note in report.notes:
         err.print(f"[yellow]note[/] {escape(note)}", highlight=False)

@@ -17,6 +17,7 @@ from moa.agent.learn import Task, calibrate_agent, classifier, load_for, load_ta
 from moa.agent.model import ModelAgent
 from moa.cli.output import err, fail, out
 from moa.errors import ErrorCode, MoaError, UserError
+from moa.eval.metrics import metric_name
 from moa.eval.thresholds import acalibrate_thresholds
 from moa.learning.labelled import parse_label_map
 from moa.learning.store import describe_key
@@ -158,7 +159,7 @@ def register(app: typer.Typer) -> None:
             out.print_json(json.dumps({"path": str(path), "used_by": usage, **choice.model_dump()}))
             return
         table = Table(title=f"{found.name} ({describe_key(choice.key)}): {choice.n} items, {choice.folds}-fold held-out", title_justify="left")
-        for col in ("rule", "thresholds", "F1" if choice.metric == "f1" else "accuracy", "escalated", "tokens/item"):
+        for col in ("rule", "thresholds", metric_name(choice.metric), "escalated", "tokens/item"):
             table.add_column(col)
         for row in choice.held_out:
             thresholds = ", ".join(f"{s} {t:g}" for s, t in row.thresholds.items()) or "-"

@@ -244,4 +244,11 @@ def score(
 
 
 HEADLINE = {"classification": "accuracy", "entities": "f1", "slots": "f1", "retrieval": "ndcg@10", "qa": "exact_match"}
+
+_METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "auc": "AUC", "precision": "precision", "recall": "recall", "f1": "F1"}
+
+
+def metric_name(metric: str) -> str:
+    """A metric's name in tables and messages (``f1`` → ``F1``, ``macro_f1`` → ``macro-F1``)."""
+    return _METRIC_NAMES.get(metric, metric)
 """The one metric each kind is summarised by (plots, comparisons)."""

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from moa.eval.metrics import entity_counts, f1_of_counts
+from moa.eval.metrics import HEADLINE, entity_counts, f1_of_counts
 
 #: The metric thresholds are chosen on, by data kind (the kinds whose thresholds can be chosen).
-METRIC = {"classification": "accuracy", "entities": "f1"}
+METRIC = {kind: HEADLINE[kind] for kind in ("classification", "entities")}
 #: How many components an answer of each kind is scored with.
 WIDTH = {"classification": 2, "entities": 3}
 

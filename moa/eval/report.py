@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from moa.errors import ErrorCode, UserError
-from moa.eval.metrics import HEADLINE, constant_baselines, per_class, score
+from moa.eval.metrics import HEADLINE, constant_baselines, metric_name, per_class, score
 from moa.eval.quality import METRIC as REPLAYED
 from moa.eval.records import EvalConfig, ItemRecord, Meta, ResultStore
 from moa.eval.sweep import ConfigRow, Reliability, SweepPoint, cascade_at, reliability_of, step_alone, threshold_sweep
@@ -155,10 +155,7 @@ def _shots_line(report: Report) -> list[str]:
     ]
 
 
-_QUALITY = {
-    "classification": {"accuracy": "accuracy", "macro_f1": "macro-F1", "auc": "AUC"},
-    "entities": {"precision": "precision", "recall": "recall", "f1": "F1"},
-}
+_QUALITY = {"classification": ("accuracy", "macro_f1", "auc"), "entities": ("precision", "recall", "f1")}
 """The quality columns of the replayed configurations and the sweep, by data kind."""
 
 
@@ -227,13 +224,13 @@ def to_markdown(report: Report) -> str:
             [r.name, *(_f(r.metrics.get(m)) for m in names), f"{r.cost:.4f}", str(r.tokens), f"{r.model_seconds_per_item:.3f}", f"{r.top_share:.0%}"]
             for r in report.configs
         ]
-        header = ["configuration", *names.values(), "cost $", "tokens", "model s/item", f"answered by {report.steps[-1]}"]
+        header = ["configuration", *map(metric_name, names), "cost $", "tokens", "model s/item", f"answered by {report.steps[-1]}"]
         lines += _table(header, rows)
     if report.sweep:
         lines += [f"## Threshold sweep ({' → '.join(report.steps)}, no model calls)", ""]
-        shown = list(names)[:2] if report.config.kind == "classification" else list(names)
+        shown = names[:2] if report.config.kind == "classification" else names
         rows = [[f"{p.threshold:.2f}", f"{p.top_share:.1%}", *(_f(p.metrics.get(m)) for m in shown), f"{p.model_seconds_per_item:.3f}"] for p in report.sweep]
-        lines += _table(["threshold", f"share to {report.steps[-1]}", *(names[m] for m in shown), "model s/item"], rows)
+        lines += _table(["threshold", f"share to {report.steps[-1]}", *map(metric_name, shown), "model s/item"], rows)
     if report.reliability.items:
         lines += [f"## Reliability of the confidence (ECE {report.reliability.ece:.3f} over {report.reliability.items} items)", ""]
         rows = [[f"{b.lo:.1f}–{b.hi:.1f}", _f(b.confidence), _f(b.accuracy), str(b.count)] for b in report.reliability.bins if b.count]
